@@ -1,0 +1,91 @@
+//! Builds the state and router on a given listener; serves until shutdown.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::{
+    auth::Passwords,
+    config::Config,
+    domain::time::now_f64,
+    http,
+    store::{Store, rooms::Retention, sqlite::SqliteStore},
+};
+
+/// Shared by every request. Cheap to clone; no globals.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<Config>,
+    pub passwords: Passwords,
+}
+
+impl AppState {
+    pub fn retention(&self) -> Retention {
+        Retention {
+            ttl_secs: self.config.room_message_ttl_secs as f64,
+            max_messages: self.config.room_message_limit,
+        }
+    }
+}
+
+/// A server bound to its port, ready to serve.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl App {
+    /// Opens the data directory and database, and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        std::fs::create_dir_all(config.data_dir.join("files"))?;
+        let store = SqliteStore::open(&config.data_dir.join("mirage.db"))?;
+        let hashing_slots = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        let state = AppState {
+            store: Arc::new(store),
+            config: Arc::new(config),
+            passwords: Passwords::new(hashing_slots),
+        };
+        let listener = TcpListener::bind(state.config.listen).await?;
+        let router = http::router(state.clone());
+        Ok(App {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let purger = tokio::spawn(purge_expired_messages(self.state.clone()));
+        let result = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        purger.abort();
+        result
+    }
+}
+
+/// Reads already hide expired room messages; this only reclaims their rows.
+async fn purge_expired_messages(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if let Err(err) = state
+            .store
+            .purge_expired_messages(now_f64(), state.retention())
+            .await
+        {
+            tracing::warn!(%err, "purging expired room messages failed");
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Command-line and environment configuration.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::Parser;
+
+/// Mirage: a social network and chat server speaking a JSON HTTP API.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "mirage", version, about)]
+pub struct Config {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "MIRAGE_LISTEN", default_value = "127.0.0.1:5000")]
+    pub listen: SocketAddr,
+
+    /// Directory holding the database and uploaded files (created on start).
+    #[arg(long, env = "MIRAGE_DATA_DIR", default_value = "./mirage-data")]
+    pub data_dir: PathBuf,
+
+    /// Public base URL used in file URLs, e.g. `https://mirage.example`.
+    /// When unset, the URL is built from the request's `Host` header.
+    #[arg(long, env = "MIRAGE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Seconds a room message is kept before it expires.
+    #[arg(long, env = "MIRAGE_ROOM_MESSAGE_TTL_SECS", default_value_t = 1800)]
+    pub room_message_ttl_secs: u64,
+
+    /// How many of its newest messages each room keeps.
+    #[arg(long, env = "MIRAGE_ROOM_MESSAGE_LIMIT", default_value_t = 100)]
+    pub room_message_limit: u32,
+
+    /// Largest accepted upload, in bytes (24 MiB).
+    #[arg(long, env = "MIRAGE_MAX_UPLOAD_BYTES", default_value_t = 25_165_824)]
+    pub max_upload_bytes: u64,
+
+    /// Largest accepted JSON request body, in bytes (64 KiB).
+    #[arg(long, env = "MIRAGE_MAX_JSON_BYTES", default_value_t = 65_536)]
+    pub max_json_bytes: usize,
+
+    /// How many public rooms may exist at once.
+    #[arg(long, env = "MIRAGE_MAX_PUBLIC_ROOMS", default_value_t = 5)]
+    pub max_public_rooms: u32,
+
+    /// Log filter in `tracing` syntax, e.g. `info` or `mirage=debug`.
+    #[arg(long, env = "MIRAGE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    /// A configuration for tests: loopback on a free port, data in `data_dir`.
+    pub fn for_tests(data_dir: PathBuf) -> Self {
+        let mut config = Config::parse_from(["mirage"]);
+        config.listen = "127.0.0.1:0".parse().expect("valid address");
+        config.data_dir = data_dir;
+        config
+    }
+}

@@ -1,0 +1,5 @@
+//! Domain rules as plain functions: validation, hashtags, the feed mix, time.
+
+pub mod account;
+pub mod time;
+pub mod validate;

@@ -1,0 +1,45 @@
+//! Text rules shared by several endpoints. Lengths count Unicode scalar values.
+
+use crate::error::{ApiError, ApiResult};
+
+/// Length in Unicode characters (scalar values), never bytes.
+pub fn char_len(text: &str) -> usize {
+    text.chars().count()
+}
+
+/// A required text field: present and not blank, else 400 naming the field.
+pub fn required<'a>(value: &'a Option<String>, field: &str) -> ApiResult<&'a str> {
+    match value.as_deref() {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(ApiError::bad_request(format!("{field} is required"))),
+    }
+}
+
+/// At most `max` characters, else 400 naming the field.
+pub fn max_chars(value: &str, max: usize, field: &str) -> ApiResult<()> {
+    if char_len(value) > max {
+        return Err(ApiError::bad_request(format!(
+            "{field} must be at most {max} characters"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_count_characters_not_bytes() {
+        assert_eq!(char_len("héllo"), 5);
+        assert!(max_chars(&"é".repeat(512), 512, "content").is_ok());
+        assert!(max_chars(&"é".repeat(513), 512, "content").is_err());
+    }
+
+    #[test]
+    fn blank_is_missing() {
+        assert!(required(&Some("  ".into()), "content").is_err());
+        assert!(required(&None, "content").is_err());
+        assert_eq!(required(&Some(" a ".into()), "content").unwrap(), " a ");
+    }
+}

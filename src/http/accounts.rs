@@ -1,0 +1,143 @@
+//! Registration, login and logout.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{MessageBody, extract::JsonBody};
+use crate::{
+    app::AppState,
+    auth::{hash_token, header_token, new_token},
+    domain::{account, validate::required},
+    error::{ApiError, ApiResult, ErrorBody},
+    store::accounts::NewUser,
+};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    username: Option<String>,
+    email: Option<String>,
+    password: Option<String>,
+    avatar_url: Option<String>,
+    description: Option<String>,
+}
+
+/// POST /api/register
+#[utoipa::path(post, path = "/api/register", tag = "accounts", request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created", body = MessageBody),
+        (status = 400, description = "Missing or invalid field, or username/email taken", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody)))]
+async fn register(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<RegisterRequest>,
+) -> ApiResult<(StatusCode, Json<MessageBody>)> {
+    let username = required(&body.username, "username")?.trim();
+    let email = required(&body.email, "email")?.trim();
+    let password = required(&body.password, "password")?;
+    let avatar_url = body.avatar_url.unwrap_or_default();
+    let description = body.description.unwrap_or_default();
+    account::username(username)?;
+    account::email(email)?;
+    account::password(password)?;
+    account::url(&avatar_url, "avatar_url")?;
+    account::description(&description)?;
+
+    let password_hash = state.passwords.hash(password).await?;
+    state
+        .store
+        .create_user(NewUser {
+            username: username.to_owned(),
+            email: email.to_owned(),
+            password_hash,
+            avatar_url,
+            description,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, MessageBody::new("Welcome to MIRAGE")))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    username: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// A new session token (UUID v4); send it as the `Authorization` header.
+    token: String,
+    /// The username as registered.
+    username: String,
+}
+
+/// POST /api/login
+#[utoipa::path(post, path = "/api/login", tag = "accounts", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "A new session", body = LoginResponse),
+        (status = 400, description = "Missing field", body = ErrorBody),
+        (status = 401, description = "Wrong password", body = ErrorBody),
+        (status = 404, description = "Unknown user", body = ErrorBody)))]
+async fn login(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<LoginRequest>,
+) -> ApiResult<Json<LoginResponse>> {
+    let username = required(&body.username, "username")?.trim();
+    let password = required(&body.password, "password")?;
+    let record = state
+        .store
+        .login_record(username)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user not found"))?;
+    if !state.passwords.verify(password, &record.password_hash).await? {
+        return Err(ApiError::unauthorized("wrong password"));
+    }
+    let token = new_token();
+    state
+        .store
+        .create_session(record.user.id, hash_token(&token))
+        .await?;
+    Ok(Json(LoginResponse {
+        token,
+        username: record.user.username,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LogoutRequest {
+    /// Used when no `Authorization` header is sent (web clients).
+    token: Option<String>,
+}
+
+/// POST /api/logout
+#[utoipa::path(post, path = "/api/logout", tag = "accounts", request_body = LogoutRequest,
+    responses(
+        (status = 200, description = "Session ended", body = MessageBody),
+        (status = 400, description = "No token given", body = ErrorBody),
+        (status = 401, description = "Unknown token", body = ErrorBody)))]
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<LogoutRequest>,
+) -> ApiResult<Json<MessageBody>> {
+    let body_token = body.token.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let token = header_token(&headers)
+        .or(body_token)
+        .ok_or_else(|| ApiError::bad_request("token is required"))?;
+    if !state.store.end_session(hash_token(token)).await? {
+        return Err(ApiError::unauthorized("invalid or expired token"));
+    }
+    Ok(MessageBody::new("logged out successfully"))
+}

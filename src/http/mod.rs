@@ -1,0 +1,108 @@
+//! The HTTP layer: one module per resource, thin handlers, JSON everywhere.
+
+pub mod accounts;
+pub mod extract;
+pub mod feed;
+pub mod files;
+pub mod inbox;
+pub mod posts;
+pub mod profiles;
+pub mod rooms;
+pub mod service;
+
+use std::{sync::LazyLock, time::Duration};
+
+use axum::{
+    Router,
+    http::{HeaderName, Method, header},
+    middleware,
+};
+use serde::Serialize;
+use tower_http::{
+    cors::{Any, CorsLayer},
+    trace::TraceLayer,
+};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::{app::AppState, error::ApiError};
+
+/// `{"message": "..."}`, the body of most successful writes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageBody {
+    pub message: String,
+}
+
+impl MessageBody {
+    pub fn new(message: impl Into<String>) -> axum::Json<Self> {
+        axum::Json(MessageBody {
+            message: message.into(),
+        })
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "Mirage",
+    description = "Social network and chat server. The contract is API.md; this document is generated from the code."
+))]
+struct ApiDoc;
+
+/// Routes whose bodies are small JSON objects (all but uploads).
+fn json_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(accounts::routes())
+        .merge(profiles::routes())
+        .merge(posts::routes())
+        .merge(feed::routes())
+        .merge(rooms::routes())
+        .merge(inbox::routes())
+        .merge(service::routes())
+}
+
+/// Routes that stream large bodies and enforce their own limits.
+fn streaming_routes() -> OpenApiRouter<AppState> {
+    files::routes()
+}
+
+/// The OpenAPI document of every route the router serves.
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    static SPEC: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(|| {
+        OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+            .merge(json_routes())
+            .merge(streaming_routes())
+            .split_for_parts()
+            .1
+    });
+    &SPEC
+}
+
+pub fn router(state: AppState) -> Router {
+    let (json_api, _) = json_routes().split_for_parts();
+    let json_api = json_api.layer(middleware::from_fn_with_state(
+        state.clone(),
+        extract::limit_json_body,
+    ));
+    let (streaming_api, _) = streaming_routes().split_for_parts();
+
+    // Browsers need `authorization` named explicitly: `*` does not cover it.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("x-requested-with"),
+        ])
+        .max_age(Duration::from_secs(600));
+
+    Router::new()
+        .merge(json_api)
+        .merge(streaming_api)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(TraceLayer::new_for_http())
+        .layer(cors)
+        .with_state(state)
+}

@@ -1,0 +1,106 @@
+//! Posts, hashtags, votes, replies, and the raw material of the feed.
+
+use async_trait::async_trait;
+
+use super::{Page, PageRequest, StoreResult, UnixSeconds};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Post {
+    pub id: i64,
+    pub username: String,
+    pub content: String,
+    pub created_at: UnixSeconds,
+    pub upvotes: i64,
+    pub downvotes: i64,
+    pub replies: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoteKind {
+    Up,
+    Down,
+}
+
+/// A post's vote counts after a vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VoteCounts {
+    pub upvotes: i64,
+    pub downvotes: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub id: i64,
+    pub post_id: i64,
+    pub username: String,
+    pub avatar_url: String,
+    pub content: String,
+    pub parent_id: Option<i64>,
+    pub created_at: UnixSeconds,
+}
+
+/// Candidate posts for one viewer's feed, each list newest first and none
+/// by the viewer. The domain's feed mix picks from these.
+#[derive(Debug, Clone, Default)]
+pub struct FeedCandidates {
+    /// Newest posts of users the viewer follows.
+    pub followed: Vec<Post>,
+    /// Newest posts inside the global window by users the viewer does not follow.
+    pub global: Vec<Post>,
+    /// Random posts older than the global window.
+    pub archive: Vec<Post>,
+}
+
+/// How many candidates of each kind to fetch, and the global window.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedQuery {
+    pub viewer: i64,
+    pub followed: usize,
+    pub global: usize,
+    pub archive: usize,
+    /// The global window holds at most this many newest posts...
+    pub window_posts: i64,
+    /// ...and none older than this.
+    pub window_start: UnixSeconds,
+}
+
+#[async_trait]
+pub trait PostStore: Send + Sync {
+    /// Stores the post and its (already extracted, lower-case, distinct)
+    /// hashtags, bumping the author's post count, in one transaction.
+    async fn create_post(
+        &self,
+        author: i64,
+        content: String,
+        hashtags: Vec<String>,
+        now: UnixSeconds,
+    ) -> StoreResult<i64>;
+    async fn post(&self, post_id: i64) -> StoreResult<Option<Post>>;
+    /// NotFound for an unknown user.
+    async fn posts_by(&self, username: &str, page: PageRequest) -> StoreResult<Page<Post>>;
+
+    /// NotFound for no such post, Forbidden for your own post, Conflict
+    /// "already voted" for a repeat; voting the other way moves the vote.
+    /// Post and author counters change in the same transaction.
+    async fn vote(&self, voter: i64, post_id: i64, kind: VoteKind) -> StoreResult<VoteCounts>;
+
+    /// NotFound for no such post or parent; Conflict when the parent is a
+    /// reply to another post.
+    async fn create_reply(
+        &self,
+        author: i64,
+        post_id: i64,
+        parent_id: Option<i64>,
+        content: String,
+        now: UnixSeconds,
+    ) -> StoreResult<i64>;
+    /// NotFound for no such post.
+    async fn replies(&self, post_id: i64, page: PageRequest) -> StoreResult<Page<Reply>>;
+
+    /// Reads what the feed mixes from; cost bounded by the counts asked
+    /// for and the window, never by the total number of posts or users.
+    async fn feed_candidates(&self, query: FeedQuery) -> StoreResult<FeedCandidates>;
+    /// The `limit` hashtags used by the most distinct posts since `since`
+    /// (ties: most recently used first), lower-case without `#`.
+    async fn trending(&self, since: UnixSeconds, limit: usize) -> StoreResult<Vec<String>>;
+}

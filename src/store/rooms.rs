@@ -1,0 +1,107 @@
+//! Rooms, membership, room chat with retention, and uploaded files.
+
+use async_trait::async_trait;
+
+use super::{StoreResult, UnixSeconds};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    pub id: i64,
+    pub name: String,
+    pub is_private: bool,
+    /// Argon2id hash; `Some` exactly for private rooms.
+    pub password_hash: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRoom {
+    pub name: String,
+    pub is_private: bool,
+    pub password_hash: Option<String>,
+    pub creator: i64,
+}
+
+/// A public room as `GET /api/rooms` lists it for one caller.
+#[derive(Debug, Clone)]
+pub struct PublicRoom {
+    pub id: i64,
+    pub name: String,
+    pub joined: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomMessage {
+    pub id: i64,
+    pub room_id: i64,
+    pub username: String,
+    pub message: String,
+    /// Unix seconds with fractions.
+    pub created_at: f64,
+}
+
+/// Per-room retention: a message lives `ttl_secs` and a room keeps its newest `max_messages`.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub ttl_secs: f64,
+    pub max_messages: u32,
+}
+
+/// Metadata of an uploaded file; the bytes live in the data directory.
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    /// Random, unguessable id used in the file's URL.
+    pub id: String,
+    pub room_id: i64,
+    pub uploader: i64,
+    pub filename: String,
+    pub content_type: String,
+    pub size: u64,
+    pub created_at: UnixSeconds,
+}
+
+#[async_trait]
+pub trait RoomStore: Send + Sync {
+    /// Creates the room with the creator as a member. Conflict "room name
+    /// already taken" (ignoring case) or the public-room limit message when
+    /// `max_public_rooms` public rooms exist.
+    async fn create_room(&self, room: NewRoom, max_public_rooms: u32) -> StoreResult<Room>;
+    async fn room_by_id(&self, room_id: i64) -> StoreResult<Option<Room>>;
+    /// Ignoring case.
+    async fn room_by_name(&self, name: &str) -> StoreResult<Option<Room>>;
+    /// Idempotent.
+    async fn add_member(&self, room_id: i64, user_id: i64) -> StoreResult<()>;
+    /// Returns whether the user was a member.
+    async fn remove_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool>;
+    async fn is_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool>;
+    /// Usernames of the room's members, in joining order.
+    async fn member_names(&self, room_id: i64) -> StoreResult<Vec<String>>;
+    /// Ids of the room's members (for real-time fan-out).
+    async fn member_ids(&self, room_id: i64) -> StoreResult<Vec<i64>>;
+    async fn public_rooms(&self, viewer: i64) -> StoreResult<Vec<PublicRoom>>;
+    async fn rooms_of(&self, user_id: i64) -> StoreResult<Vec<Room>>;
+
+    /// Stores a message and applies the room's count limit in the same
+    /// transaction (other rooms are untouched). Returns the stored message.
+    async fn add_room_message(
+        &self,
+        room_id: i64,
+        author: i64,
+        message: String,
+        now: f64,
+        retention: Retention,
+    ) -> StoreResult<RoomMessage>;
+    /// The room's retained messages newer than `since` (and not expired at
+    /// `now`), oldest first.
+    async fn room_messages(
+        &self,
+        room_id: i64,
+        since: Option<f64>,
+        now: f64,
+        retention: Retention,
+    ) -> StoreResult<Vec<RoomMessage>>;
+    /// Deletes messages expired at `now` in every room; returns how many.
+    async fn purge_expired_messages(&self, now: f64, retention: Retention) -> StoreResult<u64>;
+
+    async fn save_file(&self, file: StoredFile) -> StoreResult<()>;
+    async fn file(&self, file_id: &str) -> StoreResult<Option<StoredFile>>;
+}

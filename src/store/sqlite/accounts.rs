@@ -1,0 +1,361 @@
+//! Accounts, sessions, profiles and follows on SQLite.
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+
+use super::{SqliteStore, into_page, is_unique_violation};
+use crate::store::{
+    Page, PageRequest, StoreError, StoreResult,
+    accounts::{AccountStore, LoginRecord, NewUser, Profile, SettingsChange, UserRef, UserSummary},
+};
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Finds a user by name (ignoring case) inside a connection or transaction.
+pub(super) fn user_by_name(
+    conn: &rusqlite::Connection,
+    username: &str,
+) -> StoreResult<Option<UserRef>> {
+    Ok(conn
+        .prepare_cached("SELECT id, username FROM users WHERE username_key = ?1")?
+        .query_row([username.to_lowercase()], |r| {
+            Ok(UserRef {
+                id: r.get(0)?,
+                username: r.get(1)?,
+            })
+        })
+        .optional()?)
+}
+
+fn require_user(conn: &rusqlite::Connection, username: &str) -> StoreResult<UserRef> {
+    user_by_name(conn, username)?.ok_or_else(|| StoreError::not_found("user not found"))
+}
+
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn create_user(&self, user: NewUser) -> StoreResult<UserRef> {
+        self.write(move |tx| {
+            let taken: Option<(String, String)> = tx
+                .query_row(
+                    "SELECT username_key, email_key FROM users
+                     WHERE username_key = ?1 OR email_key = ?2 LIMIT 1",
+                    params![user.username.to_lowercase(), user.email.to_lowercase()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((name_key, _)) = taken {
+                return Err(StoreError::conflict(
+                    if name_key == user.username.to_lowercase() {
+                        "username already taken"
+                    } else {
+                        "email already taken"
+                    },
+                ));
+            }
+            tx.execute(
+                "INSERT INTO users (username, username_key, email, email_key, password_hash,
+                                    avatar_url, description, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    user.username,
+                    user.username.to_lowercase(),
+                    user.email,
+                    user.email.to_lowercase(),
+                    user.password_hash,
+                    user.avatar_url,
+                    user.description,
+                    now()
+                ],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::conflict("username or email already taken")
+                } else {
+                    e.into()
+                }
+            })?;
+            Ok(UserRef {
+                id: tx.last_insert_rowid(),
+                username: user.username,
+            })
+        })
+        .await
+    }
+
+    async fn find_user(&self, username: &str) -> StoreResult<Option<UserRef>> {
+        let username = username.to_owned();
+        self.read(move |conn| user_by_name(conn, &username)).await
+    }
+
+    async fn login_record(&self, username: &str) -> StoreResult<Option<LoginRecord>> {
+        let key = username.to_lowercase();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, username, password_hash FROM users WHERE username_key = ?1",
+                )?
+                .query_row([key], |r| {
+                    Ok(LoginRecord {
+                        user: UserRef {
+                            id: r.get(0)?,
+                            username: r.get(1)?,
+                        },
+                        password_hash: r.get(2)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn user_count(&self) -> StoreResult<i64> {
+        self.read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?))
+            .await
+    }
+
+    async fn create_session(&self, user_id: i64, token_hash: [u8; 32]) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO sessions (token_hash, user_id, created_at) VALUES (?1, ?2, ?3)",
+                params![&token_hash[..], user_id, now()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_user(&self, token_hash: [u8; 32]) -> StoreResult<Option<UserRef>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT u.id, u.username FROM sessions s JOIN users u ON u.id = s.user_id
+                     WHERE s.token_hash = ?1",
+                )?
+                .query_row([&token_hash[..]], |r| {
+                    Ok(UserRef {
+                        id: r.get(0)?,
+                        username: r.get(1)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn end_session(&self, token_hash: [u8; 32]) -> StoreResult<bool> {
+        self.write(move |tx| {
+            Ok(tx.execute("DELETE FROM sessions WHERE token_hash = ?1", [&token_hash[..]])? > 0)
+        })
+        .await
+    }
+
+    async fn profile(&self, username: &str) -> StoreResult<Option<Profile>> {
+        let key = username.to_lowercase();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT username, avatar_url, description, custom_css, background_image,
+                            created_at, followers, following, posts, upvotes, downvotes
+                     FROM users WHERE username_key = ?1",
+                )?
+                .query_row([key], |r| {
+                    Ok(Profile {
+                        username: r.get(0)?,
+                        avatar_url: r.get(1)?,
+                        description: r.get(2)?,
+                        custom_css: r.get(3)?,
+                        background_image: r.get(4)?,
+                        created_at: r.get(5)?,
+                        followers: r.get(6)?,
+                        following: r.get(7)?,
+                        posts: r.get(8)?,
+                        upvotes: r.get(9)?,
+                        downvotes: r.get(10)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn update_settings(
+        &self,
+        user_id: i64,
+        change: SettingsChange,
+        keep_session: [u8; 32],
+    ) -> StoreResult<()> {
+        self.write(move |tx| {
+            if let Some(email) = &change.email {
+                let taken: bool = tx.query_row(
+                    "SELECT EXISTS(SELECT 1 FROM users WHERE email_key = ?1 AND id != ?2)",
+                    params![email.to_lowercase(), user_id],
+                    |r| r.get(0),
+                )?;
+                if taken {
+                    return Err(StoreError::conflict("email already taken"));
+                }
+                tx.execute(
+                    "UPDATE users SET email = ?1, email_key = ?2 WHERE id = ?3",
+                    params![email, email.to_lowercase(), user_id],
+                )?;
+            }
+            let columns = [
+                ("avatar_url", &change.avatar_url),
+                ("description", &change.description),
+                ("custom_css", &change.custom_css),
+                ("background_image", &change.background_image),
+                ("password_hash", &change.password_hash),
+            ];
+            for (column, value) in columns {
+                if let Some(value) = value {
+                    // Column names come from the fixed list above, never from input.
+                    tx.execute(
+                        &format!("UPDATE users SET {column} = ?1 WHERE id = ?2"),
+                        params![value, user_id],
+                    )?;
+                }
+            }
+            if change.password_hash.is_some() {
+                tx.execute(
+                    "DELETE FROM sessions WHERE user_id = ?1 AND token_hash != ?2",
+                    params![user_id, &keep_session[..]],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn follow(&self, follower: i64, followee: &str) -> StoreResult<UserRef> {
+        let followee = followee.to_owned();
+        self.write(move |tx| {
+            let target = require_user(tx, &followee)?;
+            if target.id == follower {
+                return Err(StoreError::conflict("you cannot follow yourself"));
+            }
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO follows (follower_id, followee_id, created_at)
+                 VALUES (?1, ?2, ?3)",
+                params![follower, target.id, now()],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::conflict(format!(
+                    "already following {}",
+                    target.username
+                )));
+            }
+            tx.execute(
+                "UPDATE users SET following = following + 1 WHERE id = ?1",
+                [follower],
+            )?;
+            tx.execute(
+                "UPDATE users SET followers = followers + 1 WHERE id = ?1",
+                [target.id],
+            )?;
+            Ok(target)
+        })
+        .await
+    }
+
+    async fn unfollow(&self, follower: i64, followee: &str) -> StoreResult<UserRef> {
+        let followee = followee.to_owned();
+        self.write(move |tx| {
+            let target = require_user(tx, &followee)?;
+            let removed = tx.execute(
+                "DELETE FROM follows WHERE follower_id = ?1 AND followee_id = ?2",
+                params![follower, target.id],
+            )?;
+            if removed == 0 {
+                return Err(StoreError::conflict(format!(
+                    "you are not following {}",
+                    target.username
+                )));
+            }
+            tx.execute(
+                "UPDATE users SET following = following - 1 WHERE id = ?1",
+                [follower],
+            )?;
+            tx.execute(
+                "UPDATE users SET followers = followers - 1 WHERE id = ?1",
+                [target.id],
+            )?;
+            Ok(target)
+        })
+        .await
+    }
+
+    async fn is_following(&self, follower: i64, followee: &str) -> StoreResult<bool> {
+        let followee = followee.to_owned();
+        self.read(move |conn| {
+            let target = require_user(conn, &followee)?;
+            Ok(conn.query_row(
+                "SELECT EXISTS(SELECT 1 FROM follows WHERE follower_id = ?1 AND followee_id = ?2)",
+                params![follower, target.id],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn followers(&self, username: &str, page: PageRequest) -> StoreResult<Page<UserSummary>> {
+        self.follow_list(username, page, FollowSide::Followers).await
+    }
+
+    async fn following(&self, username: &str, page: PageRequest) -> StoreResult<Page<UserSummary>> {
+        self.follow_list(username, page, FollowSide::Following).await
+    }
+}
+
+enum FollowSide {
+    Followers,
+    Following,
+}
+
+impl SqliteStore {
+    async fn follow_list(
+        &self,
+        username: &str,
+        page: PageRequest,
+        side: FollowSide,
+    ) -> StoreResult<Page<UserSummary>> {
+        let username = username.to_owned();
+        self.read(move |conn| {
+            let user = require_user(conn, &username)?;
+            let sql = match side {
+                FollowSide::Followers => {
+                    "SELECT f.id, u.username, u.avatar_url FROM follows f
+                     JOIN users u ON u.id = f.follower_id
+                     WHERE f.followee_id = ?1 AND f.id < ?2 ORDER BY f.id DESC LIMIT ?3"
+                }
+                FollowSide::Following => {
+                    "SELECT f.id, u.username, u.avatar_url FROM follows f
+                     JOIN users u ON u.id = f.followee_id
+                     WHERE f.follower_id = ?1 AND f.id < ?2 ORDER BY f.id DESC LIMIT ?3"
+                }
+            };
+            let rows = conn
+                .prepare_cached(sql)?
+                .query_map(
+                    params![user.id, page.before.unwrap_or(i64::MAX), page.limit + 1],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            UserSummary {
+                                username: r.get(1)?,
+                                avatar_url: r.get(2)?,
+                            },
+                        ))
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            let page = into_page(rows, page.limit, |(id, _)| *id);
+            Ok(Page {
+                items: page.items.into_iter().map(|(_, u)| u).collect(),
+                next: page.next,
+            })
+        })
+        .await
+    }
+}
