@@ -1,0 +1,4 @@
+//! Integration tests: the real server on port 0, spoken to over HTTP.
+
+mod accounts;
+mod helpers;
