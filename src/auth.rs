@@ -2,10 +2,7 @@
 
 use std::sync::Arc;
 
-use argon2::{
-    Argon2, PasswordHash, PasswordVerifier,
-    password_hash::PasswordHasher as _,
-};
+use argon2::{Argon2, PasswordHash, PasswordVerifier, password_hash::PasswordHasher as _};
 use axum::{
     extract::FromRequestParts,
     http::{HeaderMap, request::Parts},

@@ -101,7 +101,11 @@ async fn login(
         .login_record(username)
         .await?
         .ok_or_else(|| ApiError::not_found("user not found"))?;
-    if !state.passwords.verify(password, &record.password_hash).await? {
+    if !state
+        .passwords
+        .verify(password, &record.password_hash)
+        .await?
+    {
         return Err(ApiError::unauthorized("wrong password"));
     }
     let token = new_token();
@@ -132,7 +136,11 @@ async fn logout(
     headers: HeaderMap,
     JsonBody(body): JsonBody<LogoutRequest>,
 ) -> ApiResult<Json<MessageBody>> {
-    let body_token = body.token.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let body_token = body
+        .token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
     let token = header_token(&headers)
         .or(body_token)
         .ok_or_else(|| ApiError::bad_request("token is required"))?;

@@ -26,7 +26,10 @@ async fn ping() -> Json<MessageBody> {
 async fn usercount(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     let count = state.store.user_count().await?;
     Ok((
-        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
         count.to_string(),
     ))
 }

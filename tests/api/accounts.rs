@@ -10,7 +10,11 @@ async fn registering_then_logging_in_gives_a_uuid_token() {
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(body(resp).await, json!({"message": "Welcome to MIRAGE"}));
     let resp = app
-        .post_json("/api/login", None, json!({"username": "ALICE_1", "password": "password123"}))
+        .post_json(
+            "/api/login",
+            None,
+            json!({"username": "ALICE_1", "password": "password123"}),
+        )
         .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let value = body(resp).await;

@@ -116,7 +116,10 @@ impl TestApp {
             )
             .await;
         assert_eq!(resp.status(), StatusCode::OK);
-        body(resp).await["token"].as_str().expect("token").to_owned()
+        body(resp).await["token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
     }
 
     /// Registers a fresh user and logs in: (username, token).
@@ -137,6 +140,9 @@ pub async fn body(resp: Response) -> Value {
 pub async fn assert_error(resp: Response, status: StatusCode) -> String {
     assert_eq!(resp.status(), status, "unexpected status");
     let value = body(resp).await;
-    assert!(value.get("message").is_none(), "error with message: {value}");
+    assert!(
+        value.get("message").is_none(),
+        "error with message: {value}"
+    );
     value["error"].as_str().expect("error field").to_owned()
 }

@@ -146,7 +146,10 @@ impl AccountStore for SqliteStore {
 
     async fn end_session(&self, token_hash: [u8; 32]) -> StoreResult<bool> {
         self.write(move |tx| {
-            Ok(tx.execute("DELETE FROM sessions WHERE token_hash = ?1", [&token_hash[..]])? > 0)
+            Ok(tx.execute(
+                "DELETE FROM sessions WHERE token_hash = ?1",
+                [&token_hash[..]],
+            )? > 0)
         })
         .await
     }
@@ -300,11 +303,13 @@ impl AccountStore for SqliteStore {
     }
 
     async fn followers(&self, username: &str, page: PageRequest) -> StoreResult<Page<UserSummary>> {
-        self.follow_list(username, page, FollowSide::Followers).await
+        self.follow_list(username, page, FollowSide::Followers)
+            .await
     }
 
     async fn following(&self, username: &str, page: PageRequest) -> StoreResult<Page<UserSummary>> {
-        self.follow_list(username, page, FollowSide::Following).await
+        self.follow_list(username, page, FollowSide::Following)
+            .await
     }
 }
 
