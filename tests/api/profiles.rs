@@ -1,0 +1,130 @@
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_new_profile_has_empty_text_and_zero_stats() {
+    let app = spawn_app().await;
+    let (name, _) = app.new_user("prof").await;
+    let resp = app
+        .get(&format!("/api/user/{}", name.to_uppercase()), None)
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v = body(resp).await;
+    assert_eq!(v["username"], name.as_str());
+    assert_eq!(v["description"], "");
+    assert_eq!(v["custom_css"], "");
+    assert_eq!(v["stats"]["followers"], 0);
+    assert!(v.get("email").is_none());
+    assert_error(
+        app.get("/api/user/nobody_here", None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn following_updates_both_counters_and_can_be_undone() {
+    let app = spawn_app().await;
+    let (a, ta) = app.new_user("fa").await;
+    let (b, _) = app.new_user("fb").await;
+    let resp = app
+        .post_json("/api/follow", Some(&ta), json!({"username": b}))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(body(resp).await["message"], format!("now following {b}"));
+    let again = app
+        .post_json("/api/follow", Some(&ta), json!({"username": b}))
+        .await;
+    assert_error(again, StatusCode::BAD_REQUEST).await;
+    let me = app
+        .post_json("/api/follow", Some(&ta), json!({"username": a}))
+        .await;
+    assert_error(me, StatusCode::BAD_REQUEST).await;
+    let ghost = app
+        .post_json("/api/follow", Some(&ta), json!({"username": "ghost_x"}))
+        .await;
+    assert_error(ghost, StatusCode::NOT_FOUND).await;
+    let anon = app
+        .post_json("/api/follow", None, json!({"username": b}))
+        .await;
+    assert_error(anon, StatusCode::UNAUTHORIZED).await;
+
+    let v = body(app.get(&format!("/api/user/{b}"), None).await).await;
+    assert_eq!(v["stats"]["followers"], 1);
+    let v = body(app.get(&format!("/api/get_followers/{b}"), None).await).await;
+    assert_eq!(v["followers"][0]["username"], a.as_str());
+    let v = body(
+        app.get(&format!("/api/check_follow?username={b}"), Some(&ta))
+            .await,
+    )
+    .await;
+    assert_eq!(v["is_following"], true);
+
+    let resp = app
+        .post_json("/api/unfollow", Some(&ta), json!({"username": b}))
+        .await;
+    assert_eq!(body(resp).await["message"], format!("unfollowed {b}"));
+    let resp = app
+        .post_json("/api/unfollow", Some(&ta), json!({"username": b}))
+        .await;
+    assert_error(resp, StatusCode::BAD_REQUEST).await;
+    let v = body(app.get(&format!("/api/user/{a}"), None).await).await;
+    assert_eq!(v["stats"]["following"], 0);
+}
+
+#[tokio::test]
+async fn a_password_change_ends_the_other_sessions_only() {
+    let app = spawn_app().await;
+    let (name, keep) = app.new_user("pw").await;
+    let other = app.login(&name).await;
+    let resp = app
+        .post_json(
+            "/api/user/settings",
+            Some(&keep),
+            json!({"password": "newpassword1", "description": "hi"}),
+        )
+        .await;
+    assert_eq!(body(resp).await["message"], "settings updated successfully");
+    let nothing = app
+        .post_json("/api/user/settings", Some(&keep), json!({}))
+        .await;
+    assert_error(nothing, StatusCode::BAD_REQUEST).await;
+    let gone = app
+        .post_json("/api/follow", Some(&other), json!({"username": "x"}))
+        .await;
+    assert_error(gone, StatusCode::UNAUTHORIZED).await;
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_json_400s_and_big_ones_413() {
+    let app = spawn_app().await;
+    let resp = app
+        .client
+        .post(app.url("/api/register"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, StatusCode::BAD_REQUEST).await;
+    let resp = app
+        .post_json("/api/register", None, json!({"username": 5}))
+        .await;
+    assert!(
+        assert_error(resp, StatusCode::BAD_REQUEST)
+            .await
+            .contains("username")
+    );
+    let big = "x".repeat(70_000);
+    let resp = app
+        .post_json("/api/follow", None, json!({"username": big}))
+        .await;
+    assert_error(resp, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert_error(app.get("/api/nope", None).await, StatusCode::NOT_FOUND).await;
+    assert_error(
+        app.get("/api/follow", None).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+    .await;
+}
