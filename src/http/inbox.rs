@@ -1,9 +1,136 @@
-//! TODO(skeleton): inbox endpoints.
+//! Direct messages (the inbox).
 
-use utoipa_axum::router::OpenApiRouter;
+use axum::{Json, extract::State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::app::AppState;
+use super::{
+    MessageBody,
+    extract::{JsonBody, QueryParams, optional_id},
+};
+use crate::{
+    app::AppState,
+    auth::AuthUser,
+    domain::{
+        time::{format_utc, now_secs},
+        validate::{max_chars, required},
+    },
+    error::{ApiError, ApiResult, ErrorBody},
+    store::inbox::InboxMessage,
+};
+
+pub const MAX_INBOX_MESSAGE_CHARS: usize = 5_000;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(send_inbox_message))
+        .routes(routes!(inbox))
+        .routes(routes!(delete_inbox_message))
+        .routes(routes!(inbox_count))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SendRequest {
+    recipient: Option<String>,
+    message: Option<String>,
+}
+
+/// POST /api/send_inbox_message
+#[utoipa::path(post, path = "/api/send_inbox_message", tag = "inbox", request_body = SendRequest,
+    responses((status = 200, body = MessageBody), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn send_inbox_message(
+    State(state): State<AppState>,
+    user: AuthUser,
+    JsonBody(body): JsonBody<SendRequest>,
+) -> ApiResult<Json<MessageBody>> {
+    let recipient = required(&body.recipient, "recipient")?.trim();
+    let message = required(&body.message, "message")?;
+    max_chars(message, MAX_INBOX_MESSAGE_CHARS, "message")?;
+    state
+        .store
+        .send_inbox_message(user.id, recipient, message.to_owned(), now_secs())
+        .await?;
+    Ok(MessageBody::new("sent"))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InboxEntry {
+    id: i64,
+    sender: String,
+    recipient: String,
+    message: String,
+    created_at: String,
+    avatar_url: String,
+}
+
+impl From<InboxMessage> for InboxEntry {
+    fn from(m: InboxMessage) -> Self {
+        InboxEntry {
+            id: m.id,
+            sender: m.sender,
+            recipient: m.recipient,
+            message: m.message,
+            created_at: format_utc(m.created_at),
+            avatar_url: m.avatar_url,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InboxBody {
+    messages: Vec<InboxEntry>,
+    next: Option<i64>,
+}
+
+/// GET /api/inbox
+#[utoipa::path(get, path = "/api/inbox", tag = "inbox",
+    responses((status = 200, body = InboxBody), (status = 401, body = ErrorBody)))]
+async fn inbox(
+    State(state): State<AppState>,
+    user: AuthUser,
+    query: QueryParams,
+) -> ApiResult<Json<InboxBody>> {
+    let page = state.store.inbox(user.id, query.page()?).await?;
+    Ok(Json(InboxBody {
+        messages: page.items.into_iter().map(InboxEntry::from).collect(),
+        next: page.next,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DeleteRequest {
+    #[serde(default, deserialize_with = "optional_id")]
+    #[schema(value_type = Option<i64>)]
+    message_id: Option<i64>,
+}
+
+/// POST /api/delete_inbox_message
+#[utoipa::path(post, path = "/api/delete_inbox_message", tag = "inbox", request_body = DeleteRequest,
+    responses((status = 200, body = MessageBody), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_inbox_message(
+    State(state): State<AppState>,
+    user: AuthUser,
+    JsonBody(body): JsonBody<DeleteRequest>,
+) -> ApiResult<Json<MessageBody>> {
+    let id = body
+        .message_id
+        .ok_or_else(|| ApiError::bad_request("message_id is required"))?;
+    state.store.delete_inbox_message(user.id, id).await?;
+    Ok(MessageBody::new("message deleted successfully"))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CountBody {
+    inbox_count: i64,
+}
+
+/// GET /api/inbox_count
+#[utoipa::path(get, path = "/api/inbox_count", tag = "inbox",
+    responses((status = 200, body = CountBody), (status = 401, body = ErrorBody)))]
+async fn inbox_count(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<CountBody>> {
+    let inbox_count = state.store.inbox_count(user.id).await?;
+    Ok(Json(CountBody { inbox_count }))
 }

@@ -1,31 +1,126 @@
 //! Direct messages on SQLite.
 
 use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
 
-use super::SqliteStore;
+use super::{SqliteStore, accounts::user_by_name, into_page};
 use crate::store::{
-    Page, PageRequest, StoreResult, UnixSeconds,
+    Page, PageRequest, StoreError, StoreResult, UnixSeconds,
     inbox::{InboxMessage, InboxStore},
 };
+
+/// Each side is read through its own index; UNION also folds a message to oneself into one row.
+const INBOX_PAGE: &str = "
+    SELECT m.id, s.username, r.username, m.message, m.created_at, s.avatar_url
+    FROM (SELECT id FROM (SELECT id FROM inbox_messages
+                          WHERE recipient_id = ?1 AND recipient_deleted = 0 AND id < ?2
+                          ORDER BY id DESC LIMIT ?3)
+          UNION
+          SELECT id FROM (SELECT id FROM inbox_messages
+                          WHERE sender_id = ?1 AND sender_deleted = 0 AND id < ?2
+                          ORDER BY id DESC LIMIT ?3)) AS ids
+    JOIN inbox_messages m ON m.id = ids.id
+    JOIN users s ON s.id = m.sender_id
+    JOIN users r ON r.id = m.recipient_id
+    ORDER BY m.id DESC LIMIT ?3";
 
 #[async_trait]
 impl InboxStore for SqliteStore {
     async fn send_inbox_message(
         &self,
-        _sender: i64,
-        _recipient: &str,
-        _message: String,
-        _now: UnixSeconds,
+        sender: i64,
+        recipient: &str,
+        message: String,
+        now: UnixSeconds,
     ) -> StoreResult<InboxMessage> {
-        todo!()
+        let recipient = recipient.to_owned();
+        self.write(move |tx| {
+            let to = user_by_name(tx, &recipient)?
+                .ok_or_else(|| StoreError::not_found("recipient not found"))?;
+            tx.execute(
+                "INSERT INTO inbox_messages (sender_id, recipient_id, message, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![sender, to.id, message, now],
+            )?;
+            let id = tx.last_insert_rowid();
+            let (sender_name, avatar_url): (String, String) = tx.query_row(
+                "SELECT username, avatar_url FROM users WHERE id = ?1",
+                [sender],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(InboxMessage {
+                id,
+                sender: sender_name,
+                recipient: to.username,
+                message,
+                created_at: now,
+                avatar_url,
+            })
+        })
+        .await
     }
-    async fn inbox(&self, _user_id: i64, _page: PageRequest) -> StoreResult<Page<InboxMessage>> {
-        todo!()
+
+    async fn inbox(&self, user_id: i64, page: PageRequest) -> StoreResult<Page<InboxMessage>> {
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(INBOX_PAGE)?
+                .query_map(
+                    params![user_id, page.before.unwrap_or(i64::MAX), page.limit + 1],
+                    |r| {
+                        Ok(InboxMessage {
+                            id: r.get(0)?,
+                            sender: r.get(1)?,
+                            recipient: r.get(2)?,
+                            message: r.get(3)?,
+                            created_at: r.get(4)?,
+                            avatar_url: r.get(5)?,
+                        })
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(into_page(rows, page.limit, |m| m.id))
+        })
+        .await
     }
-    async fn inbox_count(&self, _user_id: i64) -> StoreResult<i64> {
-        todo!()
+
+    async fn inbox_count(&self, user_id: i64) -> StoreResult<i64> {
+        self.read(move |conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM inbox_messages
+                 WHERE (recipient_id = ?1 AND recipient_deleted = 0)
+                    OR (sender_id = ?1 AND sender_deleted = 0)",
+                [user_id],
+                |r| r.get(0),
+            )?)
+        })
+        .await
     }
-    async fn delete_inbox_message(&self, _user_id: i64, _message_id: i64) -> StoreResult<()> {
-        todo!()
+
+    async fn delete_inbox_message(&self, user_id: i64, message_id: i64) -> StoreResult<()> {
+        self.write(move |tx| {
+            let row: Option<(i64, i64, bool, bool)> = tx
+                .query_row(
+                    "SELECT sender_id, recipient_id, sender_deleted, recipient_deleted
+                     FROM inbox_messages WHERE id = ?1",
+                    [message_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let visible =
+                row.is_some_and(|(s, r, sd, rd)| (s == user_id && !sd) || (r == user_id && !rd));
+            if !visible {
+                return Err(StoreError::not_found("message not found"));
+            }
+            // Hide it on every side the caller is on (both, for a note to oneself).
+            tx.execute(
+                "UPDATE inbox_messages
+                 SET sender_deleted = sender_deleted OR sender_id = ?2,
+                     recipient_deleted = recipient_deleted OR recipient_id = ?2
+                 WHERE id = ?1",
+                params![message_id, user_id],
+            )?;
+            Ok(())
+        })
+        .await
     }
 }
