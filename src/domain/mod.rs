@@ -1,5 +1,6 @@
 //! Domain rules as plain functions: validation, hashtags, the feed mix, time.
 
 pub mod account;
+pub mod hashtags;
 pub mod time;
 pub mod validate;

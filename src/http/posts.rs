@@ -1,9 +1,258 @@
-//! TODO(skeleton): posts endpoints.
+//! Posts, votes and threaded replies.
 
-use utoipa_axum::router::OpenApiRouter;
+use axum::{Json, extract::State, http::StatusCode};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::app::AppState;
+use super::extract::{JsonBody, PathText, QueryParams, optional_id};
+use crate::{
+    app::AppState,
+    auth::AuthUser,
+    domain::{
+        hashtags,
+        time::{format_utc, now_secs},
+        validate::{max_chars, required},
+    },
+    error::{ApiError, ApiResult, ErrorBody},
+    store::posts::{Post, Reply, VoteKind},
+};
+
+pub const MAX_POST_CHARS: usize = 512;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(create_post))
+        .routes(routes!(get_posts))
+        .routes(routes!(get_post_by_id))
+        .routes(routes!(vote_post))
+        .routes(routes!(reply_to_post))
+        .routes(routes!(get_replies))
+}
+
+/// A post as every endpoint shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PostBody {
+    id: i64,
+    username: String,
+    content: String,
+    created_at: String,
+    upvotes: i64,
+    downvotes: i64,
+    replies: i64,
+}
+
+impl From<Post> for PostBody {
+    fn from(p: Post) -> Self {
+        PostBody {
+            id: p.id,
+            username: p.username,
+            content: p.content,
+            created_at: format_utc(p.created_at),
+            upvotes: p.upvotes,
+            downvotes: p.downvotes,
+            replies: p.replies,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedBody {
+    message: String,
+    id: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreatePostRequest {
+    content: Option<String>,
+}
+
+/// POST /api/create_post
+#[utoipa::path(post, path = "/api/create_post", tag = "posts", request_body = CreatePostRequest,
+    responses((status = 201, body = CreatedBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn create_post(
+    State(state): State<AppState>,
+    user: AuthUser,
+    JsonBody(body): JsonBody<CreatePostRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedBody>)> {
+    let content = required(&body.content, "content")?;
+    max_chars(content, MAX_POST_CHARS, "content")?;
+    let tags = hashtags::extract(content);
+    let id = state
+        .store
+        .create_post(user.id, content.to_owned(), tags, now_secs())
+        .await?;
+    let message = "post created".to_owned();
+    Ok((StatusCode::CREATED, Json(CreatedBody { message, id })))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PostsBody {
+    posts: Vec<PostBody>,
+    next: Option<i64>,
+}
+
+/// GET /api/get_posts/{username}
+#[utoipa::path(get, path = "/api/get_posts/{username}", tag = "posts",
+    responses((status = 200, body = PostsBody), (status = 404, body = ErrorBody)))]
+async fn get_posts(
+    State(state): State<AppState>,
+    PathText(username): PathText,
+    query: QueryParams,
+) -> ApiResult<Json<PostsBody>> {
+    let page = state.store.posts_by(&username, query.page()?).await?;
+    Ok(Json(PostsBody {
+        posts: page.items.into_iter().map(PostBody::from).collect(),
+        next: page.next,
+    }))
+}
+
+fn path_id(text: &str, what: &str) -> ApiResult<i64> {
+    text.parse::<i64>()
+        .map_err(|_| ApiError::not_found(format!("{what} not found")))
+}
+
+/// GET /api/get_post_by_id/{id}
+#[utoipa::path(get, path = "/api/get_post_by_id/{id}", tag = "posts",
+    responses((status = 200, body = PostBody), (status = 404, body = ErrorBody)))]
+async fn get_post_by_id(
+    State(state): State<AppState>,
+    PathText(id): PathText,
+) -> ApiResult<Json<PostBody>> {
+    let post = state
+        .store
+        .post(path_id(&id, "post")?)
+        .await?
+        .ok_or_else(|| ApiError::not_found("post not found"))?;
+    Ok(Json(post.into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct VoteRequest {
+    #[serde(default, deserialize_with = "optional_id")]
+    #[schema(value_type = Option<i64>)]
+    post_id: Option<i64>,
+    vote_type: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VoteBody {
+    message: String,
+    upvotes: i64,
+    downvotes: i64,
+}
+
+/// POST /api/vote_post
+#[utoipa::path(post, path = "/api/vote_post", tag = "posts", request_body = VoteRequest,
+    responses((status = 200, body = VoteBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn vote_post(
+    State(state): State<AppState>,
+    user: AuthUser,
+    JsonBody(body): JsonBody<VoteRequest>,
+) -> ApiResult<Json<VoteBody>> {
+    let post_id = body
+        .post_id
+        .ok_or_else(|| ApiError::bad_request("post_id is required"))?;
+    let kind = match required(&body.vote_type, "vote_type")?.trim() {
+        "up" => VoteKind::Up,
+        "down" => VoteKind::Down,
+        _ => {
+            return Err(ApiError::bad_request(
+                "vote_type must be \"up\" or \"down\"",
+            ));
+        }
+    };
+    let counts = state.store.vote(user.id, post_id, kind).await?;
+    Ok(Json(VoteBody {
+        message: "vote counted".into(),
+        upvotes: counts.upvotes,
+        downvotes: counts.downvotes,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReplyRequest {
+    #[serde(default, deserialize_with = "optional_id")]
+    #[schema(value_type = Option<i64>)]
+    post_id: Option<i64>,
+    content: Option<String>,
+    #[serde(default, deserialize_with = "optional_id")]
+    #[schema(value_type = Option<i64>)]
+    parent_id: Option<i64>,
+}
+
+/// POST /api/reply_to_post
+#[utoipa::path(post, path = "/api/reply_to_post", tag = "posts", request_body = ReplyRequest,
+    responses((status = 201, body = CreatedBody), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn reply_to_post(
+    State(state): State<AppState>,
+    user: AuthUser,
+    JsonBody(body): JsonBody<ReplyRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedBody>)> {
+    let post_id = body
+        .post_id
+        .ok_or_else(|| ApiError::bad_request("post_id is required"))?;
+    let content = required(&body.content, "content")?;
+    max_chars(content, MAX_POST_CHARS, "content")?;
+    let id = state
+        .store
+        .create_reply(
+            user.id,
+            post_id,
+            body.parent_id,
+            content.to_owned(),
+            now_secs(),
+        )
+        .await?;
+    let message = "reply created".to_owned();
+    Ok((StatusCode::CREATED, Json(CreatedBody { message, id })))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplyBody {
+    id: i64,
+    username: String,
+    content: String,
+    created_at: String,
+    avatar_url: String,
+    parent_id: Option<i64>,
+}
+
+impl From<Reply> for ReplyBody {
+    fn from(r: Reply) -> Self {
+        ReplyBody {
+            id: r.id,
+            username: r.username,
+            content: r.content,
+            created_at: format_utc(r.created_at),
+            avatar_url: r.avatar_url,
+            parent_id: r.parent_id,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RepliesBody {
+    replies: Vec<ReplyBody>,
+    next: Option<i64>,
+}
+
+/// GET /api/get_replies/{post_id}
+#[utoipa::path(get, path = "/api/get_replies/{post_id}", tag = "posts",
+    responses((status = 200, body = RepliesBody), (status = 404, body = ErrorBody)))]
+async fn get_replies(
+    State(state): State<AppState>,
+    PathText(post_id): PathText,
+    query: QueryParams,
+) -> ApiResult<Json<RepliesBody>> {
+    let page = state
+        .store
+        .replies(path_id(&post_id, "post")?, query.page()?)
+        .await?;
+    Ok(Json(RepliesBody {
+        replies: page.items.into_iter().map(ReplyBody::from).collect(),
+        next: page.next,
+    }))
 }

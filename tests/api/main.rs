@@ -3,4 +3,5 @@
 mod accounts;
 mod helpers;
 mod inbox;
+mod posts;
 mod profiles;

@@ -1,50 +1,242 @@
 //! Posts, votes, replies, feed candidates and trending on SQLite.
 
 use async_trait::async_trait;
+use rusqlite::{OptionalExtension, Row, params};
 
-use super::SqliteStore;
+use super::{SqliteStore, accounts::user_by_name, into_page};
 use crate::store::{
-    Page, PageRequest, StoreResult, UnixSeconds,
+    Page, PageRequest, StoreError, StoreResult, UnixSeconds,
     posts::{FeedCandidates, FeedQuery, Post, PostStore, Reply, VoteCounts, VoteKind},
 };
+
+const POST_COLUMNS: &str =
+    "p.id, u.username, p.content, p.created_at, p.upvotes, p.downvotes, p.replies";
+
+fn post_from_row(r: &Row) -> rusqlite::Result<Post> {
+    Ok(Post {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        content: r.get(2)?,
+        created_at: r.get(3)?,
+        upvotes: r.get(4)?,
+        downvotes: r.get(5)?,
+        replies: r.get(6)?,
+    })
+}
+
+fn post_exists(conn: &rusqlite::Connection, post_id: i64) -> StoreResult<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM posts WHERE id = ?1)",
+        [post_id],
+        |r| r.get(0),
+    )?)
+}
 
 #[async_trait]
 impl PostStore for SqliteStore {
     async fn create_post(
         &self,
-        _author: i64,
-        _content: String,
-        _hashtags: Vec<String>,
-        _now: UnixSeconds,
+        author: i64,
+        content: String,
+        hashtags: Vec<String>,
+        now: UnixSeconds,
     ) -> StoreResult<i64> {
-        todo!()
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO posts (user_id, content, created_at) VALUES (?1, ?2, ?3)",
+                params![author, content, now],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "UPDATE users SET posts = posts + 1, last_post_id = ?2 WHERE id = ?1",
+                params![author, id],
+            )?;
+            let mut insert_tag = tx.prepare_cached(
+                "INSERT OR IGNORE INTO post_tags (post_id, tag, created_at) VALUES (?1, ?2, ?3)",
+            )?;
+            for tag in &hashtags {
+                insert_tag.execute(params![id, tag, now])?;
+            }
+            Ok(id)
+        })
+        .await
     }
-    async fn post(&self, _post_id: i64) -> StoreResult<Option<Post>> {
-        todo!()
+
+    async fn post(&self, post_id: i64) -> StoreResult<Option<Post>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id WHERE p.id = ?1"
+                ))?
+                .query_row([post_id], post_from_row)
+                .optional()?)
+        })
+        .await
     }
-    async fn posts_by(&self, _username: &str, _page: PageRequest) -> StoreResult<Page<Post>> {
-        todo!()
+
+    async fn posts_by(&self, username: &str, page: PageRequest) -> StoreResult<Page<Post>> {
+        let username = username.to_owned();
+        self.read(move |conn| {
+            let user = user_by_name(conn, &username)?
+                .ok_or_else(|| StoreError::not_found("user not found"))?;
+            let rows = conn
+                .prepare_cached(&format!(
+                    "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
+                     WHERE p.user_id = ?1 AND p.id < ?2 ORDER BY p.id DESC LIMIT ?3"
+                ))?
+                .query_map(
+                    params![user.id, page.before.unwrap_or(i64::MAX), page.limit + 1],
+                    post_from_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(into_page(rows, page.limit, |p| p.id))
+        })
+        .await
     }
-    async fn vote(&self, _voter: i64, _post_id: i64, _kind: VoteKind) -> StoreResult<VoteCounts> {
-        todo!()
+
+    async fn vote(&self, voter: i64, post_id: i64, kind: VoteKind) -> StoreResult<VoteCounts> {
+        self.write(move |tx| {
+            let author: i64 = tx
+                .query_row("SELECT user_id FROM posts WHERE id = ?1", [post_id], |r| {
+                    r.get(0)
+                })
+                .optional()?
+                .ok_or_else(|| StoreError::not_found("post not found"))?;
+            if author == voter {
+                return Err(StoreError::forbidden("you cannot vote on your own post"));
+            }
+            let value: i64 = match kind {
+                VoteKind::Up => 1,
+                VoteKind::Down => -1,
+            };
+            let previous: Option<i64> = tx
+                .query_row(
+                    "SELECT kind FROM votes WHERE post_id = ?1 AND user_id = ?2",
+                    params![post_id, voter],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if previous == Some(value) {
+                return Err(StoreError::conflict("you already voted this way"));
+            }
+            tx.execute(
+                "INSERT INTO votes (post_id, user_id, kind) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (post_id, user_id) DO UPDATE SET kind = excluded.kind",
+                params![post_id, voter, value],
+            )?;
+            // (up, down) deltas: a new vote adds one; a moved vote also takes one away.
+            let (up, down) = match (value, previous.is_some()) {
+                (1, false) => (1, 0),
+                (1, true) => (1, -1),
+                (_, false) => (0, 1),
+                (_, true) => (-1, 1),
+            };
+            tx.execute(
+                "UPDATE posts SET upvotes = upvotes + ?2, downvotes = downvotes + ?3 WHERE id = ?1",
+                params![post_id, up, down],
+            )?;
+            tx.execute(
+                "UPDATE users SET upvotes = upvotes + ?2, downvotes = downvotes + ?3 WHERE id = ?1",
+                params![author, up, down],
+            )?;
+            Ok(tx.query_row(
+                "SELECT upvotes, downvotes FROM posts WHERE id = ?1",
+                [post_id],
+                |r| {
+                    Ok(VoteCounts {
+                        upvotes: r.get(0)?,
+                        downvotes: r.get(1)?,
+                    })
+                },
+            )?)
+        })
+        .await
     }
+
     async fn create_reply(
         &self,
-        _author: i64,
-        _post_id: i64,
-        _parent_id: Option<i64>,
-        _content: String,
-        _now: UnixSeconds,
+        author: i64,
+        post_id: i64,
+        parent_id: Option<i64>,
+        content: String,
+        now: UnixSeconds,
     ) -> StoreResult<i64> {
-        todo!()
+        self.write(move |tx| {
+            if !post_exists(tx, post_id)? {
+                return Err(StoreError::not_found("post not found"));
+            }
+            if let Some(parent) = parent_id {
+                let parent_post: i64 = tx
+                    .query_row("SELECT post_id FROM replies WHERE id = ?1", [parent], |r| {
+                        r.get(0)
+                    })
+                    .optional()?
+                    .ok_or_else(|| StoreError::not_found("parent reply not found"))?;
+                if parent_post != post_id {
+                    return Err(StoreError::conflict("parent reply belongs to another post"));
+                }
+            }
+            tx.execute(
+                "INSERT INTO replies (post_id, user_id, parent_id, content, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![post_id, author, parent_id, content, now],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "UPDATE posts SET replies = replies + 1 WHERE id = ?1",
+                [post_id],
+            )?;
+            Ok(id)
+        })
+        .await
     }
-    async fn replies(&self, _post_id: i64, _page: PageRequest) -> StoreResult<Page<Reply>> {
-        todo!()
+
+    async fn replies(&self, post_id: i64, page: PageRequest) -> StoreResult<Page<Reply>> {
+        self.read(move |conn| {
+            if !post_exists(conn, post_id)? {
+                return Err(StoreError::not_found("post not found"));
+            }
+            let rows = conn
+                .prepare_cached(
+                    "SELECT r.id, r.post_id, u.username, u.avatar_url, r.content, r.parent_id, r.created_at
+                     FROM replies r JOIN users u ON u.id = r.user_id
+                     WHERE r.post_id = ?1 AND r.id < ?2 ORDER BY r.id DESC LIMIT ?3",
+                )?
+                .query_map(
+                    params![post_id, page.before.unwrap_or(i64::MAX), page.limit + 1],
+                    |r| {
+                        Ok(Reply {
+                            id: r.get(0)?,
+                            post_id: r.get(1)?,
+                            username: r.get(2)?,
+                            avatar_url: r.get(3)?,
+                            content: r.get(4)?,
+                            parent_id: r.get(5)?,
+                            created_at: r.get(6)?,
+                        })
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(into_page(rows, page.limit, |r| r.id))
+        })
+        .await
     }
+
     async fn feed_candidates(&self, _query: FeedQuery) -> StoreResult<FeedCandidates> {
-        todo!()
+        Err(StoreError::Other("feed not implemented yet".into()))
     }
-    async fn trending(&self, _since: UnixSeconds, _limit: usize) -> StoreResult<Vec<String>> {
-        todo!()
+
+    async fn trending(&self, since: UnixSeconds, limit: usize) -> StoreResult<Vec<String>> {
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT tag FROM post_tags WHERE created_at >= ?1
+                     GROUP BY tag ORDER BY COUNT(*) DESC, MAX(post_id) DESC LIMIT ?2",
+                )?
+                .query_map(params![since, limit as i64], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(rows)
+        })
+        .await
     }
 }

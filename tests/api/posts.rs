@@ -1,0 +1,166 @@
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn posting_voting_and_replying() {
+    let app = spawn_app().await;
+    let (a, ta) = app.new_user("pa").await;
+    let (_, tb) = app.new_user("pb").await;
+    let resp = app
+        .post_json(
+            "/api/create_post",
+            Some(&ta),
+            json!({"content": "Hello #Mirage"}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let v = body(resp).await;
+    assert_eq!(v["message"], "post created");
+    let id = v["id"].as_i64().unwrap();
+
+    let resp = app
+        .post_json(
+            "/api/vote_post",
+            Some(&tb),
+            json!({"post_id": id.to_string(), "vote_type": "up"}),
+        )
+        .await;
+    assert_eq!(
+        body(resp).await,
+        json!({"message": "vote counted", "upvotes": 1, "downvotes": 0})
+    );
+    let again = app
+        .post_json(
+            "/api/vote_post",
+            Some(&tb),
+            json!({"post_id": id, "vote_type": "up"}),
+        )
+        .await;
+    assert_error(again, StatusCode::BAD_REQUEST).await;
+    let moved = app
+        .post_json(
+            "/api/vote_post",
+            Some(&tb),
+            json!({"post_id": id, "vote_type": "down"}),
+        )
+        .await;
+    assert_eq!(body(moved).await["downvotes"], 1);
+    let own = app
+        .post_json(
+            "/api/vote_post",
+            Some(&ta),
+            json!({"post_id": id, "vote_type": "up"}),
+        )
+        .await;
+    assert_error(own, StatusCode::FORBIDDEN).await;
+    let none = app
+        .post_json(
+            "/api/vote_post",
+            Some(&tb),
+            json!({"post_id": 999999, "vote_type": "up"}),
+        )
+        .await;
+    assert_error(none, StatusCode::NOT_FOUND).await;
+    let odd = app
+        .post_json(
+            "/api/vote_post",
+            Some(&tb),
+            json!({"post_id": id, "vote_type": "sideways"}),
+        )
+        .await;
+    assert_error(odd, StatusCode::BAD_REQUEST).await;
+
+    let v = body(app.get(&format!("/api/user/{a}"), None).await).await;
+    assert_eq!(
+        (
+            v["stats"]["posts"].as_i64(),
+            v["stats"]["downvotes"].as_i64()
+        ),
+        (Some(1), Some(1))
+    );
+
+    let r = app
+        .post_json(
+            "/api/reply_to_post",
+            Some(&tb),
+            json!({"post_id": id, "content": "nice"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let rid = body(r).await["id"].as_i64().unwrap();
+    let nested = app
+        .post_json(
+            "/api/reply_to_post",
+            Some(&ta),
+            json!({"post_id": id, "content": "ty", "parent_id": rid}),
+        )
+        .await;
+    assert_eq!(nested.status(), StatusCode::CREATED);
+    let v = body(app.get(&format!("/api/get_replies/{id}"), None).await).await;
+    assert_eq!(v["replies"][0]["parent_id"], rid);
+    assert!(v["replies"][1]["parent_id"].is_null());
+    assert_error(
+        app.get("/api/get_replies/424242", None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+
+    let v = body(app.get(&format!("/api/get_post_by_id/{id}"), None).await).await;
+    assert_eq!(v["content"], "Hello #Mirage");
+    assert_error(
+        app.get("/api/get_post_by_id/abc", None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let long = app
+        .post_json(
+            "/api/create_post",
+            Some(&ta),
+            json!({"content": "é".repeat(513)}),
+        )
+        .await;
+    assert_error(long, StatusCode::BAD_REQUEST).await;
+}
+
+#[tokio::test]
+async fn concurrent_votes_keep_counters_in_agreement() {
+    let app = spawn_app().await;
+    let (author, ta) = app.new_user("va").await;
+    let id = body(
+        app.post_json("/api/create_post", Some(&ta), json!({"content": "vote"}))
+            .await,
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let mut voters = Vec::new();
+    for _ in 0..24 {
+        voters.push(app.new_user("vv").await.1);
+    }
+    let tasks = voters.iter().enumerate().map(|(i, t)| {
+        let kind = if i % 3 == 0 { "down" } else { "up" };
+        app.post_json(
+            "/api/vote_post",
+            Some(t),
+            json!({"post_id": id, "vote_type": kind}),
+        )
+    });
+    for resp in futures_util::future::join_all(tasks).await {
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let post = body(app.get(&format!("/api/get_post_by_id/{id}"), None).await).await;
+    assert_eq!(
+        (post["upvotes"].as_i64(), post["downvotes"].as_i64()),
+        (Some(16), Some(8))
+    );
+    let prof = body(app.get(&format!("/api/user/{author}"), None).await).await;
+    assert_eq!(
+        (
+            prof["stats"]["upvotes"].as_i64(),
+            prof["stats"]["downvotes"].as_i64()
+        ),
+        (Some(16), Some(8))
+    );
+}
