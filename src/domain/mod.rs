@@ -1,6 +1,7 @@
 //! Domain rules as plain functions: validation, hashtags, the feed mix, time.
 
 pub mod account;
+pub mod feed;
 pub mod hashtags;
 pub mod time;
 pub mod validate;

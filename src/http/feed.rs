@@ -1,9 +1,56 @@
-//! TODO(skeleton): feed endpoints.
+//! The For You feed and trending topics.
 
-use utoipa_axum::router::OpenApiRouter;
+use axum::{Json, extract::State};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::app::AppState;
+use super::posts::PostBody;
+use crate::{
+    app::AppState,
+    auth::AuthUser,
+    domain::{feed, time::now_secs},
+    error::{ApiResult, ErrorBody},
+    store::posts::FeedQuery,
+};
+
+const WINDOW_POSTS: i64 = 1_000;
+const WINDOW_SECS: i64 = 7 * 24 * 3600;
+const TRENDING_SECS: i64 = 24 * 3600;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    OpenApiRouter::new().routes(routes!(fyp))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedBody {
+    posts: Vec<PostBody>,
+    trending_topics: Vec<String>,
+}
+
+/// GET /api/fyp
+#[utoipa::path(get, path = "/api/fyp", tag = "feed",
+    responses((status = 200, body = FeedBody), (status = 401, body = ErrorBody)))]
+async fn fyp(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<FeedBody>> {
+    let now = now_secs();
+    // Fetch a full page of each kind so that short shares can be filled.
+    let candidates = state
+        .store
+        .feed_candidates(FeedQuery {
+            viewer: user.id,
+            followed: feed::PAGE,
+            global: feed::PAGE,
+            archive: feed::PAGE,
+            window_posts: WINDOW_POSTS,
+            window_start: now - WINDOW_SECS,
+        })
+        .await?;
+    let trending = state.store.trending(now - TRENDING_SECS, 3).await?;
+    Ok(Json(FeedBody {
+        posts: feed::mix(candidates)
+            .into_iter()
+            .map(PostBody::from)
+            .collect(),
+        trending_topics: trending.into_iter().map(|t| format!("#{t}")).collect(),
+    }))
 }

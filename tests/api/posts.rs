@@ -164,3 +164,48 @@ async fn concurrent_votes_keep_counters_in_agreement() {
         (Some(16), Some(8))
     );
 }
+
+#[tokio::test]
+async fn the_feed_mixes_followed_and_global_posts_with_trending_tags() {
+    let app = spawn_app().await;
+    let (_, viewer) = app.new_user("fv").await;
+    let (friend, tf) = app.new_user("ff").await;
+    let (_, ts) = app.new_user("fs").await;
+    app.post_json("/api/follow", Some(&viewer), json!({"username": friend}))
+        .await;
+    for i in 0..20 {
+        app.post_json(
+            "/api/create_post",
+            Some(&tf),
+            json!({"content": format!("f{i} #rust")}),
+        )
+        .await;
+        app.post_json(
+            "/api/create_post",
+            Some(&ts),
+            json!({"content": format!("s{i} #tea #Rust")}),
+        )
+        .await;
+    }
+    app.post_json(
+        "/api/create_post",
+        Some(&viewer),
+        json!({"content": "mine #solo"}),
+    )
+    .await;
+    let resp = app.get("/api/fyp", Some(&viewer)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v = body(resp).await;
+    let posts = v["posts"].as_array().unwrap();
+    assert_eq!(posts.len(), 30);
+    let from_friend = posts
+        .iter()
+        .filter(|p| p["username"] == friend.as_str())
+        .count();
+    assert!(from_friend >= 12, "{from_friend}");
+    assert!(posts.iter().all(|p| p["content"] != "mine #solo"));
+    let ids: Vec<i64> = posts.iter().map(|p| p["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]));
+    assert_eq!(v["trending_topics"], json!(["#rust", "#tea", "#solo"]));
+    assert_error(app.get("/api/fyp", None).await, StatusCode::UNAUTHORIZED).await;
+}

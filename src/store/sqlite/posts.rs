@@ -222,8 +222,73 @@ impl PostStore for SqliteStore {
         .await
     }
 
-    async fn feed_candidates(&self, _query: FeedQuery) -> StoreResult<FeedCandidates> {
-        Err(StoreError::Other("feed not implemented yet".into()))
+    async fn feed_candidates(&self, query: FeedQuery) -> StoreResult<FeedCandidates> {
+        self.read(move |conn| {
+            let q = query;
+            // The newest followed posts come from the followees who posted most
+            // recently, so only that many followees' indexes are read.
+            let followed = conn
+                .prepare_cached(&format!(
+                    "SELECT {POST_COLUMNS} FROM (
+                         SELECT u.id AS uid FROM follows f JOIN users u ON u.id = f.followee_id
+                         WHERE f.follower_id = ?1 ORDER BY u.last_post_id DESC LIMIT ?2) AS active
+                     JOIN posts p ON p.id IN (SELECT id FROM posts WHERE user_id = active.uid
+                                              ORDER BY id DESC LIMIT ?2)
+                     JOIN users u ON u.id = p.user_id
+                     ORDER BY p.id DESC LIMIT ?2"
+                ))?
+                .query_map(params![q.viewer, q.followed as i64], post_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            let max_id: i64 =
+                conn.query_row("SELECT COALESCE(MAX(id), 0) FROM posts", [], |r| r.get(0))?;
+            let first_recent: i64 = conn.query_row(
+                "SELECT COALESCE(MIN(id), ?2 + 1) FROM posts WHERE created_at >= ?1",
+                params![q.window_start, max_id],
+                |r| r.get(0),
+            )?;
+            let window_floor = first_recent.max(max_id - q.window_posts + 1);
+            // Scans at most the window (newest posts), skipping the viewer and followees.
+            let global = conn
+                .prepare_cached(&format!(
+                    "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
+                     WHERE p.id >= ?2 AND p.user_id != ?1
+                       AND NOT EXISTS (SELECT 1 FROM follows f
+                                       WHERE f.follower_id = ?1 AND f.followee_id = p.user_id)
+                     ORDER BY p.id DESC LIMIT ?3"
+                ))?
+                .query_map(
+                    params![q.viewer, window_floor, q.global as i64],
+                    post_from_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            // Archive: random probes into the ids below the window, each an index seek.
+            let mut archive = Vec::new();
+            if window_floor > 1 {
+                let mut probe = conn.prepare_cached(&format!(
+                    "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
+                     WHERE p.id >= ?1 AND p.id < ?2 AND p.user_id != ?3 ORDER BY p.id LIMIT 1"
+                ))?;
+                for _ in 0..q.archive * 3 {
+                    if archive.len() >= q.archive {
+                        break;
+                    }
+                    let start = rand::random_range(1..window_floor);
+                    if let Some(post) = probe
+                        .query_row(params![start, window_floor, q.viewer], post_from_row)
+                        .optional()?
+                        && !archive.iter().any(|p: &Post| p.id == post.id)
+                    {
+                        archive.push(post);
+                    }
+                }
+            }
+            Ok(FeedCandidates {
+                followed,
+                global,
+                archive,
+            })
+        })
+        .await
     }
 
     async fn trending(&self, since: UnixSeconds, limit: usize) -> StoreResult<Vec<String>> {
