@@ -40,7 +40,7 @@ pub fn mix(candidates: FeedCandidates) -> Vec<Post> {
         }
     }
     chosen.truncate(PAGE);
-    chosen.sort_by(|a, b| b.id.cmp(&a.id));
+    chosen.sort_by_key(|p| std::cmp::Reverse(p.id));
     chosen
 }
 
