@@ -5,3 +5,4 @@ mod helpers;
 mod inbox;
 mod posts;
 mod profiles;
+mod rooms;

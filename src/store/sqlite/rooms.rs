@@ -1,71 +1,323 @@
 //! Rooms, membership, room messages with retention, and file metadata on SQLite.
 
 use async_trait::async_trait;
+use rusqlite::{OptionalExtension, Row, params};
 
-use super::SqliteStore;
+use super::{SqliteStore, is_unique_violation};
 use crate::store::{
-    StoreResult,
+    StoreError, StoreResult,
     rooms::{NewRoom, PublicRoom, Retention, Room, RoomMessage, RoomStore, StoredFile},
 };
 
+fn room_from_row(r: &Row) -> rusqlite::Result<Room> {
+    Ok(Room {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        is_private: r.get(2)?,
+        password_hash: r.get(3)?,
+    })
+}
+
+fn message_from_row(r: &Row) -> rusqlite::Result<RoomMessage> {
+    Ok(RoomMessage {
+        id: r.get(0)?,
+        room_id: r.get(1)?,
+        username: r.get(2)?,
+        message: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+
+fn file_from_row(r: &Row) -> rusqlite::Result<StoredFile> {
+    Ok(StoredFile {
+        id: r.get(0)?,
+        room_id: r.get(1)?,
+        uploader: r.get(2)?,
+        filename: r.get(3)?,
+        content_type: r.get(4)?,
+        size: r.get::<_, i64>(5)? as u64,
+        created_at: r.get(6)?,
+    })
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
 #[async_trait]
 impl RoomStore for SqliteStore {
-    async fn create_room(&self, _room: NewRoom, _max_public_rooms: u32) -> StoreResult<Room> {
-        todo!()
+    async fn create_room(&self, room: NewRoom, max_public_rooms: u32) -> StoreResult<Room> {
+        self.write(move |tx| {
+            let key = room.name.to_lowercase();
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM rooms WHERE name_key = ?1)",
+                [&key],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Err(StoreError::conflict("room name already taken"));
+            }
+            if !room.is_private {
+                let public: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM rooms WHERE is_private = 0",
+                    [],
+                    |r| r.get(0),
+                )?;
+                if public >= i64::from(max_public_rooms) {
+                    return Err(StoreError::conflict(format!(
+                        "maximum number of public rooms reached ({max_public_rooms}). \
+                         Please create a private room instead."
+                    )));
+                }
+            }
+            tx.execute(
+                "INSERT INTO rooms (name, name_key, is_private, password_hash, created_by, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![room.name, key, room.is_private, room.password_hash, room.creator, now()],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::conflict("room name already taken")
+                } else {
+                    e.into()
+                }
+            })?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO room_members (room_id, user_id, joined_at, seq) VALUES (?1, ?2, ?3, 1)",
+                params![id, room.creator, now()],
+            )?;
+            Ok(Room {
+                id,
+                name: room.name,
+                is_private: room.is_private,
+                password_hash: room.password_hash,
+            })
+        })
+        .await
     }
-    async fn room_by_id(&self, _room_id: i64) -> StoreResult<Option<Room>> {
-        todo!()
+
+    async fn room_by_id(&self, room_id: i64) -> StoreResult<Option<Room>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, name, is_private, password_hash FROM rooms WHERE id = ?1",
+                )?
+                .query_row([room_id], room_from_row)
+                .optional()?)
+        })
+        .await
     }
-    async fn room_by_name(&self, _name: &str) -> StoreResult<Option<Room>> {
-        todo!()
+
+    async fn room_by_name(&self, name: &str) -> StoreResult<Option<Room>> {
+        let key = name.to_lowercase();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, name, is_private, password_hash FROM rooms WHERE name_key = ?1",
+                )?
+                .query_row([key], room_from_row)
+                .optional()?)
+        })
+        .await
     }
-    async fn add_member(&self, _room_id: i64, _user_id: i64) -> StoreResult<()> {
-        todo!()
+
+    async fn add_member(&self, room_id: i64, user_id: i64) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO room_members (room_id, user_id, joined_at, seq)
+                 VALUES (?1, ?2, ?3,
+                         (SELECT COALESCE(MAX(seq), 0) + 1 FROM room_members WHERE room_id = ?1))",
+                params![room_id, user_id, now()],
+            )?;
+            Ok(())
+        })
+        .await
     }
-    async fn remove_member(&self, _room_id: i64, _user_id: i64) -> StoreResult<bool> {
-        todo!()
+
+    async fn remove_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool> {
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "DELETE FROM room_members WHERE room_id = ?1 AND user_id = ?2",
+                params![room_id, user_id],
+            )? > 0)
+        })
+        .await
     }
-    async fn is_member(&self, _room_id: i64, _user_id: i64) -> StoreResult<bool> {
-        todo!()
+
+    async fn is_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT EXISTS(SELECT 1 FROM room_members WHERE room_id = ?1 AND user_id = ?2)",
+                )?
+                .query_row(params![room_id, user_id], |r| r.get(0))?)
+        })
+        .await
     }
-    async fn member_names(&self, _room_id: i64) -> StoreResult<Vec<String>> {
-        todo!()
+
+    async fn member_names(&self, room_id: i64) -> StoreResult<Vec<String>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT u.username FROM room_members m JOIN users u ON u.id = m.user_id
+                     WHERE m.room_id = ?1 ORDER BY m.seq",
+                )?
+                .query_map([room_id], |r| r.get(0))?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
     }
-    async fn member_ids(&self, _room_id: i64) -> StoreResult<Vec<i64>> {
-        todo!()
+
+    async fn member_ids(&self, room_id: i64) -> StoreResult<Vec<i64>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT user_id FROM room_members WHERE room_id = ?1")?
+                .query_map([room_id], |r| r.get(0))?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
     }
-    async fn public_rooms(&self, _viewer: i64) -> StoreResult<Vec<PublicRoom>> {
-        todo!()
+
+    async fn public_rooms(&self, viewer: i64) -> StoreResult<Vec<PublicRoom>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT r.id, r.name,
+                            EXISTS(SELECT 1 FROM room_members m WHERE m.room_id = r.id AND m.user_id = ?1)
+                     FROM rooms r WHERE r.is_private = 0 ORDER BY r.id",
+                )?
+                .query_map([viewer], |r| {
+                    Ok(PublicRoom {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        joined: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
     }
-    async fn rooms_of(&self, _user_id: i64) -> StoreResult<Vec<Room>> {
-        todo!()
+
+    async fn rooms_of(&self, user_id: i64) -> StoreResult<Vec<Room>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT r.id, r.name, r.is_private, r.password_hash
+                     FROM room_members m JOIN rooms r ON r.id = m.room_id
+                     WHERE m.user_id = ?1 ORDER BY r.id",
+                )?
+                .query_map([user_id], room_from_row)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
     }
+
     async fn add_room_message(
         &self,
-        _room_id: i64,
-        _author: i64,
-        _message: String,
-        _now: f64,
-        _retention: Retention,
+        room_id: i64,
+        author: i64,
+        message: String,
+        now: f64,
+        retention: Retention,
     ) -> StoreResult<RoomMessage> {
-        todo!()
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO room_messages (room_id, user_id, message, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![room_id, author, message, now],
+            )?;
+            let id = tx.last_insert_rowid();
+            // Only this room's oldest messages beyond its limit go.
+            tx.execute(
+                "DELETE FROM room_messages WHERE room_id = ?1 AND id <= (
+                     SELECT id FROM room_messages WHERE room_id = ?1
+                     ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                params![room_id, retention.max_messages],
+            )?;
+            let username: String =
+                tx.query_row("SELECT username FROM users WHERE id = ?1", [author], |r| {
+                    r.get(0)
+                })?;
+            Ok(RoomMessage {
+                id,
+                room_id,
+                username,
+                message,
+                created_at: now,
+            })
+        })
+        .await
     }
+
     async fn room_messages(
         &self,
-        _room_id: i64,
-        _since: Option<f64>,
-        _now: f64,
-        _retention: Retention,
+        room_id: i64,
+        since: Option<f64>,
+        now: f64,
+        retention: Retention,
     ) -> StoreResult<Vec<RoomMessage>> {
-        todo!()
+        let oldest = (now - retention.ttl_secs).max(since.unwrap_or(f64::MIN));
+        self.read(move |conn| {
+            let mut rows = conn
+                .prepare_cached(
+                    "SELECT m.id, m.room_id, u.username, m.message, m.created_at
+                     FROM room_messages m JOIN users u ON u.id = m.user_id
+                     WHERE m.room_id = ?1 AND m.created_at > ?2
+                     ORDER BY m.id DESC LIMIT ?3",
+                )?
+                .query_map(
+                    params![room_id, oldest, retention.max_messages],
+                    message_from_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.reverse();
+            Ok(rows)
+        })
+        .await
     }
-    async fn purge_expired_messages(&self, _now: f64, _retention: Retention) -> StoreResult<u64> {
-        todo!()
+
+    async fn purge_expired_messages(&self, now: f64, retention: Retention) -> StoreResult<u64> {
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "DELETE FROM room_messages WHERE created_at <= ?1",
+                [now - retention.ttl_secs],
+            )? as u64)
+        })
+        .await
     }
-    async fn save_file(&self, _file: StoredFile) -> StoreResult<()> {
-        todo!()
+
+    async fn save_file(&self, file: StoredFile) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO files (id, room_id, user_id, filename, content_type, size, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    file.id,
+                    file.room_id,
+                    file.uploader,
+                    file.filename,
+                    file.content_type,
+                    file.size as i64,
+                    file.created_at
+                ],
+            )?;
+            Ok(())
+        })
+        .await
     }
-    async fn file(&self, _file_id: &str) -> StoreResult<Option<StoredFile>> {
-        todo!()
+
+    async fn file(&self, file_id: &str) -> StoreResult<Option<StoredFile>> {
+        let file_id = file_id.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, room_id, user_id, filename, content_type, size, created_at
+                     FROM files WHERE id = ?1",
+                )?
+                .query_row([file_id], file_from_row)
+                .optional()?)
+        })
+        .await
     }
 }

@@ -1,0 +1,190 @@
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn public_and_private_rooms_with_chat() {
+    let app = spawn_app().await;
+    let (a, ta) = app.new_user("ra").await;
+    let (_, tb) = app.new_user("rb").await;
+    let r = app
+        .post_json(
+            "/api/create_room",
+            Some(&ta),
+            json!({"room_name": "General Chat"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v = body(r).await;
+    assert_eq!(v["message"], "room \"General Chat\" created");
+    let room = v["room_id"].as_i64().unwrap();
+    let dup = app
+        .post_json(
+            "/api/create_room",
+            Some(&tb),
+            json!({"room_name": "general chat"}),
+        )
+        .await;
+    assert_error(dup, StatusCode::BAD_REQUEST).await;
+
+    let r = app
+        .post_json(
+            "/api/send_room_message",
+            Some(&tb),
+            json!({"room_id": room, "message": "hi"}),
+        )
+        .await;
+    assert_error(r, StatusCode::FORBIDDEN).await;
+    let r = app
+        .post_json(
+            "/api/join_room",
+            Some(&tb),
+            json!({"name": "GENERAL CHAT", "password": ""}),
+        )
+        .await;
+    let v = body(r).await;
+    assert_eq!(v["room_id"], room);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("joined room \"General Chat\"")
+    );
+    let r = app
+        .post_json(
+            "/api/send_room_message",
+            Some(&tb),
+            json!({"room_id": room.to_string(), "message": "  hey  "}),
+        )
+        .await;
+    assert_eq!(body(r).await, json!({"message": "sent"}));
+    let v = body(
+        app.get(&format!("/api/get_room_messages?room_id={room}"), Some(&ta))
+            .await,
+    )
+    .await;
+    assert_eq!(v["messages"][0]["message"], "hey");
+    assert!(v["messages"][0]["created_at"].is_f64());
+
+    let r = app
+        .post_json(
+            "/api/create_room",
+            Some(&ta),
+            json!({"room_name": "VIP", "is_private": 1, "password": "secret123"}),
+        )
+        .await;
+    let vip = body(r).await["room_id"].as_i64().unwrap();
+    let wrong = app
+        .post_json(
+            "/api/join_room",
+            Some(&tb),
+            json!({"name": "VIP", "password": "nope"}),
+        )
+        .await;
+    assert_error(wrong, StatusCode::FORBIDDEN).await;
+    assert_error(
+        app.get(&format!("/api/room_members/{vip}"), Some(&tb))
+            .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let rooms = body(app.get("/api/rooms", Some(&tb)).await).await;
+    assert_eq!(rooms["rooms"].as_array().unwrap().len(), 1);
+    let members = body(
+        app.get(&format!("/api/room_members/{vip}"), Some(&ta))
+            .await,
+    )
+    .await;
+    assert_eq!(members["members"], json!([a]));
+    let mine = body(app.get("/api/user_rooms", Some(&ta)).await).await;
+    assert_eq!(mine["rooms"][1]["is_private"], 1);
+
+    let r = app
+        .post_json("/api/leave_room", Some(&tb), json!({"room_id": room}))
+        .await;
+    assert_eq!(body(r).await["message"], "left room \"General Chat\"");
+    let r = app
+        .post_json("/api/leave_room", Some(&tb), json!({"room_id": room}))
+        .await;
+    assert_error(r, StatusCode::BAD_REQUEST).await;
+    let r = app
+        .post_json("/api/join_room", Some(&tb), json!({"name": "nowhere"}))
+        .await;
+    assert_error(r, StatusCode::NOT_FOUND).await;
+    assert_error(
+        app.get("/api/get_room_messages", Some(&ta)).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_public_room_limit_applies() {
+    let app = spawn_app_with(|c| c.max_public_rooms = 2).await;
+    let (_, t) = app.new_user("rl").await;
+    for name in ["one", "two"] {
+        let r = app
+            .post_json("/api/create_room", Some(&t), json!({"room_name": name}))
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let r = app
+        .post_json("/api/create_room", Some(&t), json!({"room_name": "three"}))
+        .await;
+    let err = assert_error(r, StatusCode::BAD_REQUEST).await;
+    assert!(err.starts_with("maximum number of public rooms reached (2)"));
+}
+
+#[tokio::test]
+async fn each_room_keeps_its_own_newest_messages_across_a_restart() {
+    let mut app = spawn_app_with(|c| c.room_message_limit = 5).await;
+    let (_, t) = app.new_user("rr").await;
+    let busy = body(
+        app.post_json("/api/create_room", Some(&t), json!({"room_name": "busy"}))
+            .await,
+    )
+    .await["room_id"]
+        .as_i64()
+        .unwrap();
+    let quiet = body(
+        app.post_json("/api/create_room", Some(&t), json!({"room_name": "quiet"}))
+            .await,
+    )
+    .await["room_id"]
+        .as_i64()
+        .unwrap();
+    app.post_json(
+        "/api/send_room_message",
+        Some(&t),
+        json!({"room_id": quiet, "message": "still here"}),
+    )
+    .await;
+    for i in 0..8 {
+        app.post_json(
+            "/api/send_room_message",
+            Some(&t),
+            json!({"room_id": busy, "message": format!("m{i}")}),
+        )
+        .await;
+    }
+    app.restart().await;
+    let v = body(
+        app.get(&format!("/api/get_room_messages?room_id={busy}"), Some(&t))
+            .await,
+    )
+    .await;
+    let texts: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["m3", "m4", "m5", "m6", "m7"]);
+    let v = body(
+        app.get(&format!("/api/get_room_messages?room_id={quiet}"), Some(&t))
+            .await,
+    )
+    .await;
+    assert_eq!(v["messages"][0]["message"], "still here");
+}
