@@ -1,9 +1,251 @@
-//! TODO(skeleton): files endpoints.
+//! File uploads into rooms, streamed to disk, and serving them back.
 
-use utoipa_axum::router::OpenApiRouter;
+use axum::{
+    Json,
+    body::Body,
+    extract::{FromRequest, Multipart, Request, State},
+    http::{HeaderMap, HeaderValue, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::app::AppState;
+use super::rooms::{member_room, post_to_room};
+use crate::{
+    app::AppState,
+    auth::{authenticate, header_token},
+    domain::time::now_secs,
+    error::{ApiError, ApiResult, ErrorBody},
+    store::rooms::StoredFile,
+};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(upload_file))
+        .routes(routes!(get_file))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadedBody {
+    message: String,
+    file_url: String,
+}
+
+/// The file part as received: where its bytes went and what it was called.
+struct Received {
+    temp_path: std::path::PathBuf,
+    filename: String,
+    size: u64,
+}
+
+/// POST /api/upload_file
+///
+/// The file streams into a temporary file while its size is counted, so
+/// an oversized upload is refused (413) without ever being held in memory.
+#[utoipa::path(post, path = "/api/upload_file", tag = "files",
+    request_body(content_type = "multipart/form-data", description = "parts `file` and `room_id`"),
+    responses((status = 200, body = UploadedBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn upload_file(
+    State(state): State<AppState>,
+    request: Request,
+) -> ApiResult<Json<UploadedBody>> {
+    let headers = request.headers().clone();
+    let token = header_token(&headers).map(str::to_owned);
+    let mut multipart = Multipart::from_request(request, &state)
+        .await
+        .map_err(|_| ApiError::bad_request("expected a multipart/form-data body"))?;
+    let tmp_dir = state.config.data_dir.join("files").join("tmp");
+    tokio::fs::create_dir_all(&tmp_dir)
+        .await
+        .map_err(ApiError::internal)?;
+
+    let mut room_id: Option<String> = None;
+    let mut received: Option<Received> = None;
+    let result = async {
+        while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+            match field.name() {
+                Some("room_id") => room_id = Some(field.text().await.map_err(multipart_error)?),
+                Some("file") if received.is_none() => {
+                    let filename = field.file_name().unwrap_or("").to_owned();
+                    let temp_path = tmp_dir.join(uuid::Uuid::new_v4().to_string());
+                    let mut out = tokio::fs::File::create(&temp_path)
+                        .await
+                        .map_err(ApiError::internal)?;
+                    let mut size = 0u64;
+                    received = Some(Received {
+                        temp_path,
+                        filename,
+                        size,
+                    });
+                    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                        size += chunk.len() as u64;
+                        if size > state.config.max_upload_bytes {
+                            return Err(ApiError::PayloadTooLarge(format!(
+                                "file exceeds {} bytes",
+                                state.config.max_upload_bytes
+                            )));
+                        }
+                        out.write_all(&chunk).await.map_err(ApiError::internal)?;
+                    }
+                    out.flush().await.map_err(ApiError::internal)?;
+                    if let Some(r) = received.as_mut() {
+                        r.size = size;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let token = token.ok_or_else(|| ApiError::unauthorized("missing Authorization token"))?;
+        let user = authenticate(&state, &token).await?;
+        let file = received
+            .as_ref()
+            .ok_or_else(|| ApiError::bad_request("file is required"))?;
+        if file.filename.trim().is_empty() {
+            return Err(ApiError::bad_request("filename is empty"));
+        }
+        let room_id = room_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ApiError::bad_request("room_id is required"))?
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request("`room_id` must be an integer id"))?;
+        let room = member_room(&state, room_id, &user).await?;
+
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let filename = safe_filename(&file.filename);
+        let content_type = mime_guess::from_path(&filename)
+            .first_or_octet_stream()
+            .to_string();
+        tokio::fs::rename(
+            &file.temp_path,
+            state.config.data_dir.join("files").join(&id),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+        state
+            .store
+            .save_file(StoredFile {
+                id: id.clone(),
+                room_id: room.id,
+                uploader: user.id,
+                filename: filename.clone(),
+                content_type,
+                size: file.size,
+                created_at: now_secs(),
+            })
+            .await?;
+        let file_url = format!(
+            "{}/api/files/{id}/{}",
+            base_url(&state, &headers),
+            urlencode(&filename)
+        );
+        post_to_room(&state, room.id, &user, file_url.clone()).await?;
+        Ok(Json(UploadedBody {
+            message: "File uploaded successfully".into(),
+            file_url,
+        }))
+    }
+    .await;
+    if result.is_err()
+        && let Some(file) = &received
+    {
+        let _ = tokio::fs::remove_file(&file.temp_path).await;
+    }
+    result
+}
+
+fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
+    if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge("upload too large".into())
+    } else {
+        ApiError::bad_request(format!("malformed multipart body: {}", err.body_text()))
+    }
+}
+
+/// The last path component, without control characters.
+fn safe_filename(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
+    if cleaned.trim().is_empty() {
+        "file".into()
+    } else {
+        cleaned
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.config.public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map_or_else(|| state.config.listen.to_string(), str::to_owned);
+    format!("http://{host}")
+}
+
+/// Types a browser may render inline; everything else is a download.
+fn is_inline_safe(content_type: &str) -> bool {
+    let safe_images = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+    safe_images.contains(&content_type)
+        || content_type.starts_with("audio/")
+        || content_type.starts_with("video/")
+        || content_type == "text/plain"
+        || content_type == "application/pdf"
+}
+
+/// GET /api/files/{id}/{name}
+#[utoipa::path(get, path = "/api/files/{id}/{name}", tag = "files",
+    responses((status = 200, description = "The file's bytes"), (status = 404, body = ErrorBody)))]
+async fn get_file(
+    State(state): State<AppState>,
+    axum::extract::Path((id, _name)): axum::extract::Path<(String, String)>,
+) -> ApiResult<Response> {
+    let file = state
+        .store
+        .file(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("file not found"))?;
+    let handle = tokio::fs::File::open(state.config.data_dir.join("files").join(&file.id))
+        .await
+        .map_err(|_| ApiError::not_found("file not found"))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(handle));
+    let disposition = if is_inline_safe(&file.content_type) {
+        "inline"
+    } else {
+        "attachment"
+    };
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    let value = |v: &str| HeaderValue::from_str(v).map_err(ApiError::internal);
+    headers.insert(header::CONTENT_TYPE, value(&file.content_type)?);
+    headers.insert(header::CONTENT_LENGTH, value(&file.size.to_string())?);
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        value(&format!(
+            "{disposition}; filename=\"{}\"",
+            urlencode(&file.filename)
+        ))?,
+    );
+    Ok(response)
 }

@@ -84,6 +84,10 @@ pub fn router(state: AppState) -> Router {
         extract::limit_json_body,
     ));
     let (streaming_api, _) = streaming_routes().split_for_parts();
+    // Uploads enforce their size while streaming; allow the multipart framing on top.
+    let streaming_api = streaming_api.layer(axum::extract::DefaultBodyLimit::max(
+        state.config.max_upload_bytes as usize + 1024 * 1024,
+    ));
 
     // Browsers need `authorization` named explicitly: `*` does not cover it.
     let cors = CorsLayer::new()
