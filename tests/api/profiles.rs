@@ -128,3 +128,41 @@ async fn malformed_bodies_are_json_400s_and_big_ones_413() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn concurrent_follows_keep_counters_in_agreement() {
+    let app = spawn_app().await;
+    let (star, _) = app.new_user("star").await;
+    let mut fans = Vec::new();
+    for _ in 0..24 {
+        fans.push(app.new_user("fan").await.1);
+    }
+    let follows = fans
+        .iter()
+        .map(|t| app.post_json("/api/follow", Some(t), json!({"username": star})));
+    for resp in futures_util::future::join_all(follows).await {
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let unfollows = fans[..10]
+        .iter()
+        .map(|t| app.post_json("/api/unfollow", Some(t), json!({"username": star})));
+    for resp in futures_util::future::join_all(unfollows).await {
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let v = body(app.get(&format!("/api/user/{star}"), None).await).await;
+    assert_eq!(v["stats"]["followers"], 14);
+    let list = body(
+        app.get(&format!("/api/get_followers/{star}?limit=10"), None)
+            .await,
+    )
+    .await;
+    assert_eq!(list["followers"].as_array().unwrap().len(), 10);
+    let next = list["next"].as_i64().unwrap();
+    let rest = body(
+        app.get(&format!("/api/get_followers/{star}?before={next}"), None)
+            .await,
+    )
+    .await;
+    assert_eq!(rest["followers"].as_array().unwrap().len(), 4);
+    assert!(rest["next"].is_null());
+}
