@@ -132,6 +132,12 @@ impl<S: Send + Sync> FromRequestParts<S> for PathText {
     }
 }
 
+/// An id from the path; one that is not a number names nothing, so it is a 404.
+pub fn path_id(text: &str, what: &str) -> ApiResult<i64> {
+    text.parse::<i64>()
+        .map_err(|_| ApiError::not_found(format!("{what} not found")))
+}
+
 fn parse_id_text(text: &str) -> Option<i64> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{JsonBody, PathText, QueryParams, optional_id};
+use super::extract::{JsonBody, PathText, QueryParams, optional_id, path_id};
 use crate::{
     app::AppState,
     auth::AuthUser,
@@ -105,11 +105,6 @@ async fn get_posts(
         posts: page.items.into_iter().map(PostBody::from).collect(),
         next: page.next,
     }))
-}
-
-fn path_id(text: &str, what: &str) -> ApiResult<i64> {
-    text.parse::<i64>()
-        .map_err(|_| ApiError::not_found(format!("{what} not found")))
 }
 
 /// GET /api/get_post_by_id/{id}

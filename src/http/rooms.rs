@@ -7,7 +7,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     MessageBody,
-    extract::{JsonBody, PathText, QueryParams, optional_id},
+    extract::{JsonBody, PathText, QueryParams, optional_id, path_id},
 };
 use crate::{
     app::AppState,
@@ -270,9 +270,7 @@ async fn room_members(
     user: AuthUser,
     PathText(room_id): PathText,
 ) -> ApiResult<Json<MembersBody>> {
-    let id = room_id
-        .parse::<i64>()
-        .map_err(|_| ApiError::not_found("room not found"))?;
+    let id = path_id(&room_id, "room")?;
     let room = state
         .store
         .room_by_id(id)
