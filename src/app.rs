@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     auth::Passwords,
+    chat::{Chat, hub::InProcessHub},
     config::Config,
     domain::time::now_f64,
     http,
@@ -19,6 +20,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     pub passwords: Passwords,
+    /// Real-time fan-out and the ordering of room events.
+    pub chat: Chat,
 }
 
 impl AppState {
@@ -45,8 +48,9 @@ impl App {
         let hashing_slots = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
         let state = AppState {
             store: Arc::new(store),
-            config: Arc::new(config),
             passwords: Passwords::new(hashing_slots),
+            chat: Chat::new(Arc::new(InProcessHub::new(config.ws_queue_len))),
+            config: Arc::new(config),
         };
         let listener = TcpListener::bind(state.config.listen).await?;
         let router = http::router(state.clone());

@@ -41,6 +41,20 @@ pub struct Config {
     #[arg(long, env = "MIRAGE_MAX_PUBLIC_ROOMS", default_value_t = 5)]
     pub max_public_rooms: u32,
 
+    /// Events a WebSocket client may have waiting before it counts as too
+    /// slow and is disconnected.
+    #[arg(long, env = "MIRAGE_WS_QUEUE_LEN", default_value_t = 256)]
+    pub ws_queue_len: usize,
+
+    /// Seconds between the server's WebSocket pings.
+    #[arg(long, env = "MIRAGE_WS_PING_INTERVAL_SECS", default_value_t = 20)]
+    pub ws_ping_interval_secs: u64,
+
+    /// A WebSocket that sends nothing (not even a pong) for this many
+    /// seconds, or cannot take a frame within it, is closed.
+    #[arg(long, env = "MIRAGE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub ws_idle_timeout_secs: u64,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `mirage=debug`.
     #[arg(long, env = "MIRAGE_LOG", default_value = "info")]
     pub log: String,

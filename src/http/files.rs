@@ -12,9 +12,9 @@ use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::rooms::{member_room, post_to_room};
 use crate::{
     app::AppState,
+    chat::{member_room, post_to_room},
     auth::{authenticate, header_token},
     domain::time::now_secs,
     error::{ApiError, ApiResult, ErrorBody},

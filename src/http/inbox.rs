@@ -12,15 +12,11 @@ use super::{
 use crate::{
     app::AppState,
     auth::AuthUser,
-    domain::{
-        time::{format_utc, now_secs},
-        validate::{max_chars, required},
-    },
+    chat,
+    domain::time::format_utc,
     error::{ApiError, ApiResult, ErrorBody},
     store::inbox::InboxMessage,
 };
-
-pub const MAX_INBOX_MESSAGE_CHARS: usize = 5_000;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -45,13 +41,7 @@ async fn send_inbox_message(
     user: AuthUser,
     JsonBody(body): JsonBody<SendRequest>,
 ) -> ApiResult<Json<MessageBody>> {
-    let recipient = required(&body.recipient, "recipient")?.trim();
-    let message = required(&body.message, "message")?;
-    max_chars(message, MAX_INBOX_MESSAGE_CHARS, "message")?;
-    state
-        .store
-        .send_inbox_message(user.id, recipient, message.to_owned(), now_secs())
-        .await?;
+    chat::send_inbox_message(&state, &user, &body.recipient, &body.message).await?;
     Ok(MessageBody::new("sent"))
 }
 

@@ -9,6 +9,7 @@ pub mod posts;
 pub mod profiles;
 pub mod rooms;
 pub mod service;
+pub mod ws;
 
 use std::{sync::LazyLock, time::Duration};
 
@@ -58,6 +59,7 @@ fn json_routes() -> OpenApiRouter<AppState> {
         .merge(rooms::routes())
         .merge(inbox::routes())
         .merge(service::routes())
+        .merge(ws::routes())
 }
 
 /// Routes that stream large bodies and enforce their own limits.

@@ -12,16 +12,16 @@ use super::{
 use crate::{
     app::AppState,
     auth::AuthUser,
+    chat,
     domain::{
         time::now_f64,
-        validate::{char_len, max_chars, required},
+        validate::{max_chars, required},
     },
     error::{ApiError, ApiResult, ErrorBody},
-    store::rooms::{NewRoom, Room, RoomMessage},
+    store::rooms::NewRoom,
 };
 
 pub const MAX_ROOM_NAME_CHARS: usize = 64;
-pub const MAX_ROOM_MESSAGE_CHARS: usize = 2_000;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -33,19 +33,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(room_members))
         .routes(routes!(send_room_message))
         .routes(routes!(get_room_messages))
-}
-
-/// Loads a room the caller must belong to: 404 unknown, 403 not a member.
-pub async fn member_room(state: &AppState, room_id: i64, user: &AuthUser) -> ApiResult<Room> {
-    let room = state
-        .store
-        .room_by_id(room_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("room not found"))?;
-    if !state.store.is_member(room.id, user.id).await? {
-        return Err(ApiError::forbidden("you are not a member of this room"));
-    }
-    Ok(room)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -105,6 +92,7 @@ async fn create_room(
             state.config.max_public_rooms,
         )
         .await?;
+    chat::announce_creator(&state, &room, &user).await;
     let message = format!("room \"{}\" created", room.name);
     Ok((
         StatusCode::CREATED,
@@ -157,7 +145,7 @@ async fn join_room(
             return Err(ApiError::forbidden("wrong or missing room password"));
         }
     }
-    state.store.add_member(room.id, user.id).await?;
+    chat::join_room(&state, &room, &user).await?;
     Ok(Json(JoinedBody {
         message: format!("{} joined room \"{}\"", user.username, room.name),
         room_id: room.id,
@@ -189,7 +177,7 @@ async fn leave_room(
         .room_by_id(id)
         .await?
         .ok_or_else(|| ApiError::not_found("room not found"))?;
-    if !state.store.remove_member(room.id, user.id).await? {
+    if !chat::leave_room(&state, &room, &user).await? {
         return Err(ApiError::bad_request("you are not a member of this room"));
     }
     Ok(MessageBody::new(format!("left room \"{}\"", room.name)))
@@ -300,31 +288,8 @@ async fn send_room_message(
     user: AuthUser,
     JsonBody(body): JsonBody<SendRequest>,
 ) -> ApiResult<Json<MessageBody>> {
-    let room_id = body
-        .room_id
-        .ok_or_else(|| ApiError::bad_request("room_id is required"))?;
-    let message = required(&body.message, "message")?.trim();
-    if char_len(message) > MAX_ROOM_MESSAGE_CHARS {
-        return Err(ApiError::bad_request(format!(
-            "message must be at most {MAX_ROOM_MESSAGE_CHARS} characters"
-        )));
-    }
-    let room = member_room(&state, room_id, &user).await?;
-    post_to_room(&state, room.id, &user, message.to_owned()).await?;
+    chat::send_room_message(&state, &user, body.room_id, &body.message).await?;
     Ok(MessageBody::new("sent"))
-}
-
-/// Stores a message in a room under its retention rules.
-pub async fn post_to_room(
-    state: &AppState,
-    room_id: i64,
-    user: &AuthUser,
-    message: String,
-) -> ApiResult<RoomMessage> {
-    Ok(state
-        .store
-        .add_room_message(room_id, user.id, message, now_f64(), state.retention())
-        .await?)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -355,7 +320,7 @@ async fn get_room_messages(
         .id("room_id")?
         .ok_or_else(|| ApiError::bad_request("room_id is required"))?;
     let since = query.float("since")?;
-    let room = member_room(&state, room_id, &user).await?;
+    let room = chat::member_room(&state, room_id, &user).await?;
     let messages = state
         .store
         .room_messages(room.id, since, now_f64(), state.retention())

@@ -68,8 +68,8 @@ pub trait RoomStore: Send + Sync {
     async fn room_by_id(&self, room_id: i64) -> StoreResult<Option<Room>>;
     /// Ignoring case.
     async fn room_by_name(&self, name: &str) -> StoreResult<Option<Room>>;
-    /// Idempotent.
-    async fn add_member(&self, room_id: i64, user_id: i64) -> StoreResult<()>;
+    /// Idempotent; returns whether the user was not a member before.
+    async fn add_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool>;
     /// Returns whether the user was a member.
     async fn remove_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool>;
     async fn is_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool>;

@@ -122,15 +122,15 @@ impl RoomStore for SqliteStore {
         .await
     }
 
-    async fn add_member(&self, room_id: i64, user_id: i64) -> StoreResult<()> {
+    async fn add_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool> {
         self.write(move |tx| {
-            tx.execute(
+            let added = tx.execute(
                 "INSERT OR IGNORE INTO room_members (room_id, user_id, joined_at, seq)
                  VALUES (?1, ?2, ?3,
                          (SELECT COALESCE(MAX(seq), 0) + 1 FROM room_members WHERE room_id = ?1))",
                 params![room_id, user_id, now()],
             )?;
-            Ok(())
+            Ok(added > 0)
         })
         .await
     }

@@ -1,0 +1,207 @@
+//! Chat: room messages, membership and direct messages, stored and then
+//! published to real-time subscribers. The HTTP handlers and the WebSocket
+//! both go through here, so a message is the same message whichever way it
+//! was sent.
+
+pub mod event;
+pub mod fanout;
+pub mod hub;
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::{
+    app::AppState,
+    auth::AuthUser,
+    domain::{
+        time::{now_f64, now_secs},
+        validate::{char_len, max_chars, required},
+    },
+    error::{ApiError, ApiResult},
+    store::{
+        inbox::InboxMessage,
+        rooms::{Room, RoomMessage},
+    },
+};
+use event::{Event, Publication, Route};
+use hub::Hub;
+
+pub const MAX_ROOM_MESSAGE_CHARS: usize = 2_000;
+pub const MAX_INBOX_MESSAGE_CHARS: usize = 5_000;
+
+/// The hub plus the locks that keep each room's store order and publish
+/// order the same.
+#[derive(Clone)]
+pub struct Chat {
+    pub hub: Arc<dyn Hub>,
+    rooms: Arc<Stripes>,
+    inboxes: Arc<Stripes>,
+}
+
+impl Chat {
+    pub fn new(hub: Arc<dyn Hub>) -> Self {
+        Chat {
+            hub,
+            rooms: Arc::new(Stripes::new(64)),
+            inboxes: Arc::new(Stripes::new(64)),
+        }
+    }
+
+    /// Publishing happens after the write is committed, so a hub failure
+    /// loses no data: it is logged, and clients catch up with `since`.
+    async fn publish(&self, route: Route, event: Event) {
+        if let Err(err) = self.hub.publish(Publication { route, event }).await {
+            tracing::warn!(%err, "publishing a real-time event failed");
+        }
+    }
+}
+
+/// A fixed set of async locks, picked by key: bounded memory whatever the
+/// number of rooms, and two keys rarely wait for each other.
+struct Stripes(Vec<Mutex<()>>);
+
+impl Stripes {
+    fn new(n: usize) -> Self {
+        Stripes((0..n).map(|_| Mutex::new(())).collect())
+    }
+
+    async fn lock(&self, key: i64) -> MutexGuard<'_, ()> {
+        self.0[key.rem_euclid(self.0.len() as i64) as usize]
+            .lock()
+            .await
+    }
+}
+
+/// Loads a room the caller must belong to: 404 unknown, 403 not a member.
+pub async fn member_room(state: &AppState, room_id: i64, user: &AuthUser) -> ApiResult<Room> {
+    let room = state
+        .store
+        .room_by_id(room_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("room not found"))?;
+    if !state.store.is_member(room.id, user.id).await? {
+        return Err(ApiError::forbidden("you are not a member of this room"));
+    }
+    Ok(room)
+}
+
+/// `send_room_message`: validates, stores under the room's retention, and
+/// publishes to the room's members.
+pub async fn send_room_message(
+    state: &AppState,
+    user: &AuthUser,
+    room_id: Option<i64>,
+    message: &Option<String>,
+) -> ApiResult<RoomMessage> {
+    let room_id = room_id.ok_or_else(|| ApiError::bad_request("room_id is required"))?;
+    let message = required(message, "message")?.trim();
+    if char_len(message) > MAX_ROOM_MESSAGE_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "message must be at most {MAX_ROOM_MESSAGE_CHARS} characters"
+        )));
+    }
+    let room = member_room(state, room_id, user).await?;
+    post_to_room(state, room.id, user, message.to_owned()).await
+}
+
+/// Stores a message in a room the user belongs to and publishes it.
+pub async fn post_to_room(
+    state: &AppState,
+    room_id: i64,
+    user: &AuthUser,
+    message: String,
+) -> ApiResult<RoomMessage> {
+    let _order = state.chat.rooms.lock(room_id).await;
+    let stored = state
+        .store
+        .add_room_message(room_id, user.id, message, now_f64(), state.retention())
+        .await?;
+    state
+        .chat
+        .publish(Route::Room(room_id), stored.clone().into())
+        .await;
+    Ok(stored)
+}
+
+/// Makes the user a member; announces it when they were not one already.
+pub async fn join_room(state: &AppState, room: &Room, user: &AuthUser) -> ApiResult<()> {
+    let _order = state.chat.rooms.lock(room.id).await;
+    if state.store.add_member(room.id, user.id).await? {
+        let event = Event::MemberJoined {
+            room_id: room.id,
+            room_name: room.name.clone(),
+            username: user.username.clone(),
+        };
+        let route = Route::Join {
+            room_id: room.id,
+            user_id: user.id,
+        };
+        state.chat.publish(route, event).await;
+    }
+    Ok(())
+}
+
+/// Ends the user's membership; false when they were not a member.
+pub async fn leave_room(state: &AppState, room: &Room, user: &AuthUser) -> ApiResult<bool> {
+    let _order = state.chat.rooms.lock(room.id).await;
+    let left = state.store.remove_member(room.id, user.id).await?;
+    if left {
+        let event = Event::MemberLeft {
+            room_id: room.id,
+            room_name: room.name.clone(),
+            username: user.username.clone(),
+        };
+        let route = Route::Leave {
+            room_id: room.id,
+            user_id: user.id,
+        };
+        state.chat.publish(route, event).await;
+    }
+    Ok(left)
+}
+
+/// Announces a new room's creator as its first member, so their open
+/// streams receive the room at once.
+pub async fn announce_creator(state: &AppState, room: &Room, user: &AuthUser) {
+    let _order = state.chat.rooms.lock(room.id).await;
+    let event = Event::MemberJoined {
+        room_id: room.id,
+        room_name: room.name.clone(),
+        username: user.username.clone(),
+    };
+    let route = Route::Join {
+        room_id: room.id,
+        user_id: user.id,
+    };
+    state.chat.publish(route, event).await;
+}
+
+/// `send_inbox_message`: validates, stores, and publishes to both sides.
+pub async fn send_inbox_message(
+    state: &AppState,
+    user: &AuthUser,
+    recipient: &Option<String>,
+    message: &Option<String>,
+) -> ApiResult<InboxMessage> {
+    let recipient = required(recipient, "recipient")?.trim();
+    let message = required(message, "message")?;
+    max_chars(message, MAX_INBOX_MESSAGE_CHARS, "message")?;
+    let recipient_id = state
+        .store
+        .find_user(recipient)
+        .await?
+        .ok_or_else(|| ApiError::not_found("recipient not found"))?
+        .id;
+    // Per recipient, inbox events arrive in the order they were stored.
+    let _order = state.chat.inboxes.lock(recipient_id).await;
+    let stored = state
+        .store
+        .send_inbox_message(user.id, recipient, message.to_owned(), now_secs())
+        .await?;
+    state
+        .chat
+        .publish(Route::Users(vec![recipient_id, user.id]), stored.clone().into())
+        .await;
+    Ok(stored)
+}
