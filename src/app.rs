@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::Router;
+use axum::{Router, serve::ListenerExt};
 use tokio::net::TcpListener;
 
 use crate::{
@@ -71,7 +71,13 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let purger = tokio::spawn(purge_expired_messages(self.state.clone()));
-        let result = axum::serve(self.listener, self.router)
+        // Chat frames and small JSON answers must not wait for Nagle's algorithm.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(%err, "setting TCP_NODELAY failed");
+            }
+        });
+        let result = axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;
         purger.abort();

@@ -201,7 +201,10 @@ pub async fn send_inbox_message(
         .await?;
     state
         .chat
-        .publish(Route::Users(vec![recipient_id, user.id]), stored.clone().into())
+        .publish(
+            Route::Users(vec![recipient_id, user.id]),
+            stored.clone().into(),
+        )
         .await;
     Ok(stored)
 }

@@ -14,8 +14,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     app::AppState,
-    chat::{member_room, post_to_room},
     auth::{authenticate, header_token},
+    chat::{member_room, post_to_room},
     domain::time::now_secs,
     error::{ApiError, ApiResult, ErrorBody},
     store::rooms::StoredFile,

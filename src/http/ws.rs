@@ -10,7 +10,9 @@ use std::{
 use axum::{
     extract::{
         State,
-        ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
+        ws::{
+            Message, Utf8Bytes, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+        },
     },
     http::HeaderMap,
     response::Response,
@@ -54,7 +56,9 @@ async fn ws(
     let user = authenticate(&state, token).await?;
     let since = query.float("since")?;
     let upgrade = upgrade.map_err(|rejection| {
-        ApiError::bad_request(format!("this endpoint needs a WebSocket upgrade: {rejection}"))
+        ApiError::bad_request(format!(
+            "this endpoint needs a WebSocket upgrade: {rejection}"
+        ))
     })?;
     let max_frame = state.config.max_json_bytes;
     Ok(upgrade
@@ -162,7 +166,9 @@ impl Connection {
             }
             Err(err) => {
                 let reply = Reply::error(err, None);
-                let _ = self.send(&mut sink, &subscription, reply_frame(&reply)).await;
+                let _ = self
+                    .send(&mut sink, &subscription, reply_frame(&reply))
+                    .await;
                 Closed::WriteFailed
             }
         };
@@ -218,24 +224,16 @@ impl Connection {
             }
         }
         let ping_every = Duration::from_secs(self.state.config.ws_ping_interval_secs.max(1));
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut last_heard = Instant::now();
         loop {
+            // Biased: events waiting for this client go out before its next
+            // request is read, so a client that sends a burst is not cut off
+            // by the echoes of its own messages.
             let outgoing = tokio::select! {
+                biased;
                 () = subscription.overflowed.cancelled() => return Closed::TooSlow,
-                incoming = stream.next() => {
-                    last_heard = Instant::now();
-                    match incoming {
-                        Some(Ok(Message::Text(text))) => Some(reply_frame(&self.handle(&text).await)),
-                        Some(Ok(Message::Binary(_))) => Some(reply_frame(&Reply::error(
-                            ApiError::bad_request("binary frames are not supported; send JSON text"),
-                            None,
-                        ))),
-                        // Pongs only prove liveness; pings are answered by the library.
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
-                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Closed::ByClient,
-                    }
-                }
                 delivery = subscription.deliveries.recv() => {
                     let Some(delivery) = delivery else { return Closed::TooSlow };
                     match delivery.room_message {
@@ -248,6 +246,19 @@ impl Connection {
                         return Closed::Idle;
                     }
                     Some(Message::Ping(Default::default()))
+                }
+                incoming = stream.next() => {
+                    last_heard = Instant::now();
+                    match incoming {
+                        Some(Ok(Message::Text(text))) => Some(reply_frame(&self.handle(&text).await)),
+                        Some(Ok(Message::Binary(_))) => Some(reply_frame(&Reply::error(
+                            ApiError::bad_request("binary frames are not supported; send JSON text"),
+                            None,
+                        ))),
+                        // Pongs only prove liveness; pings are answered by the library.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Closed::ByClient,
+                    }
                 }
             };
             if let Some(frame) = outgoing
