@@ -167,6 +167,7 @@ async fn the_openapi_document_lists_every_route() {
         ("get", "/api/inbox"),
         ("post", "/api/delete_inbox_message"),
         ("get", "/api/inbox_count"),
+        ("get", "/api/ws"),
     ];
     for (method, path) in routes {
         assert!(
