@@ -7,3 +7,4 @@ mod inbox;
 mod posts;
 mod profiles;
 mod rooms;
+mod status_codes;
