@@ -6,5 +6,6 @@ mod helpers;
 mod inbox;
 mod posts;
 mod profiles;
+mod quickstart;
 mod rooms;
 mod status_codes;
