@@ -1268,3 +1268,30 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_json_errors() {
         assert_error(resp, StatusCode::METHOD_NOT_ALLOWED).await;
     }
 }
+
+// ---------------------------------------------------------------- list cursors
+
+#[tokio::test]
+async fn a_before_cursor_that_is_not_an_id_is_400_on_every_list() {
+    let app = spawn_app().await;
+    let (name, token) = app.new_user("cur").await;
+    let post = create_post(&app, &token, "listed").await;
+    let lists = [
+        format!("/api/get_posts/{name}"),
+        format!("/api/get_replies/{post}"),
+        format!("/api/get_followers/{name}"),
+        format!("/api/get_following/{name}"),
+        "/api/inbox".to_owned(),
+    ];
+    for path in &lists {
+        for bad in ["abc", "-1", "1.5", "1e3"] {
+            let resp = app.get(&format!("{path}?before={bad}"), Some(&token)).await;
+            let err = assert_error(resp, StatusCode::BAD_REQUEST).await;
+            assert!(err.contains("before"), "{path}?before={bad}: {err}");
+        }
+        let resp = app
+            .get(&format!("{path}?before={}", post + 1), Some(&token))
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+    }
+}
