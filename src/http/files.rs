@@ -14,7 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     app::AppState,
-    auth::{authenticate, header_token},
+    auth::{AuthUser, authenticate, header_token},
     chat::{member_room, post_to_room},
     domain::time::now_secs,
     error::{ApiError, ApiResult, ErrorBody},
@@ -54,9 +54,14 @@ async fn upload_file(
 ) -> ApiResult<Json<UploadedBody>> {
     let headers = request.headers().clone();
     let token = header_token(&headers).map(str::to_owned);
-    let mut multipart = Multipart::from_request(request, &state)
-        .await
-        .map_err(|_| ApiError::bad_request("expected a multipart/form-data body"))?;
+    let mut multipart = match Multipart::from_request(request, &state).await {
+        Ok(multipart) => multipart,
+        Err(_) => {
+            // Authentication is checked before the request's shape.
+            caller(&state, token.as_deref()).await?;
+            return Err(ApiError::bad_request("expected a multipart/form-data body"));
+        }
+    };
     let tmp_dir = state.config.data_dir.join("files").join("tmp");
     tokio::fs::create_dir_all(&tmp_dir)
         .await
@@ -65,41 +70,51 @@ async fn upload_file(
     let mut room_id: Option<String> = None;
     let mut received: Option<Received> = None;
     let result = async {
-        while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
-            match field.name() {
-                Some("room_id") => room_id = Some(field.text().await.map_err(multipart_error)?),
-                Some("file") if received.is_none() => {
-                    let filename = field.file_name().unwrap_or("").to_owned();
-                    let temp_path = tmp_dir.join(uuid::Uuid::new_v4().to_string());
-                    let mut out = tokio::fs::File::create(&temp_path)
-                        .await
-                        .map_err(ApiError::internal)?;
-                    let mut size = 0u64;
-                    received = Some(Received {
-                        temp_path,
-                        filename,
-                        size,
-                    });
-                    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                        size += chunk.len() as u64;
-                        if size > state.config.max_upload_bytes {
-                            return Err(ApiError::PayloadTooLarge(format!(
-                                "file exceeds {} bytes",
-                                state.config.max_upload_bytes
-                            )));
+        let parsed: ApiResult<()> = async {
+            while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+                match field.name() {
+                    Some("room_id") => room_id = Some(field.text().await.map_err(multipart_error)?),
+                    Some("file") if received.is_none() => {
+                        let filename = field.file_name().unwrap_or("").to_owned();
+                        let temp_path = tmp_dir.join(uuid::Uuid::new_v4().to_string());
+                        let mut out = tokio::fs::File::create(&temp_path)
+                            .await
+                            .map_err(ApiError::internal)?;
+                        let mut size = 0u64;
+                        received = Some(Received {
+                            temp_path,
+                            filename,
+                            size,
+                        });
+                        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                            size += chunk.len() as u64;
+                            if size > state.config.max_upload_bytes {
+                                return Err(ApiError::PayloadTooLarge(format!(
+                                    "file exceeds {} bytes",
+                                    state.config.max_upload_bytes
+                                )));
+                            }
+                            out.write_all(&chunk).await.map_err(ApiError::internal)?;
                         }
-                        out.write_all(&chunk).await.map_err(ApiError::internal)?;
+                        out.flush().await.map_err(ApiError::internal)?;
+                        if let Some(r) = received.as_mut() {
+                            r.size = size;
+                        }
                     }
-                    out.flush().await.map_err(ApiError::internal)?;
-                    if let Some(r) = received.as_mut() {
-                        r.size = size;
-                    }
+                    _ => {}
                 }
-                _ => {}
             }
+            Ok(())
         }
-        let token = token.ok_or_else(|| ApiError::unauthorized("missing Authorization token"))?;
-        let user = authenticate(&state, &token).await?;
+        .await;
+        // Check order: too large (413), then authentication (401), then a
+        // malformed body (400).
+        let parsed = match parsed {
+            Err(err) if !matches!(err, ApiError::BadRequest(_)) => return Err(err),
+            other => other,
+        };
+        let user = caller(&state, token.as_deref()).await?;
+        parsed?;
         let file = received
             .as_ref()
             .ok_or_else(|| ApiError::bad_request("file is required"))?;
@@ -156,6 +171,12 @@ async fn upload_file(
         let _ = tokio::fs::remove_file(&file.temp_path).await;
     }
     result
+}
+
+/// The uploader, from the `Authorization` header, or 401.
+async fn caller(state: &AppState, token: Option<&str>) -> ApiResult<AuthUser> {
+    let token = token.ok_or_else(|| ApiError::unauthorized("missing Authorization token"))?;
+    authenticate(state, token).await
 }
 
 fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {

@@ -6,5 +6,7 @@ mod helpers;
 mod inbox;
 mod posts;
 mod profiles;
+mod quickstart;
 mod rooms;
+mod status_codes;
 mod ws;
