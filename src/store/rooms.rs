@@ -82,6 +82,8 @@ pub trait RoomStore: Send + Sync {
 
     /// Stores a message and applies the room's count limit in the same
     /// transaction (other rooms are untouched). Returns the stored message.
+    /// `created_at` is `now`, raised when needed so that it strictly
+    /// increases within the room.
     async fn add_room_message(
         &self,
         room_id: i64,

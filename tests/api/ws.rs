@@ -310,6 +310,12 @@ async fn http_and_socket_messages_are_delivered_once_in_order() {
 
     let stored = room_messages(&app, &alice_token, room).await;
     assert_eq!(stored.len(), 2 * EACH);
+    // `created_at` strictly increases within a room, so `since` is an exact cursor.
+    let times: Vec<f64> = stored
+        .iter()
+        .map(|m| m["created_at"].as_f64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
     for socket in [&mut bob_ws, &mut alice_ws] {
         let mut received = Vec::new();
         while received.len() < 2 * EACH {

@@ -44,6 +44,10 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// The smallest gap between two messages of a room (representable at
+/// today's Unix times, where an f64 resolves ~0.24 µs).
+const MIN_STEP_SECS: f64 = 1e-6;
+
 #[async_trait]
 impl RoomStore for SqliteStore {
     async fn create_room(&self, room: NewRoom, max_public_rooms: u32) -> StoreResult<Room> {
@@ -222,6 +226,17 @@ impl RoomStore for SqliteStore {
         retention: Retention,
     ) -> StoreResult<RoomMessage> {
         self.write(move |tx| {
+            // Strictly increasing per room, even if the clock steps back or
+            // two messages share a microsecond: `since` is then an exact cursor.
+            let last: Option<f64> = tx
+                .query_row(
+                    "SELECT created_at FROM room_messages WHERE room_id = ?1
+                     ORDER BY id DESC LIMIT 1",
+                    [room_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let now = last.map_or(now, |last| now.max(last + MIN_STEP_SECS));
             tx.execute(
                 "INSERT INTO room_messages (room_id, user_id, message, created_at)
                  VALUES (?1, ?2, ?3, ?4)",
