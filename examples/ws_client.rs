@@ -30,7 +30,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let query = args.since.map(|s| format!("?since={s}")).unwrap_or_default();
+    let query = args
+        .since
+        .map(|s| format!("?since={s}"))
+        .unwrap_or_default();
     let mut request = format!("{}/api/ws{query}", args.url).into_client_request()?;
     request
         .headers_mut()

@@ -39,6 +39,9 @@ pub enum Event {
         room_name: String,
         username: String,
     },
+    /// The stream's session ended (logout, or a password change elsewhere);
+    /// the server closes the stream after this event.
+    SessionEnded { reason: String },
 }
 
 impl From<RoomMessage> for Event {
@@ -81,6 +84,24 @@ pub enum Route {
     Leave { room_id: i64, user_id: i64 },
     /// These users' connections (both sides of a direct message).
     Users(Vec<i64>),
+    /// Streams of these sessions of the user; they close after the event.
+    Sessions { user_id: i64, sessions: Sessions },
+}
+
+/// A set of one user's sessions, by token hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Sessions {
+    One([u8; 32]),
+    AllBut([u8; 32]),
+}
+
+impl Sessions {
+    pub fn contains(&self, token_hash: &[u8; 32]) -> bool {
+        match self {
+            Sessions::One(hash) => hash == token_hash,
+            Sessions::AllBut(hash) => hash != token_hash,
+        }
+    }
 }
 
 /// An event with its route, as published to the hub.

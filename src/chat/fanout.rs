@@ -8,7 +8,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{
-        RwLock,
+        Arc, RwLock,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -28,18 +28,28 @@ pub struct Delivery {
     /// can skip what its backfill already sent.
     pub room_message: Option<(i64, i64)>,
     pub frame: Utf8Bytes,
+    /// The stream closes once this frame is written (its session ended).
+    pub close_after: bool,
 }
 
-/// A registered connection's end of the fan-out.
+/// A registered connection's end of the fan-out; dropping it unregisters.
 pub struct Subscription {
     pub id: ConnId,
     pub deliveries: mpsc::Receiver<Delivery>,
     /// Cancelled when the queue overflowed: the client does not keep up.
     pub overflowed: CancellationToken,
+    fanout: Arc<Fanout>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.fanout.disconnect(self.id);
+    }
 }
 
 struct Conn {
     user_id: i64,
+    session: [u8; 32],
     queue: mpsc::Sender<Delivery>,
     overflowed: CancellationToken,
     /// `None` until the connection's rooms are loaded; membership changes
@@ -136,7 +146,7 @@ impl Fanout {
 
     /// Registers a connection of `user_id`. It receives the user's direct
     /// messages at once, and room events once `set_rooms` has run.
-    pub fn connect(&self, user_id: i64) -> Subscription {
+    pub fn connect(self: &Arc<Self>, user_id: i64, session: [u8; 32]) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (queue, deliveries) = mpsc::channel(self.queue_len);
         let overflowed = CancellationToken::new();
@@ -145,6 +155,7 @@ impl Fanout {
             id,
             Conn {
                 user_id,
+                session,
                 queue,
                 overflowed: overflowed.clone(),
                 rooms: None,
@@ -156,6 +167,7 @@ impl Fanout {
             id,
             deliveries,
             overflowed,
+            fanout: Arc::clone(self),
         }
     }
 
@@ -182,7 +194,7 @@ impl Fanout {
         }
     }
 
-    pub fn disconnect(&self, id: ConnId) {
+    fn disconnect(&self, id: ConnId) {
         let mut registry = self.registry.write().expect("fan-out lock");
         let Some(conn) = registry.conns.remove(&id) else {
             return;
@@ -226,6 +238,16 @@ impl Fanout {
                     registry.leave_room(id, *room_id);
                 }
             }
+            Route::Sessions { user_id, sessions } => {
+                let registry = self.registry.read().expect("fan-out lock");
+                for id in registry.by_user.get(user_id).into_iter().flatten() {
+                    if let Some(conn) = registry.conns.get(id)
+                        && sessions.contains(&conn.session)
+                    {
+                        conn.push(&delivery);
+                    }
+                }
+            }
             Route::Users(user_ids) => {
                 let registry = self.registry.read().expect("fan-out lock");
                 let mut seen = HashSet::new();
@@ -249,6 +271,7 @@ fn serialize(event: &Event) -> serde_json::Result<Delivery> {
     Ok(Delivery {
         room_message,
         frame: serde_json::to_string(event)?.into(),
+        close_after: matches!(event, Event::SessionEnded { .. }),
     })
 }
 
@@ -291,9 +314,9 @@ mod tests {
 
     #[test]
     fn room_events_reach_members_only() {
-        let fanout = Fanout::new(8);
-        let mut member = fanout.connect(1);
-        let mut outsider = fanout.connect(2);
+        let fanout = Arc::new(Fanout::new(8));
+        let mut member = fanout.connect(1, [1; 32]);
+        let mut outsider = fanout.connect(2, [2; 32]);
         fanout.set_rooms(member.id, [10]);
         fanout.set_rooms(outsider.id, [11]);
         fanout.deliver(&message(10, 1));
@@ -303,8 +326,8 @@ mod tests {
 
     #[test]
     fn changes_before_the_snapshot_is_set_are_applied_on_top() {
-        let fanout = Fanout::new(8);
-        let mut sub = fanout.connect(1);
+        let fanout = Arc::new(Fanout::new(8));
+        let mut sub = fanout.connect(1, [1; 32]);
         // Joined 11 and left 10 while the snapshot (still showing 10) was read.
         fanout.deliver(&membership(11, 1, true));
         fanout.deliver(&membership(10, 1, false));
@@ -316,9 +339,9 @@ mod tests {
 
     #[test]
     fn a_full_queue_marks_the_connection_and_spares_the_others() {
-        let fanout = Fanout::new(2);
-        let slow = fanout.connect(1);
-        let mut fast = fanout.connect(2);
+        let fanout = Arc::new(Fanout::new(2));
+        let slow = fanout.connect(1, [1; 32]);
+        let mut fast = fanout.connect(2, [2; 32]);
         fanout.set_rooms(slow.id, [10]);
         fanout.set_rooms(fast.id, [10]);
         for id in 1..=3 {
@@ -327,7 +350,7 @@ mod tests {
         }
         assert!(slow.overflowed.is_cancelled());
         assert!(!fast.overflowed.is_cancelled());
-        fanout.disconnect(slow.id);
+        drop(slow);
         assert_eq!(fanout.connection_count(), 1);
     }
 }

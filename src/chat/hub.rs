@@ -2,6 +2,8 @@
 //! node's connections. In-process here; a Redis pub/sub hub can implement
 //! the same trait to span several nodes.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use super::{event::Publication, fanout::Fanout};
@@ -12,18 +14,18 @@ pub trait Hub: Send + Sync {
     /// node. Publications of one room are delivered in the order published.
     async fn publish(&self, publication: Publication) -> anyhow::Result<()>;
     /// This node's connections.
-    fn local(&self) -> &Fanout;
+    fn local(&self) -> &Arc<Fanout>;
 }
 
 /// A single-node hub: publishing is delivering.
 pub struct InProcessHub {
-    fanout: Fanout,
+    fanout: Arc<Fanout>,
 }
 
 impl InProcessHub {
     pub fn new(queue_len: usize) -> Self {
         InProcessHub {
-            fanout: Fanout::new(queue_len),
+            fanout: Arc::new(Fanout::new(queue_len)),
         }
     }
 }
@@ -35,7 +37,7 @@ impl Hub for InProcessHub {
         Ok(())
     }
 
-    fn local(&self) -> &Fanout {
+    fn local(&self) -> &Arc<Fanout> {
         &self.fanout
     }
 }

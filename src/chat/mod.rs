@@ -24,7 +24,7 @@ use crate::{
         rooms::{Room, RoomMessage},
     },
 };
-use event::{Event, Publication, Route};
+use event::{Event, Publication, Route, Sessions};
 use hub::Hub;
 
 pub const MAX_ROOM_MESSAGE_CHARS: usize = 2_000;
@@ -66,10 +66,28 @@ impl Stripes {
         Stripes((0..n).map(|_| Mutex::new(())).collect())
     }
 
+    fn index(&self, key: i64) -> usize {
+        key.rem_euclid(self.0.len() as i64) as usize
+    }
+
     async fn lock(&self, key: i64) -> MutexGuard<'_, ()> {
-        self.0[key.rem_euclid(self.0.len() as i64) as usize]
-            .lock()
-            .await
+        self.0[self.index(key)].lock().await
+    }
+
+    /// Locks the stripes of two keys, always in index order so that two
+    /// callers locking the same pair cannot deadlock.
+    async fn lock_pair(&self, a: i64, b: i64) -> (MutexGuard<'_, ()>, Option<MutexGuard<'_, ()>>) {
+        let (first, second) = {
+            let (x, y) = (self.index(a), self.index(b));
+            (x.min(y), x.max(y))
+        };
+        let first_guard = self.0[first].lock().await;
+        let second_guard = if second == first {
+            None
+        } else {
+            Some(self.0[second].lock().await)
+        };
+        (first_guard, second_guard)
     }
 }
 
@@ -193,8 +211,8 @@ pub async fn send_inbox_message(
         .await?
         .ok_or_else(|| ApiError::not_found("recipient not found"))?
         .id;
-    // Per recipient, inbox events arrive in the order they were stored.
-    let _order = state.chat.inboxes.lock(recipient_id).await;
+    // Both sides' streams see their inbox events in the order stored.
+    let _order = state.chat.inboxes.lock_pair(user.id, recipient_id).await;
     let stored = state
         .store
         .send_inbox_message(user.id, recipient, message.to_owned(), now_secs())
@@ -207,4 +225,16 @@ pub async fn send_inbox_message(
         )
         .await;
     Ok(stored)
+}
+
+/// Closes the open streams of sessions that just ended, so a logged-out
+/// or replaced session stops receiving at once.
+pub async fn end_sessions(state: &AppState, user_id: i64, sessions: Sessions, reason: &str) {
+    let event = Event::SessionEnded {
+        reason: reason.to_owned(),
+    };
+    state
+        .chat
+        .publish(Route::Sessions { user_id, sessions }, event)
+        .await;
 }

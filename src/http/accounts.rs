@@ -13,6 +13,7 @@ use super::{MessageBody, extract::JsonBody};
 use crate::{
     app::AppState,
     auth::{hash_token, header_token, new_token},
+    chat::{self, event::Sessions},
     domain::{account, validate::required},
     error::{ApiError, ApiResult, ErrorBody},
     store::accounts::NewUser,
@@ -144,8 +145,12 @@ async fn logout(
     let token = header_token(&headers)
         .or(body_token)
         .ok_or_else(|| ApiError::bad_request("token is required"))?;
-    if !state.store.end_session(hash_token(token)).await? {
-        return Err(ApiError::unauthorized("invalid or expired token"));
-    }
+    let token_hash = hash_token(token);
+    let user_id = state
+        .store
+        .end_session(token_hash)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
+    chat::end_sessions(&state, user_id, Sessions::One(token_hash), "logged out").await;
     Ok(MessageBody::new("logged out successfully"))
 }

@@ -12,6 +12,7 @@ use super::{
 use crate::{
     app::AppState,
     auth::AuthUser,
+    chat::{self, event::Sessions},
     domain::{account, time::format_utc, validate::required},
     error::{ApiError, ApiResult, ErrorBody},
     store::accounts::{SettingsChange, UserSummary},
@@ -130,10 +131,15 @@ async fn settings(
     if nothing {
         return Err(ApiError::bad_request("nothing to update"));
     }
+    let password_changed = change.password_hash.is_some();
     state
         .store
         .update_settings(user.id, change, user.token_hash)
         .await?;
+    if password_changed {
+        let others = Sessions::AllBut(user.token_hash);
+        chat::end_sessions(&state, user.id, others, "password changed").await;
+    }
     Ok(MessageBody::new("settings updated successfully"))
 }
 

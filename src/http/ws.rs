@@ -29,6 +29,7 @@ use crate::{
     chat::{self, fanout::Subscription},
     domain::time::now_f64,
     error::{ApiError, ApiResult, ErrorBody},
+    store::rooms::Room,
 };
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -61,12 +62,11 @@ async fn ws(
         ))
     })?;
     let max_frame = state.config.max_json_bytes;
+    let (connection, subscription, backfill) = Connection::open(state, user, since).await?;
     Ok(upgrade
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
-        .on_upgrade(move |socket| async move {
-            Connection::new(state, user).run(socket, since).await;
-        }))
+        .on_upgrade(move |socket| connection.run(socket, subscription, backfill)))
 }
 
 /// A client → server frame.
@@ -131,6 +131,7 @@ enum Closed {
     TooSlow,
     Idle,
     WriteFailed,
+    SessionEnded,
 }
 
 struct Connection {
@@ -143,56 +144,45 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(state: AppState, user: AuthUser) -> Self {
-        let idle_timeout = Duration::from_secs(state.config.ws_idle_timeout_secs.max(1));
-        Connection {
-            state,
-            user,
-            idle_timeout,
-            replayed: HashMap::new(),
-        }
-    }
-
-    async fn run(mut self, socket: WebSocket, since: Option<f64>) {
-        let hub = self.state.chat.hub.clone();
-        // Subscribe before reading the rooms and the backfill: whatever
-        // happens in between is queued, so nothing falls in a gap.
-        let mut subscription = hub.local().connect(self.user.id);
-        let (mut sink, stream) = socket.split();
-        let closed = match self.subscribe_rooms(&subscription, since).await {
-            Ok(backfill) => {
-                self.serve(&mut subscription, &mut sink, stream, backfill)
-                    .await
-            }
-            Err(err) => {
-                let reply = Reply::error(err, None);
-                let _ = self
-                    .send(&mut sink, &subscription, reply_frame(&reply))
-                    .await;
-                Closed::WriteFailed
-            }
-        };
-        hub.local().disconnect(subscription.id);
-        tracing::debug!(user = %self.user.username, ?closed, "WebSocket closed");
-    }
-
-    /// Sets the connection's rooms and loads the messages to replay.
-    async fn subscribe_rooms(
-        &mut self,
-        subscription: &Subscription,
+    /// Subscribes, then loads the rooms and the backlog, all before the
+    /// upgrade is answered: every event published after the client sees
+    /// the 101 reaches it, and whatever happens meanwhile is queued, so
+    /// nothing falls in a gap.
+    async fn open(
+        state: AppState,
+        user: AuthUser,
         since: Option<f64>,
-    ) -> ApiResult<Vec<Message>> {
-        let rooms = self.state.store.rooms_of(self.user.id).await?;
-        self.state
+    ) -> ApiResult<(Connection, Subscription, Vec<Message>)> {
+        let subscription = state.chat.hub.local().connect(user.id, user.token_hash);
+        // A logout between authenticating and subscribing would otherwise
+        // leave this stream open on an ended session.
+        if state.store.session_user(user.token_hash).await?.is_none() {
+            return Err(ApiError::unauthorized("invalid or expired token"));
+        }
+        let rooms = state.store.rooms_of(user.id).await?;
+        state
             .chat
             .hub
             .local()
             .set_rooms(subscription.id, rooms.iter().map(|r| r.id));
-        let Some(since) = since else {
-            return Ok(Vec::new());
+        let idle_timeout = Duration::from_secs(state.config.ws_idle_timeout_secs.max(1));
+        let mut connection = Connection {
+            state,
+            user,
+            idle_timeout,
+            replayed: HashMap::new(),
         };
+        let backfill = match since {
+            Some(since) => connection.load_backfill(&rooms, since).await?,
+            None => Vec::new(),
+        };
+        Ok((connection, subscription, backfill))
+    }
+
+    /// The retained messages of the rooms newer than `since`, oldest first.
+    async fn load_backfill(&mut self, rooms: &[Room], since: f64) -> ApiResult<Vec<Message>> {
         let mut missed = Vec::new();
-        for room in &rooms {
+        for room in rooms {
             let messages = self
                 .state
                 .store
@@ -209,6 +199,19 @@ impl Connection {
             .into_iter()
             .map(|m| event_frame(&chat::event::Event::from(m)))
             .collect()
+    }
+
+    async fn run(
+        mut self,
+        socket: WebSocket,
+        mut subscription: Subscription,
+        backfill: Vec<Message>,
+    ) {
+        let (mut sink, stream) = socket.split();
+        let closed = self
+            .serve(&mut subscription, &mut sink, stream, backfill)
+            .await;
+        tracing::debug!(user = %self.user.username, ?closed, "WebSocket closed");
     }
 
     async fn serve(
@@ -236,6 +239,11 @@ impl Connection {
                 () = subscription.overflowed.cancelled() => return Closed::TooSlow,
                 delivery = subscription.deliveries.recv() => {
                     let Some(delivery) = delivery else { return Closed::TooSlow };
+                    if delivery.close_after {
+                        let _ = self.send(sink, subscription, Message::Text(delivery.frame)).await;
+                        let _ = self.send(sink, subscription, Message::Close(None)).await;
+                        return Closed::SessionEnded;
+                    }
                     match delivery.room_message {
                         Some((room_id, id)) if self.replayed.get(&room_id).is_some_and(|&last| id <= last) => None,
                         _ => Some(Message::Text(delivery.frame)),

@@ -75,8 +75,8 @@ pub trait AccountStore: Send + Sync {
     /// Sessions are keyed by a hash of their token; the token itself is never stored.
     async fn create_session(&self, user_id: i64, token_hash: [u8; 32]) -> StoreResult<()>;
     async fn session_user(&self, token_hash: [u8; 32]) -> StoreResult<Option<UserRef>>;
-    /// Returns whether a session was ended.
-    async fn end_session(&self, token_hash: [u8; 32]) -> StoreResult<bool>;
+    /// Ends one session; returns its user's id, or `None` if there was none.
+    async fn end_session(&self, token_hash: [u8; 32]) -> StoreResult<Option<i64>>;
 
     async fn profile(&self, username: &str) -> StoreResult<Option<Profile>>;
     /// Applies the change; when it sets a password, every session of the user

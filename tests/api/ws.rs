@@ -621,3 +621,72 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
     }
     assert_nothing_pending(&mut socket).await;
 }
+
+/// Reads until the stream ends; returns the `session_ended` reason seen on the way.
+async fn read_until_closed(socket: &mut Socket) -> Option<String> {
+    let mut reason = None;
+    let closed = tokio::time::timeout(WAIT, async {
+        while let Some(Ok(frame)) = socket.next().await {
+            match frame {
+                Message::Text(text) => {
+                    let event: Value = serde_json::from_str(&text).unwrap();
+                    assert_eq!(event["type"], "session_ended", "{event}");
+                    reason = event["reason"].as_str().map(str::to_owned);
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the stream stayed open");
+    reason
+}
+
+#[tokio::test]
+async fn ending_a_session_closes_its_streams_and_only_those() {
+    let app = spawn_app().await;
+    let (name, first) = app.new_user("wssess").await;
+    let second = app.login(&name).await;
+    let third = app.login(&name).await;
+    let mut first_ws = connect(&app, &first).await;
+    let mut second_ws = connect(&app, &second).await;
+    let mut third_ws = connect(&app, &third).await;
+
+    // Logout ends that session's stream; the others stay.
+    let resp = app.post_json("/api/logout", Some(&first), json!({})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        read_until_closed(&mut first_ws).await.as_deref(),
+        Some("logged out")
+    );
+    assert_nothing_pending(&mut second_ws).await;
+
+    // A password change ends every other session's stream, not the caller's.
+    let resp = app
+        .post_json(
+            "/api/user/settings",
+            Some(&third),
+            json!({"password": "a new password"}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        read_until_closed(&mut second_ws).await.as_deref(),
+        Some("password changed")
+    );
+    assert_nothing_pending(&mut third_ws).await;
+
+    // Ended sessions cannot reconnect.
+    for token in [&first, &second] {
+        let request = ws_url(&app, &format!("?token={token}"))
+            .into_client_request()
+            .unwrap();
+        match tokio_tungstenite::connect_async(request).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401)
+            }
+            other => panic!("expected a 401, got {other:?}"),
+        }
+    }
+}

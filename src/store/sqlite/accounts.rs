@@ -144,12 +144,15 @@ impl AccountStore for SqliteStore {
         .await
     }
 
-    async fn end_session(&self, token_hash: [u8; 32]) -> StoreResult<bool> {
+    async fn end_session(&self, token_hash: [u8; 32]) -> StoreResult<Option<i64>> {
         self.write(move |tx| {
-            Ok(tx.execute(
-                "DELETE FROM sessions WHERE token_hash = ?1",
-                [&token_hash[..]],
-            )? > 0)
+            Ok(tx
+                .query_row(
+                    "DELETE FROM sessions WHERE token_hash = ?1 RETURNING user_id",
+                    [&token_hash[..]],
+                    |r| r.get(0),
+                )
+                .optional()?)
         })
         .await
     }
