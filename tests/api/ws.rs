@@ -690,3 +690,44 @@ async fn ending_a_session_closes_its_streams_and_only_those() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_upload_reaches_the_room_as_a_message_with_its_url() {
+    let app = spawn_app().await;
+    let (alice, alice_token) = app.new_user("wsup").await;
+    let (_, bob_token) = app.new_user("wsup").await;
+    let room = create_room(&app, &alice_token, &crate::helpers::unique_name("wsup")).await;
+    join(&app, &bob_token, room).await;
+    let mut bob_ws = connect(&app, &bob_token).await;
+
+    let form = reqwest::multipart::Form::new()
+        .text("room_id", room.to_string())
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"hello file".to_vec()).file_name("note.txt"),
+        );
+    let resp = app
+        .client
+        .post(app.url("/api/upload_file"))
+        .header("Authorization", &alice_token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let file_url = body(resp).await["file_url"].as_str().unwrap().to_owned();
+
+    let event = next_of_type(&mut bob_ws, "room_message").await;
+    assert_eq!(event["message"], file_url.as_str());
+    assert_eq!(event["username"], alice.as_str());
+    let bytes = app
+        .client
+        .get(&file_url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&bytes[..], b"hello file");
+}
