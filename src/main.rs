@@ -2,8 +2,29 @@ use clap::Parser;
 use mirage::{App, Config};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    return_large_blocks_to_the_os();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+/// Each Argon2id hash takes a 19 MiB block. glibc's malloc raises its mmap
+/// threshold after such a block is freed, and from then on keeps them in
+/// per-thread arenas: a burst of logins would leave the process holding
+/// gigabytes. A fixed threshold (set before any thread starts) keeps large
+/// blocks mmapped, so freeing one gives it back to the OS at once.
+fn return_large_blocks_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; it is called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let config = Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&config.log)?)

@@ -66,6 +66,10 @@ async fn ws(
     Ok(upgrade
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
+        // Small buffers keep an idle stream cheap (the defaults are
+        // 128 KiB each); every frame is flushed as it is sent anyway.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| connection.run(socket, subscription, backfill)))
 }
 
