@@ -11,13 +11,19 @@ use crate::{
     config::Config,
     domain::time::now_f64,
     http,
-    store::{Store, rooms::Retention, sqlite::SqliteStore},
+    store::{
+        Store,
+        rooms::{Retention, RoomMessageStore},
+        sqlite::SqliteStore,
+    },
 };
 
 /// Shared by every request. Cheap to clone; no globals.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// Room chat under retention: the database, or Redis when configured.
+    pub messages: Arc<dyn RoomMessageStore>,
     pub config: Arc<Config>,
     pub passwords: Passwords,
     /// Real-time fan-out and the ordering of room events.
@@ -44,10 +50,11 @@ impl App {
     /// Opens the data directory and database, and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         std::fs::create_dir_all(config.data_dir.join("files"))?;
-        let store = SqliteStore::open(&config.data_dir.join("mirage.db"))?;
+        let (store, messages) = open_store(&config).await?;
         let hashing_slots = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
         let state = AppState {
-            store: Arc::new(store),
+            store,
+            messages,
             passwords: Passwords::new(hashing_slots),
             chat: Chat::new(Arc::new(InProcessHub::new(config.ws_queue_len))),
             config: Arc::new(config),
@@ -85,13 +92,30 @@ impl App {
     }
 }
 
+/// The database the configuration names (embedded SQLite by default), and
+/// where room messages live (the same database for now).
+async fn open_store(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn RoomMessageStore>)> {
+    match config.database.as_deref() {
+        None => {
+            let store = Arc::new(SqliteStore::open(&config.data_dir.join("mirage.db"))?);
+            Ok((store.clone(), store))
+        }
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            anyhow::bail!("the PostgreSQL backend is not built yet")
+        }
+        Some(other) => anyhow::bail!("unsupported --database URL {other:?}: expected postgres://"),
+    }
+}
+
 /// Reads already hide expired room messages; this only reclaims their rows.
 async fn purge_expired_messages(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
         if let Err(err) = state
-            .store
+            .messages
             .purge_expired_messages(now_f64(), state.retention())
             .await
         {

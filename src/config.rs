@@ -16,6 +16,26 @@ pub struct Config {
     #[arg(long, env = "MIRAGE_DATA_DIR", default_value = "./mirage-data")]
     pub data_dir: PathBuf,
 
+    /// Database URL. Unset: the embedded SQLite database in the data
+    /// directory. `postgres://user:pass@host/db`: PostgreSQL.
+    #[arg(long, env = "MIRAGE_DATABASE")]
+    pub database: Option<String>,
+
+    /// Redis URL (`redis://host:port/db`). Set: room-message retention and
+    /// real-time fan-out live in Redis, shared by every node.
+    #[arg(long, env = "MIRAGE_REDIS")]
+    pub redis: Option<String>,
+
+    /// Prefix of every Redis key and channel, so several deployments (or
+    /// test runs) can share one Redis.
+    #[arg(long, env = "MIRAGE_REDIS_PREFIX", default_value = "mirage")]
+    pub redis_prefix: String,
+
+    /// Where uploads are stored. Unset: `<data-dir>/files`.
+    /// `s3://bucket?endpoint=http://host:port&region=...`: S3-compatible storage.
+    #[arg(long, env = "MIRAGE_FILES")]
+    pub files: Option<String>,
+
     /// Public base URL used in file URLs, e.g. `https://mirage.example`.
     /// When unset, the URL is built from the request's `Host` header.
     #[arg(long, env = "MIRAGE_PUBLIC_URL")]

@@ -20,6 +20,7 @@ use crate::{
     },
     error::{ApiError, ApiResult},
     store::{
+        accounts::UserRef,
         inbox::InboxMessage,
         rooms::{Room, RoomMessage},
     },
@@ -132,8 +133,17 @@ pub async fn post_to_room(
 ) -> ApiResult<RoomMessage> {
     let _order = state.chat.rooms.lock(room_id).await;
     let stored = state
-        .store
-        .add_room_message(room_id, user.id, message, now_f64(), state.retention())
+        .messages
+        .add_room_message(
+            room_id,
+            UserRef {
+                id: user.id,
+                username: user.username.clone(),
+            },
+            message,
+            now_f64(),
+            state.retention(),
+        )
         .await?;
     state
         .chat

@@ -322,7 +322,7 @@ async fn get_room_messages(
     let since = query.float("since")?;
     let room = chat::member_room(&state, room_id, &user).await?;
     let messages = state
-        .store
+        .messages
         .room_messages(room.id, since, now_f64(), state.retention())
         .await?;
     Ok(Json(MessagesBody {

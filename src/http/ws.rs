@@ -189,7 +189,7 @@ impl Connection {
         for room in rooms {
             let messages = self
                 .state
-                .store
+                .messages
                 .room_messages(room.id, Some(since), now_f64(), self.state.retention())
                 .await?;
             if let Some(last) = messages.last() {

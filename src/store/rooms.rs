@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::{StoreResult, UnixSeconds};
+use super::{StoreResult, UnixSeconds, accounts::UserRef};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Room {
@@ -75,11 +75,17 @@ pub trait RoomStore: Send + Sync {
     async fn is_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool>;
     /// Usernames of the room's members, in joining order.
     async fn member_names(&self, room_id: i64) -> StoreResult<Vec<String>>;
-    /// Ids of the room's members (for real-time fan-out).
-    async fn member_ids(&self, room_id: i64) -> StoreResult<Vec<i64>>;
     async fn public_rooms(&self, viewer: i64) -> StoreResult<Vec<PublicRoom>>;
     async fn rooms_of(&self, user_id: i64) -> StoreResult<Vec<Room>>;
 
+    async fn save_file(&self, file: StoredFile) -> StoreResult<()>;
+    async fn file(&self, file_id: &str) -> StoreResult<Option<StoredFile>>;
+}
+
+/// Room chat under retention. Its own trait so that it can live apart
+/// from the database (in Redis, shared by every node).
+#[async_trait]
+pub trait RoomMessageStore: Send + Sync {
     /// Stores a message and applies the room's count limit in the same
     /// transaction (other rooms are untouched). Returns the stored message.
     /// `created_at` is `now`, raised when needed so that it strictly
@@ -87,7 +93,7 @@ pub trait RoomStore: Send + Sync {
     async fn add_room_message(
         &self,
         room_id: i64,
-        author: i64,
+        author: UserRef,
         message: String,
         now: f64,
         retention: Retention,
@@ -103,7 +109,4 @@ pub trait RoomStore: Send + Sync {
     ) -> StoreResult<Vec<RoomMessage>>;
     /// Deletes messages expired at `now` in every room; returns how many.
     async fn purge_expired_messages(&self, now: f64, retention: Retention) -> StoreResult<u64>;
-
-    async fn save_file(&self, file: StoredFile) -> StoreResult<()>;
-    async fn file(&self, file_id: &str) -> StoreResult<Option<StoredFile>>;
 }

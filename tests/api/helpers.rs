@@ -12,6 +12,8 @@ pub struct TestApp {
     pub base: String,
     pub client: Client,
     pub data_dir: tempfile::TempDir,
+    /// The configuration the server runs with (restarts reuse it).
+    pub config: Config,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -25,12 +27,14 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::for_tests(data_dir.path().to_path_buf());
+    crate::backend::configure(&mut config).await;
     adjust(&mut config);
-    let (base, shutdown, server) = start(config).await;
+    let (base, shutdown, server) = start(config.clone()).await;
     TestApp {
         base,
         client: Client::new(),
         data_dir,
+        config,
         shutdown: Some(shutdown),
         server: Some(server),
     }
@@ -75,8 +79,7 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
-        let config = Config::for_tests(self.data_dir.path().to_path_buf());
-        let (base, shutdown, server) = start(config).await;
+        let (base, shutdown, server) = start(self.config.clone()).await;
         self.base = base;
         self.shutdown = Some(shutdown);
         self.server = Some(server);

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on port 0, spoken to over HTTP.
 
 mod accounts;
+mod backend;
 mod files;
 mod helpers;
 mod inbox;

@@ -6,7 +6,10 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::{SqliteStore, is_unique_violation};
 use crate::store::{
     StoreError, StoreResult,
-    rooms::{NewRoom, PublicRoom, Retention, Room, RoomMessage, RoomStore, StoredFile},
+    accounts::UserRef,
+    rooms::{
+        NewRoom, PublicRoom, Retention, Room, RoomMessage, RoomMessageStore, RoomStore, StoredFile,
+    },
 };
 
 fn room_from_row(r: &Row) -> rusqlite::Result<Room> {
@@ -173,16 +176,6 @@ impl RoomStore for SqliteStore {
         .await
     }
 
-    async fn member_ids(&self, room_id: i64) -> StoreResult<Vec<i64>> {
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached("SELECT user_id FROM room_members WHERE room_id = ?1")?
-                .query_map([room_id], |r| r.get(0))?
-                .collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
     async fn public_rooms(&self, viewer: i64) -> StoreResult<Vec<PublicRoom>> {
         self.read(move |conn| {
             Ok(conn
@@ -217,10 +210,47 @@ impl RoomStore for SqliteStore {
         .await
     }
 
+    async fn save_file(&self, file: StoredFile) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO files (id, room_id, user_id, filename, content_type, size, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    file.id,
+                    file.room_id,
+                    file.uploader,
+                    file.filename,
+                    file.content_type,
+                    file.size as i64,
+                    file.created_at
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn file(&self, file_id: &str) -> StoreResult<Option<StoredFile>> {
+        let file_id = file_id.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, room_id, user_id, filename, content_type, size, created_at
+                     FROM files WHERE id = ?1",
+                )?
+                .query_row([file_id], file_from_row)
+                .optional()?)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl RoomMessageStore for SqliteStore {
     async fn add_room_message(
         &self,
         room_id: i64,
-        author: i64,
+        author: UserRef,
         message: String,
         now: f64,
         retention: Retention,
@@ -240,7 +270,7 @@ impl RoomStore for SqliteStore {
             tx.execute(
                 "INSERT INTO room_messages (room_id, user_id, message, created_at)
                  VALUES (?1, ?2, ?3, ?4)",
-                params![room_id, author, message, now],
+                params![room_id, author.id, message, now],
             )?;
             let id = tx.last_insert_rowid();
             // Only this room's oldest messages beyond its limit go.
@@ -250,14 +280,10 @@ impl RoomStore for SqliteStore {
                      ORDER BY id DESC LIMIT 1 OFFSET ?2)",
                 params![room_id, retention.max_messages],
             )?;
-            let username: String =
-                tx.query_row("SELECT username FROM users WHERE id = ?1", [author], |r| {
-                    r.get(0)
-                })?;
             Ok(RoomMessage {
                 id,
                 room_id,
-                username,
+                username: author.username,
                 message,
                 created_at: now,
             })
@@ -298,40 +324,6 @@ impl RoomStore for SqliteStore {
                 "DELETE FROM room_messages WHERE created_at <= ?1",
                 [now - retention.ttl_secs],
             )? as u64)
-        })
-        .await
-    }
-
-    async fn save_file(&self, file: StoredFile) -> StoreResult<()> {
-        self.write(move |tx| {
-            tx.execute(
-                "INSERT INTO files (id, room_id, user_id, filename, content_type, size, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    file.id,
-                    file.room_id,
-                    file.uploader,
-                    file.filename,
-                    file.content_type,
-                    file.size as i64,
-                    file.created_at
-                ],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn file(&self, file_id: &str) -> StoreResult<Option<StoredFile>> {
-        let file_id = file_id.to_owned();
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT id, room_id, user_id, filename, content_type, size, created_at
-                     FROM files WHERE id = ?1",
-                )?
-                .query_row([file_id], file_from_row)
-                .optional()?)
         })
         .await
     }

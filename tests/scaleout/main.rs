@@ -1,0 +1,28 @@
+//! The whole integration suite again, against the scale-out services:
+//! PostgreSQL, Redis and S3-compatible storage, started as throwaway servers
+//! by `backend.rs`. When a service's binaries are missing its part is
+//! skipped with a loud message (and with `MIRAGE_REQUIRE_SCALEOUT=1`, as in
+//! CI, the run fails instead).
+
+mod backend;
+#[path = "../api/helpers.rs"]
+mod helpers;
+
+#[path = "../api/accounts.rs"]
+mod accounts;
+#[path = "../api/files.rs"]
+mod files;
+#[path = "../api/inbox.rs"]
+mod inbox;
+#[path = "../api/posts.rs"]
+mod posts;
+#[path = "../api/profiles.rs"]
+mod profiles;
+#[path = "../api/quickstart.rs"]
+mod quickstart;
+#[path = "../api/rooms.rs"]
+mod rooms;
+#[path = "../api/status_codes.rs"]
+mod status_codes;
+#[path = "../api/ws.rs"]
+mod ws;
