@@ -7,12 +7,17 @@ use tokio::net::TcpListener;
 
 use crate::{
     auth::Passwords,
-    chat::{Chat, hub::InProcessHub},
+    chat::{
+        Chat,
+        hub::{Hub, InProcessHub},
+        redis_hub::RedisHub,
+    },
     config::Config,
     domain::time::now_f64,
     http,
     store::{
         Store,
+        redis::RedisRoomMessages,
         rooms::{Retention, RoomMessageStore},
         sqlite::SqliteStore,
     },
@@ -50,13 +55,14 @@ impl App {
     /// Opens the data directory and database, and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         std::fs::create_dir_all(config.data_dir.join("files"))?;
-        let (store, messages) = open_store(&config).await?;
+        let (store, database_messages) = open_store(&config).await?;
+        let (hub, messages) = open_realtime(&config, database_messages).await?;
         let hashing_slots = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
         let state = AppState {
             store,
             messages,
             passwords: Passwords::new(hashing_slots),
-            chat: Chat::new(Arc::new(InProcessHub::new(config.ws_queue_len))),
+            chat: Chat::new(hub),
             config: Arc::new(config),
         };
         let listener = TcpListener::bind(state.config.listen).await?;
@@ -107,6 +113,30 @@ async fn open_store(
         }
         Some(other) => anyhow::bail!("unsupported --database URL {other:?}: expected postgres://"),
     }
+}
+
+/// The real-time hub and the home of room messages: in this process and
+/// the database by default; both in Redis when `--redis` is set, so that
+/// every node shares them.
+async fn open_realtime(
+    config: &Config,
+    database_messages: Arc<dyn RoomMessageStore>,
+) -> anyhow::Result<(Arc<dyn Hub>, Arc<dyn RoomMessageStore>)> {
+    let Some(url) = config.redis.as_deref() else {
+        let hub = Arc::new(InProcessHub::new(config.ws_queue_len));
+        return Ok((hub, database_messages));
+    };
+    let client = redis::Client::open(url)?;
+    let conn = client.get_connection_manager().await?;
+    let hub = RedisHub::start(
+        client,
+        conn.clone(),
+        &config.redis_prefix,
+        config.ws_queue_len,
+    )
+    .await?;
+    let messages = RedisRoomMessages::new(conn, &config.redis_prefix);
+    Ok((Arc::new(hub), Arc::new(messages)))
 }
 
 /// Reads already hide expired room messages; this only reclaims their rows.

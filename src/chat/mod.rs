@@ -6,6 +6,7 @@
 pub mod event;
 pub mod fanout;
 pub mod hub;
+pub mod redis_hub;
 
 use std::sync::Arc;
 

@@ -85,6 +85,20 @@ impl TestApp {
         self.server = Some(server);
     }
 
+    /// A second server on the same configuration (same database, Redis
+    /// prefix and file storage): another node of the same deployment.
+    pub async fn second_node(&self) -> TestApp {
+        let (base, shutdown, server) = start(self.config.clone()).await;
+        TestApp {
+            base,
+            client: Client::new(),
+            data_dir: tempfile::tempdir().expect("temp dir"),
+            config: self.config.clone(),
+            shutdown: Some(shutdown),
+            server: Some(server),
+        }
+    }
+
     pub async fn post_json(&self, path: &str, token: Option<&str>, body: Value) -> Response {
         let mut req = self.client.post(self.url(path)).json(&body);
         if let Some(token) = token {

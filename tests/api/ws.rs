@@ -13,21 +13,21 @@ use tokio_tungstenite::{
 
 use crate::helpers::{TestApp, assert_error, body, spawn_app, spawn_app_with};
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Generous: only reached when something is wrong.
 const WAIT: Duration = Duration::from_secs(10);
 
-fn ws_url(app: &TestApp, query: &str) -> String {
+pub(crate) fn ws_url(app: &TestApp, query: &str) -> String {
     format!("{}/api/ws{query}", app.base.replacen("http://", "ws://", 1))
 }
 
 /// Connects with the token in the `Authorization` header.
-async fn connect(app: &TestApp, token: &str) -> Socket {
+pub(crate) async fn connect(app: &TestApp, token: &str) -> Socket {
     connect_query(app, token, "").await
 }
 
-async fn connect_query(app: &TestApp, token: &str, query: &str) -> Socket {
+pub(crate) async fn connect_query(app: &TestApp, token: &str, query: &str) -> Socket {
     let mut request = ws_url(app, query).into_client_request().unwrap();
     request
         .headers_mut()
@@ -40,7 +40,7 @@ async fn connect_query(app: &TestApp, token: &str, query: &str) -> Socket {
 }
 
 /// The next JSON text frame (pings and pongs are skipped).
-async fn next_json(socket: &mut Socket) -> Value {
+pub(crate) async fn next_json(socket: &mut Socket) -> Value {
     loop {
         let frame = tokio::time::timeout(WAIT, socket.next())
             .await
@@ -55,13 +55,13 @@ async fn next_json(socket: &mut Socket) -> Value {
     }
 }
 
-async fn next_of_type(socket: &mut Socket, kind: &str) -> Value {
+pub(crate) async fn next_of_type(socket: &mut Socket, kind: &str) -> Value {
     let event = next_json(socket).await;
     assert_eq!(event["type"], kind, "unexpected event {event}");
     event
 }
 
-async fn send_frame(socket: &mut Socket, frame: Value) {
+pub(crate) async fn send_frame(socket: &mut Socket, frame: Value) {
     socket
         .send(Message::Text(frame.to_string().into()))
         .await
@@ -70,7 +70,7 @@ async fn send_frame(socket: &mut Socket, frame: Value) {
 
 /// Proves a socket received nothing else: an app-level ping is answered
 /// after everything queued before it, so the next frame must be the pong.
-async fn assert_nothing_pending(socket: &mut Socket) {
+pub(crate) async fn assert_nothing_pending(socket: &mut Socket) {
     send_frame(socket, json!({"type": "ping", "ref": "probe"})).await;
     let frame = next_json(socket).await;
     assert_eq!(
@@ -80,7 +80,7 @@ async fn assert_nothing_pending(socket: &mut Socket) {
     );
 }
 
-async fn create_room(app: &TestApp, token: &str, name: &str) -> i64 {
+pub(crate) async fn create_room(app: &TestApp, token: &str, name: &str) -> i64 {
     let resp = app
         .post_json(
             "/api/create_room",
@@ -92,7 +92,7 @@ async fn create_room(app: &TestApp, token: &str, name: &str) -> i64 {
     body(resp).await["room_id"].as_i64().unwrap()
 }
 
-async fn join(app: &TestApp, token: &str, room_id: i64) {
+pub(crate) async fn join(app: &TestApp, token: &str, room_id: i64) {
     let resp = app
         .post_json(
             "/api/join_room",
@@ -103,7 +103,7 @@ async fn join(app: &TestApp, token: &str, room_id: i64) {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
-async fn send_http(app: &TestApp, token: &str, room_id: i64, message: &str) {
+pub(crate) async fn send_http(app: &TestApp, token: &str, room_id: i64, message: &str) {
     let resp = app
         .post_json(
             "/api/send_room_message",
@@ -114,7 +114,7 @@ async fn send_http(app: &TestApp, token: &str, room_id: i64, message: &str) {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
-async fn room_messages(app: &TestApp, token: &str, room_id: i64) -> Vec<Value> {
+pub(crate) async fn room_messages(app: &TestApp, token: &str, room_id: i64) -> Vec<Value> {
     let resp = app
         .get(
             &format!("/api/get_room_messages?room_id={room_id}"),
@@ -126,7 +126,7 @@ async fn room_messages(app: &TestApp, token: &str, room_id: i64) -> Vec<Value> {
 }
 
 /// The event without its `type`: the object the HTTP API returns.
-fn without_type(mut event: Value) -> Value {
+pub(crate) fn without_type(mut event: Value) -> Value {
     event.as_object_mut().unwrap().remove("type");
     event
 }

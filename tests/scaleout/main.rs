@@ -7,6 +7,8 @@
 mod backend;
 #[path = "../api/helpers.rs"]
 mod helpers;
+mod multinode;
+mod redis;
 
 #[path = "../api/accounts.rs"]
 mod accounts;

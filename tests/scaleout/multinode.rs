@@ -1,0 +1,150 @@
+//! Two nodes of one deployment (same database, Redis and file storage):
+//! whatever is done through one is seen through the other.
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::{
+    helpers::{body, spawn_app},
+    ws::{
+        assert_nothing_pending, connect, create_room, join, next_of_type, room_messages,
+        send_frame, send_http, without_type,
+    },
+};
+
+#[tokio::test]
+async fn two_nodes_behave_as_one() {
+    let a = spawn_app().await;
+    if a.config.redis.is_none() {
+        eprintln!(
+            "!!! SKIPPING the two-node test: no Redis, so nodes cannot share real-time events"
+        );
+        return;
+    }
+    let b = a.second_node().await;
+
+    // Accounts, sessions and posts made on A are visible on B.
+    let (alice, alice_token) = a.new_user("mnalice").await;
+    let (bob, bob_token) = b.new_user("mnbob").await;
+    let resp = a
+        .post_json(
+            "/api/create_post",
+            Some(&alice_token),
+            json!({"content": "from A #multi"}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let post_id = body(resp).await["id"].as_i64().unwrap();
+    let posts = body(b.get(&format!("/api/get_posts/{alice}"), None).await).await;
+    assert_eq!(posts["posts"][0]["id"], post_id);
+    let resp = b
+        .post_json("/api/follow", Some(&bob_token), json!({"username": alice}))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let profile = body(a.get(&format!("/api/user/{alice}"), None).await).await;
+    assert_eq!(profile["stats"]["followers"], 1);
+
+    // Rooms and room chat: a message sent through either node is stored
+    // once and delivered to sockets on both nodes, in the same order.
+    let room = create_room(&a, &alice_token, &crate::helpers::unique_name("mnroom")).await;
+    join(&b, &bob_token, room).await;
+    let mut alice_on_a = connect(&a, &alice_token).await;
+    let mut bob_on_b = connect(&b, &bob_token).await;
+    send_http(&a, &alice_token, room, "hello from A").await;
+    send_frame(
+        &mut bob_on_b,
+        json!({"type": "send_room_message", "room_id": room, "message": "hello from B"}),
+    )
+    .await;
+    let stored = room_messages(&b, &bob_token, room).await;
+    assert_eq!(stored, room_messages(&a, &alice_token, room).await);
+    assert_eq!(stored.len(), 2);
+    for socket in [&mut alice_on_a, &mut bob_on_b] {
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let event = crate::ws::next_json(socket).await;
+            if event["type"] == "room_message" {
+                seen.push(without_type(event));
+            }
+        }
+        assert_eq!(
+            seen, stored,
+            "every node delivers once, in the stored order"
+        );
+        assert_nothing_pending(socket).await;
+    }
+
+    // Direct messages reach the recipient's socket on the other node.
+    let resp = a
+        .post_json(
+            "/api/send_inbox_message",
+            Some(&alice_token),
+            json!({"recipient": bob, "message": "psst"}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let event = next_of_type(&mut bob_on_b, "inbox_message").await;
+    assert_eq!(event["message"], "psst");
+    let inbox = body(b.get("/api/inbox", Some(&bob_token)).await).await;
+    assert_eq!(inbox["messages"][0]["message"], "psst");
+
+    // An upload through A is served by B.
+    let form = reqwest::multipart::Form::new()
+        .text("room_id", room.to_string())
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"shared bytes".to_vec()).file_name("n.txt"),
+        );
+    let resp = a
+        .client
+        .post(a.url("/api/upload_file"))
+        .header("Authorization", &alice_token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let file_url = body(resp).await["file_url"].as_str().unwrap().to_owned();
+    let path = file_url.splitn(4, '/').nth(3).unwrap();
+    let served = b.get(&format!("/{path}"), None).await;
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(&served.bytes().await.unwrap()[..], b"shared bytes");
+    assert_eq!(
+        next_of_type(&mut bob_on_b, "room_message").await["message"],
+        file_url.as_str()
+    );
+
+    // Concurrent votes spread over both nodes keep every counter exact.
+    let mut voters = Vec::new();
+    for i in 0..16 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        voters.push(node.new_user("mnvoter").await.1);
+    }
+    let votes = voters.iter().enumerate().map(|(i, token)| {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let vote_type = if i % 4 < 3 { "up" } else { "down" };
+        node.post_json(
+            "/api/vote_post",
+            Some(token),
+            json!({"post_id": post_id, "vote_type": vote_type}),
+        )
+    });
+    for resp in join_all(votes).await {
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    for node in [&a, &b] {
+        let post = body(
+            node.get(&format!("/api/get_post_by_id/{post_id}"), None)
+                .await,
+        )
+        .await;
+        assert_eq!(
+            (post["upvotes"].as_i64(), post["downvotes"].as_i64()),
+            (Some(12), Some(4))
+        );
+        let profile = body(node.get(&format!("/api/user/{alice}"), None).await).await;
+        assert_eq!(profile["stats"]["upvotes"], 12);
+        assert_eq!(profile["stats"]["downvotes"], 4);
+    }
+}
