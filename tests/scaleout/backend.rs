@@ -5,6 +5,7 @@ use mirage::Config;
 
 /// Adjusts a fresh test configuration to the scale-out backends that are
 /// available on this machine.
-pub async fn configure(_config: &mut Config) {
+pub async fn configure(config: &mut Config) {
     // Filled in as each backend lands (PostgreSQL, Redis, S3).
+    crate::s3::configure(config).await;
 }
