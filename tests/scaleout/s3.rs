@@ -9,7 +9,7 @@
 //! everything in memory: nothing is left on disk or on a port.
 
 use std::{
-    io::BufRead,
+    io::{BufRead, Write},
     process::{Child, Command, Stdio},
     sync::{
         Mutex, OnceLock,
@@ -78,7 +78,9 @@ fn start() -> Option<Server> {
             panic!("MIRAGE_REQUIRE_SCALEOUT=1 but the S3 test server did not start: {why}")
         }
         Err(why) => {
-            eprintln!(
+            // Straight to stderr: the test harness would capture `eprintln!`.
+            let _ = writeln!(
+                std::io::stderr(),
                 "!!! SKIPPING S3: {why}. Uploads in this run use local files; \
                  `pip install 'moto[server]'` to test S3."
             );
