@@ -30,6 +30,8 @@ pub struct AppState {
     /// Room chat under retention: the database, or Redis when configured.
     pub messages: Arc<dyn RoomMessageStore>,
     pub config: Arc<Config>,
+    /// The bytes of uploaded files: a local directory or an S3 bucket.
+    pub files: Arc<dyn crate::store::FileStore>,
     pub passwords: Passwords,
     /// Real-time fan-out and the ordering of room events.
     pub chat: Chat,
@@ -61,6 +63,7 @@ impl App {
         let state = AppState {
             store,
             messages,
+            files: crate::store::blobs::open_file_store(&config)?,
             passwords: Passwords::new(hashing_slots),
             chat: Chat::new(hub),
             config: Arc::new(config),

@@ -1,4 +1,5 @@
-//! File uploads into rooms, streamed to disk, and serving them back.
+//! File uploads into rooms, streamed to a local temporary file and then
+//! moved into the `FileStore` (a directory or S3), and serving them back.
 
 use axum::{
     Json,
@@ -135,13 +136,13 @@ async fn upload_file(
         let content_type = mime_guess::from_path(&filename)
             .first_or_octet_stream()
             .to_string();
-        tokio::fs::rename(
-            &file.temp_path,
-            state.config.data_dir.join("files").join(&id),
-        )
-        .await
-        .map_err(ApiError::internal)?;
+        // The bytes first, then the metadata that makes them reachable.
         state
+            .files
+            .put_file(&id, &file.temp_path)
+            .await
+            .map_err(ApiError::internal)?;
+        let saved = state
             .store
             .save_file(StoredFile {
                 id: id.clone(),
@@ -152,7 +153,13 @@ async fn upload_file(
                 size: file.size,
                 created_at: now_secs(),
             })
-            .await?;
+            .await;
+        if let Err(err) = saved {
+            if let Err(cleanup) = state.files.delete(&id).await {
+                tracing::warn!(%cleanup, %id, "removing an unrecorded upload failed");
+            }
+            return Err(err.into());
+        }
         let file_url = format!(
             "{}/api/files/{id}/{}",
             base_url(&state, &headers),
@@ -243,10 +250,19 @@ async fn get_file(
         .file(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("file not found"))?;
-    let handle = tokio::fs::File::open(state.config.data_dir.join("files").join(&file.id))
+    let opened = state
+        .files
+        .open(&file.id)
         .await
-        .map_err(|_| ApiError::not_found("file not found"))?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(handle));
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("file not found"))?;
+    if opened.size != file.size {
+        return Err(ApiError::internal(format!(
+            "file {} has {} bytes stored, {} recorded",
+            file.id, opened.size, file.size
+        )));
+    }
+    let body = Body::from_stream(opened.body);
     let disposition = if is_inline_safe(&file.content_type) {
         "inline"
     } else {

@@ -4,6 +4,7 @@
 //! agree with the rows they count. No SQL or driver types cross these traits.
 
 pub mod accounts;
+pub mod blobs;
 pub mod inbox;
 pub mod posts;
 pub mod redis;
@@ -11,6 +12,7 @@ pub mod rooms;
 pub mod sqlite;
 
 pub use accounts::AccountStore;
+pub use blobs::FileStore;
 pub use inbox::InboxStore;
 pub use posts::PostStore;
 pub use rooms::RoomStore;

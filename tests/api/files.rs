@@ -129,3 +129,72 @@ async fn upload_errors() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_24_mib_upload_round_trips_byte_for_byte() {
+    let app = spawn_app().await;
+    let (_, t) = app.new_user("huge").await;
+    let room = room_for(&app, &t).await;
+    let size = 25_165_824usize;
+    let bytes: Vec<u8> = (0..size)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3])
+        .collect();
+    let resp = app
+        .client
+        .post(app.url("/api/upload_file"))
+        .header("Authorization", &t)
+        .multipart(form(room, "huge.bin", bytes.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let url = body(resp).await["file_url"].as_str().unwrap().to_owned();
+    let leftovers = std::fs::read_dir(app.data_dir.path().join("files/tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(leftovers, 0);
+    let got = app.client.get(&url).send().await.unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.headers()["content-type"], "application/octet-stream");
+    assert_eq!(got.headers()["content-length"], size.to_string().as_str());
+    let got = got.bytes().await.unwrap();
+    assert_eq!(got.len(), size);
+    assert!(got.as_ref() == bytes.as_slice(), "the bytes differ");
+}
+
+#[tokio::test]
+async fn a_file_is_still_served_after_a_restart() {
+    let mut app = spawn_app().await;
+    let (_, t) = app.new_user("keep").await;
+    let room = room_for(&app, &t).await;
+    let resp = app
+        .client
+        .post(app.url("/api/upload_file"))
+        .header("Authorization", &t)
+        .multipart(form(room, "notes.txt", b"kept across restarts".to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let url = body(resp).await["file_url"].as_str().unwrap().to_owned();
+    let path = url.split_once("/api/").unwrap().1.to_owned();
+    app.restart().await;
+    let got = app.get(&format!("/api/{path}"), None).await;
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.headers()["content-type"], "text/plain");
+    assert!(
+        got.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("inline")
+    );
+    assert_eq!(got.bytes().await.unwrap().as_ref(), b"kept across restarts");
+}
+
+#[tokio::test]
+async fn an_unknown_file_is_404() {
+    let app = spawn_app().await;
+    let got = app
+        .get("/api/files/0123456789abcdef0123456789abcdef/x.txt", None)
+        .await;
+    assert_error(got, StatusCode::NOT_FOUND).await;
+}

@@ -9,6 +9,7 @@ use mirage::Config;
 /// available on this machine.
 pub async fn configure(config: &mut Config) {
     crate::redis::configure(config);
+    crate::s3::configure(config).await;
 }
 
 /// A backend whose server is missing: loud once, or fatal when CI requires

@@ -28,3 +28,5 @@ mod rooms;
 mod status_codes;
 #[path = "../api/ws.rs"]
 mod ws;
+
+mod s3;
