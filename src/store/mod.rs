@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod inbox;
 pub mod posts;
+pub mod postgres;
 pub mod rooms;
 pub mod sqlite;
 
