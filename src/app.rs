@@ -105,8 +105,7 @@ async fn open_store(
             Ok((store.clone(), store))
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let store =
-                Arc::new(PostgresStore::connect(url, config.database_pool_size).await?);
+            let store = Arc::new(PostgresStore::connect(url, config.database_pool_size).await?);
             Ok((store.clone(), store))
         }
         Some(other) => anyhow::bail!("unsupported --database URL {other:?}: expected postgres://"),

@@ -5,8 +5,8 @@
 
 pub mod accounts;
 pub mod inbox;
-pub mod posts;
 pub mod postgres;
+pub mod posts;
 pub mod rooms;
 pub mod sqlite;
 

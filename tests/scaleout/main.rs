@@ -5,9 +5,9 @@
 //! CI, the run fails instead).
 
 mod backend;
-mod postgres;
 #[path = "../api/helpers.rs"]
 mod helpers;
+mod postgres;
 
 #[path = "../api/accounts.rs"]
 mod accounts;

@@ -13,6 +13,7 @@
 //! message; with `MIRAGE_REQUIRE_SCALEOUT=1` they fail instead.
 
 use std::{
+    io::Write,
     net::TcpListener,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
@@ -75,10 +76,12 @@ fn server() -> Option<&'static Server> {
                          (no initdb on PATH or under /usr/lib/postgresql/*/bin)"
                     );
                 }
-                eprintln!(
-                    "\n!!! SKIPPING PostgreSQL: initdb not found on PATH or under \
-                     /usr/lib/postgresql/*/bin; the scale-out suite runs on SQLite.\n\
-                     !!! Install PostgreSQL (apt-get install postgresql) to test it.\n"
+                // Straight to the process's stderr: the test harness captures
+                // `eprintln!`, and this must be seen even when tests pass.
+                let _ = std::io::stderr().write_all(
+                    b"\n!!! SKIPPING PostgreSQL: initdb not found on PATH or under \
+                      /usr/lib/postgresql/*/bin; the scale-out suite runs on SQLite.\n\
+                      !!! Install PostgreSQL (apt-get install postgresql) to test it.\n\n",
                 );
                 return None;
             };
@@ -133,9 +136,7 @@ fn pg_command(program: &Path) -> Command {
 }
 
 fn run(mut command: Command, what: &str) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         output.status.success(),
         "{what} failed ({}):\n{}{}",
@@ -155,7 +156,13 @@ fn ensure_user() {
         .is_ok_and(|s| s.success());
     if !exists {
         let mut useradd = Command::new("useradd");
-        useradd.args(["--system", "--no-create-home", "--shell", "/bin/false", PG_USER]);
+        useradd.args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/bin/false",
+            PG_USER,
+        ]);
         run(useradd, "creating the postgres user");
     }
 }
@@ -206,10 +213,15 @@ fn start(bin: &Path) -> Server {
         run(chown, "handing the temp dir to the postgres user");
     }
     let mut initdb = pg_command(&bin.join("initdb"));
-    initdb
-        .arg("-D")
-        .arg(&data)
-        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "-N"]);
+    initdb.arg("-D").arg(&data).args([
+        "-U",
+        "postgres",
+        "--auth=trust",
+        "-E",
+        "UTF8",
+        "--no-locale",
+        "-N",
+    ]);
     run(initdb, "initdb");
 
     let pg_ctl = bin.join("pg_ctl");
@@ -255,6 +267,8 @@ fn start(bin: &Path) -> Server {
 
 /// A detached shell that outlives this process: once the process is gone
 /// (however it ended), it stops the server and removes its directory.
+// Never waited for on purpose: it only ends after this process has.
+#[allow(clippy::zombie_processes)]
 fn spawn_watchdog(pg_ctl: &Path, data: &Path, dir: &Path) {
     let stop = if running_as_root() {
         format!("runuser -u {PG_USER} -- '{}'", pg_ctl.display())
