@@ -17,6 +17,7 @@ use crate::{
     http,
     store::{
         Store,
+        postgres::PostgresStore,
         redis::RedisRoomMessages,
         rooms::{Retention, RoomMessageStore},
         sqlite::SqliteStore,
@@ -101,8 +102,9 @@ impl App {
     }
 }
 
-/// The database the configuration names (embedded SQLite by default), and
-/// where room messages live (the same database for now).
+/// The database the configuration names (embedded SQLite by default, or
+/// PostgreSQL shared by several nodes), and where room messages live (the
+/// same database for now).
 async fn open_store(
     config: &Config,
 ) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn RoomMessageStore>)> {
@@ -112,7 +114,8 @@ async fn open_store(
             Ok((store.clone(), store))
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            anyhow::bail!("the PostgreSQL backend is not built yet")
+            let store = Arc::new(PostgresStore::connect(url, config.database_pool_size).await?);
+            Ok((store.clone(), store))
         }
         Some(other) => anyhow::bail!("unsupported --database URL {other:?}: expected postgres://"),
     }

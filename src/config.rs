@@ -21,6 +21,10 @@ pub struct Config {
     #[arg(long, env = "MIRAGE_DATABASE")]
     pub database: Option<String>,
 
+    /// Most connections each server process opens to PostgreSQL.
+    #[arg(long, env = "MIRAGE_DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: u32,
+
     /// Redis URL (`redis://host:port/db`). Set: room-message retention and
     /// real-time fan-out live in Redis, shared by every node.
     #[arg(long, env = "MIRAGE_REDIS")]

@@ -8,6 +8,7 @@ mod backend;
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod multinode;
+mod postgres;
 mod redis;
 
 #[path = "../api/accounts.rs"]

@@ -1,0 +1,390 @@
+//! Accounts, sessions, profiles and follows on PostgreSQL.
+
+use async_trait::async_trait;
+use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
+use sqlx_postgres::PgConnection;
+
+use super::{PostgresStore, into_page, unique_violation};
+use crate::store::{
+    Page, PageRequest, StoreError, StoreResult,
+    accounts::{AccountStore, LoginRecord, NewUser, Profile, SettingsChange, UserRef, UserSummary},
+};
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+type ProfileRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
+
+/// Finds a user by name (ignoring case) on a connection or in a transaction.
+pub(super) async fn user_by_name(
+    conn: &mut PgConnection,
+    username: &str,
+) -> StoreResult<Option<UserRef>> {
+    let row: Option<(i64, String)> =
+        query_as("SELECT id, username FROM users WHERE username_key = $1")
+            .bind(username.to_lowercase())
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(|(id, username)| UserRef { id, username }))
+}
+
+async fn require_user(conn: &mut PgConnection, username: &str) -> StoreResult<UserRef> {
+    user_by_name(conn, username)
+        .await?
+        .ok_or_else(|| StoreError::not_found("user not found"))
+}
+
+/// Locks the rows of the given users, in id order so that two transactions
+/// locking the same pair cannot deadlock. `NO KEY UPDATE` is what an
+/// `UPDATE` of a counter takes anyway, and it does not block foreign-key checks.
+pub(super) async fn lock_users(conn: &mut PgConnection, ids: &[i64]) -> StoreResult<()> {
+    query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+        .bind(ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl AccountStore for PostgresStore {
+    async fn create_user(&self, user: NewUser) -> StoreResult<UserRef> {
+        let mut tx = self.pool.begin().await?;
+        let name_key = user.username.to_lowercase();
+        let email_key = user.email.to_lowercase();
+        let (name_taken, email_taken): (bool, bool) = query_as(
+            "SELECT EXISTS(SELECT 1 FROM users WHERE username_key = $1),
+                    EXISTS(SELECT 1 FROM users WHERE email_key = $2)",
+        )
+        .bind(&name_key)
+        .bind(&email_key)
+        .fetch_one(&mut *tx)
+        .await?;
+        if name_taken {
+            return Err(StoreError::conflict("username already taken"));
+        }
+        if email_taken {
+            return Err(StoreError::conflict("email already taken"));
+        }
+        // A concurrent registration can still win the race: the unique
+        // indexes decide, and their names tell which field clashed.
+        let id: i64 = query_scalar(
+            "INSERT INTO users (username, username_key, email, email_key, password_hash,
+                                avatar_url, description, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(&user.username)
+        .bind(&name_key)
+        .bind(&user.email)
+        .bind(&email_key)
+        .bind(&user.password_hash)
+        .bind(&user.avatar_url)
+        .bind(&user.description)
+        .bind(now())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match unique_violation(&e).as_deref() {
+            Some("users_username_key") => StoreError::conflict("username already taken"),
+            Some("users_email_key") => StoreError::conflict("email already taken"),
+            Some(_) => StoreError::conflict("username or email already taken"),
+            None => e.into(),
+        })?;
+        tx.commit().await?;
+        Ok(UserRef {
+            id,
+            username: user.username,
+        })
+    }
+
+    async fn find_user(&self, username: &str) -> StoreResult<Option<UserRef>> {
+        let mut conn = self.pool.acquire().await?;
+        user_by_name(&mut conn, username).await
+    }
+
+    async fn login_record(&self, username: &str) -> StoreResult<Option<LoginRecord>> {
+        let row: Option<(i64, String, String)> =
+            query_as("SELECT id, username, password_hash FROM users WHERE username_key = $1")
+                .bind(username.to_lowercase())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(id, username, password_hash)| LoginRecord {
+            user: UserRef { id, username },
+            password_hash,
+        }))
+    }
+
+    async fn user_count(&self) -> StoreResult<i64> {
+        Ok(query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn create_session(&self, user_id: i64, token_hash: [u8; 32]) -> StoreResult<()> {
+        query("INSERT INTO sessions (token_hash, user_id, created_at) VALUES ($1, $2, $3)")
+            .bind(&token_hash[..])
+            .bind(user_id)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn session_user(&self, token_hash: [u8; 32]) -> StoreResult<Option<UserRef>> {
+        let row: Option<(i64, String)> = query_as(
+            "SELECT u.id, u.username FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = $1",
+        )
+        .bind(&token_hash[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id, username)| UserRef { id, username }))
+    }
+
+    async fn end_session(&self, token_hash: [u8; 32]) -> StoreResult<Option<i64>> {
+        Ok(
+            query_scalar("DELETE FROM sessions WHERE token_hash = $1 RETURNING user_id")
+                .bind(&token_hash[..])
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn profile(&self, username: &str) -> StoreResult<Option<Profile>> {
+        let row: Option<ProfileRow> = query_as(
+            "SELECT username, avatar_url, description, custom_css, background_image,
+                    created_at, followers, following, posts, upvotes, downvotes
+             FROM users WHERE username_key = $1",
+        )
+        .bind(username.to_lowercase())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(
+            |(
+                username,
+                avatar_url,
+                description,
+                custom_css,
+                background_image,
+                created_at,
+                followers,
+                following,
+                posts,
+                upvotes,
+                downvotes,
+            )| Profile {
+                username,
+                avatar_url,
+                description,
+                custom_css,
+                background_image,
+                created_at,
+                followers,
+                following,
+                posts,
+                upvotes,
+                downvotes,
+            },
+        ))
+    }
+
+    async fn update_settings(
+        &self,
+        user_id: i64,
+        change: SettingsChange,
+        keep_session: [u8; 32],
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(email) = &change.email {
+            let taken: bool = query_scalar(
+                "SELECT EXISTS(SELECT 1 FROM users WHERE email_key = $1 AND id != $2)",
+            )
+            .bind(email.to_lowercase())
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if taken {
+                return Err(StoreError::conflict("email already taken"));
+            }
+            query("UPDATE users SET email = $1, email_key = $2 WHERE id = $3")
+                .bind(email)
+                .bind(email.to_lowercase())
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match unique_violation(&e) {
+                    Some(_) => StoreError::conflict("email already taken"),
+                    None => e.into(),
+                })?;
+        }
+        let columns = [
+            ("avatar_url", &change.avatar_url),
+            ("description", &change.description),
+            ("custom_css", &change.custom_css),
+            ("background_image", &change.background_image),
+            ("password_hash", &change.password_hash),
+        ];
+        for (column, value) in columns {
+            if let Some(value) = value {
+                // Column names come from the fixed list above, never from input.
+                query(&format!("UPDATE users SET {column} = $1 WHERE id = $2"))
+                    .bind(value)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        if change.password_hash.is_some() {
+            query("DELETE FROM sessions WHERE user_id = $1 AND token_hash != $2")
+                .bind(user_id)
+                .bind(&keep_session[..])
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn follow(&self, follower: i64, followee: &str) -> StoreResult<UserRef> {
+        let mut tx = self.pool.begin().await?;
+        let target = require_user(&mut tx, followee).await?;
+        if target.id == follower {
+            return Err(StoreError::conflict("you cannot follow yourself"));
+        }
+        lock_users(&mut tx, &[follower, target.id]).await?;
+        let inserted = query(
+            "INSERT INTO follows (follower_id, followee_id, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (follower_id, followee_id) DO NOTHING",
+        )
+        .bind(follower)
+        .bind(target.id)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(StoreError::conflict(format!(
+                "already following {}",
+                target.username
+            )));
+        }
+        query("UPDATE users SET following = following + 1 WHERE id = $1")
+            .bind(follower)
+            .execute(&mut *tx)
+            .await?;
+        query("UPDATE users SET followers = followers + 1 WHERE id = $1")
+            .bind(target.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(target)
+    }
+
+    async fn unfollow(&self, follower: i64, followee: &str) -> StoreResult<UserRef> {
+        let mut tx = self.pool.begin().await?;
+        let target = require_user(&mut tx, followee).await?;
+        lock_users(&mut tx, &[follower, target.id]).await?;
+        let removed = query("DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2")
+            .bind(follower)
+            .bind(target.id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if removed == 0 {
+            return Err(StoreError::conflict(format!(
+                "you are not following {}",
+                target.username
+            )));
+        }
+        query("UPDATE users SET following = following - 1 WHERE id = $1")
+            .bind(follower)
+            .execute(&mut *tx)
+            .await?;
+        query("UPDATE users SET followers = followers - 1 WHERE id = $1")
+            .bind(target.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(target)
+    }
+
+    async fn is_following(&self, follower: i64, followee: &str) -> StoreResult<bool> {
+        let mut conn = self.pool.acquire().await?;
+        let target = require_user(&mut conn, followee).await?;
+        Ok(query_scalar(
+            "SELECT EXISTS(SELECT 1 FROM follows WHERE follower_id = $1 AND followee_id = $2)",
+        )
+        .bind(follower)
+        .bind(target.id)
+        .fetch_one(&mut *conn)
+        .await?)
+    }
+
+    async fn followers(&self, username: &str, page: PageRequest) -> StoreResult<Page<UserSummary>> {
+        self.follow_list(username, page, FollowSide::Followers)
+            .await
+    }
+
+    async fn following(&self, username: &str, page: PageRequest) -> StoreResult<Page<UserSummary>> {
+        self.follow_list(username, page, FollowSide::Following)
+            .await
+    }
+}
+
+enum FollowSide {
+    Followers,
+    Following,
+}
+
+impl PostgresStore {
+    async fn follow_list(
+        &self,
+        username: &str,
+        page: PageRequest,
+        side: FollowSide,
+    ) -> StoreResult<Page<UserSummary>> {
+        let mut conn = self.pool.acquire().await?;
+        let user = require_user(&mut conn, username).await?;
+        let sql = match side {
+            FollowSide::Followers => {
+                "SELECT f.id, u.username, u.avatar_url FROM follows f
+                 JOIN users u ON u.id = f.follower_id
+                 WHERE f.followee_id = $1 AND f.id < $2 ORDER BY f.id DESC LIMIT $3"
+            }
+            FollowSide::Following => {
+                "SELECT f.id, u.username, u.avatar_url FROM follows f
+                 JOIN users u ON u.id = f.followee_id
+                 WHERE f.follower_id = $1 AND f.id < $2 ORDER BY f.id DESC LIMIT $3"
+            }
+        };
+        let rows: Vec<(i64, String, String)> = query_as(sql)
+            .bind(user.id)
+            .bind(page.before.unwrap_or(i64::MAX))
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(&mut *conn)
+            .await?;
+        let page = into_page(rows, page.limit, |(id, _, _)| *id);
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|(_, username, avatar_url)| UserSummary {
+                    username,
+                    avatar_url,
+                })
+                .collect(),
+            next: page.next,
+        })
+    }
+}

@@ -1,0 +1,130 @@
+//! Direct messages on PostgreSQL.
+
+use async_trait::async_trait;
+use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
+
+use super::{PostgresStore, accounts::user_by_name, into_page};
+use crate::store::{
+    Page, PageRequest, StoreError, StoreResult, UnixSeconds,
+    inbox::{InboxMessage, InboxStore},
+};
+
+/// Each side is read through its own index; UNION also folds a message to oneself into one row.
+const INBOX_PAGE: &str = "
+    SELECT m.id, s.username, r.username, m.message, m.created_at, s.avatar_url
+    FROM ((SELECT id FROM inbox_messages
+           WHERE recipient_id = $1 AND NOT recipient_deleted AND id < $2
+           ORDER BY id DESC LIMIT $3)
+          UNION
+          (SELECT id FROM inbox_messages
+           WHERE sender_id = $1 AND NOT sender_deleted AND id < $2
+           ORDER BY id DESC LIMIT $3)) AS ids
+    JOIN inbox_messages m ON m.id = ids.id
+    JOIN users s ON s.id = m.sender_id
+    JOIN users r ON r.id = m.recipient_id
+    ORDER BY m.id DESC LIMIT $3";
+
+type InboxRow = (i64, String, String, String, i64, String);
+
+#[async_trait]
+impl InboxStore for PostgresStore {
+    async fn send_inbox_message(
+        &self,
+        sender: i64,
+        recipient: &str,
+        message: String,
+        now: UnixSeconds,
+    ) -> StoreResult<InboxMessage> {
+        let mut tx = self.pool.begin().await?;
+        let to = user_by_name(&mut tx, recipient)
+            .await?
+            .ok_or_else(|| StoreError::not_found("recipient not found"))?;
+        let id: i64 = query_scalar(
+            "INSERT INTO inbox_messages (sender_id, recipient_id, message, created_at)
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(sender)
+        .bind(to.id)
+        .bind(&message)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (sender_name, avatar_url): (String, String) =
+            query_as("SELECT username, avatar_url FROM users WHERE id = $1")
+                .bind(sender)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(InboxMessage {
+            id,
+            sender: sender_name,
+            recipient: to.username,
+            message,
+            created_at: now,
+            avatar_url,
+        })
+    }
+
+    async fn inbox(&self, user_id: i64, page: PageRequest) -> StoreResult<Page<InboxMessage>> {
+        let rows: Vec<InboxRow> = query_as(INBOX_PAGE)
+            .bind(user_id)
+            .bind(page.before.unwrap_or(i64::MAX))
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let rows = rows
+            .into_iter()
+            .map(
+                |(id, sender, recipient, message, created_at, avatar_url)| InboxMessage {
+                    id,
+                    sender,
+                    recipient,
+                    message,
+                    created_at,
+                    avatar_url,
+                },
+            )
+            .collect();
+        Ok(into_page(rows, page.limit, |m| m.id))
+    }
+
+    async fn inbox_count(&self, user_id: i64) -> StoreResult<i64> {
+        Ok(query_scalar(
+            "SELECT COUNT(*) FROM inbox_messages
+             WHERE (recipient_id = $1 AND NOT recipient_deleted)
+                OR (sender_id = $1 AND NOT sender_deleted)",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn delete_inbox_message(&self, user_id: i64, message_id: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<(i64, i64, bool, bool)> = query_as(
+            "SELECT sender_id, recipient_id, sender_deleted, recipient_deleted
+             FROM inbox_messages WHERE id = $1 FOR UPDATE",
+        )
+        .bind(message_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let visible =
+            row.is_some_and(|(s, r, sd, rd)| (s == user_id && !sd) || (r == user_id && !rd));
+        if !visible {
+            return Err(StoreError::not_found("message not found"));
+        }
+        // Hide it on every side the caller is on (both, for a note to oneself).
+        query(
+            "UPDATE inbox_messages
+             SET sender_deleted = sender_deleted OR sender_id = $2,
+                 recipient_deleted = recipient_deleted OR recipient_id = $2
+             WHERE id = $1",
+        )
+        .bind(message_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! The scale-out backend: PostgreSQL (or a PostgreSQL-compatible database)
+//! shared by any number of server processes.
+//!
+//! A connection pool; every store call that writes is one transaction.
+//! Nothing is locked in-process: counters change with `n = n + 1` on rows
+//! locked by the transaction (`SELECT ... FOR NO KEY UPDATE`), and rules that
+//! span rows (the public-room limit, a room's message order) lock one row
+//! that stands for them, so they hold across every node.
+//!
+//! Built on the driver crates of SQLx (`sqlx-core`, `sqlx-postgres`) rather
+//! than the `sqlx` facade: the facade's optional SQLite driver pins a
+//! `libsqlite3-sys` that cannot share a lockfile with `rusqlite`'s.
+
+mod accounts;
+mod inbox;
+mod posts;
+mod rooms;
+
+use std::{borrow::Cow, time::Duration};
+
+use sqlx_core::{
+    error::Error as SqlxError,
+    migrate::{Migration, MigrationType, Migrator},
+    pool::PoolOptions,
+    query_scalar::query_scalar,
+};
+use sqlx_postgres::{PgPool, Postgres};
+
+use super::{Page, StoreError, StoreResult};
+
+/// The embedded migrations, in order (what `sqlx::migrate!` would embed).
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../../migrations/postgres/0001_initial.sql"),
+)];
+
+fn migrator() -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|&(version, description, sql)| {
+            Migration::new(
+                version,
+                Cow::Borrowed(description),
+                MigrationType::Simple,
+                Cow::Borrowed(sql),
+                false,
+            )
+        })
+        .collect::<Vec<_>>();
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}
+
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects a pool of up to `pool_size` connections to `url`
+    /// (`postgres://user:pass@host:port/db`) and applies pending migrations.
+    pub async fn connect(url: &str, pool_size: u32) -> StoreResult<Self> {
+        let pool = PoolOptions::<Postgres>::new()
+            .max_connections(pool_size.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Other(format!("connecting to PostgreSQL: {e}")))?;
+        // SQLx's migrator serialises concurrent starts with an advisory lock
+        // (pg_advisory_lock), which CockroachDB does not implement: there the
+        // lock is skipped, so start one node first when a migration is new.
+        let version: String = query_scalar("SELECT version()")
+            .fetch_one(&pool)
+            .await
+            .map_err(other)?;
+        let mut migrator = migrator();
+        migrator.set_locking(!version.contains("CockroachDB"));
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Other(format!("migrating the database: {e}")))?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+/// Wraps a driver error as an internal store error.
+fn other(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(err.to_string())
+}
+
+impl From<SqlxError> for StoreError {
+    fn from(err: SqlxError) -> Self {
+        StoreError::Other(err.to_string())
+    }
+}
+
+/// The unique index (or constraint) that `err` violates, if it is a unique violation.
+fn unique_violation(err: &SqlxError) -> Option<String> {
+    match err {
+        SqlxError::Database(db) if db.code().as_deref() == Some("23505") => {
+            Some(db.constraint().unwrap_or_default().to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// Turns `limit + 1` fetched rows into a page: the extra row only tells
+/// that another page exists, so `next` is null exactly at the end.
+fn into_page<T>(mut rows: Vec<T>, limit: u32, key: impl Fn(&T) -> i64) -> Page<T> {
+    let next = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(key)
+    } else {
+        None
+    };
+    Page { items: rows, next }
+}

@@ -1,0 +1,327 @@
+//! Posts, votes, replies, feed candidates and trending on PostgreSQL.
+
+use async_trait::async_trait;
+use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
+
+use super::{PostgresStore, accounts::user_by_name, into_page};
+use crate::store::{
+    Page, PageRequest, StoreError, StoreResult, UnixSeconds,
+    posts::{FeedCandidates, FeedQuery, Post, PostStore, Reply, VoteCounts, VoteKind},
+};
+
+const POST_COLUMNS: &str =
+    "p.id, u.username, p.content, p.created_at, p.upvotes, p.downvotes, p.replies";
+
+type PostRow = (i64, String, String, i64, i64, i64, i64);
+
+fn post_from_row(
+    (id, username, content, created_at, upvotes, downvotes, replies): PostRow,
+) -> Post {
+    Post {
+        id,
+        username,
+        content,
+        created_at,
+        upvotes,
+        downvotes,
+        replies,
+    }
+}
+
+type ReplyRow = (i64, i64, String, String, String, Option<i64>, i64);
+
+#[async_trait]
+impl PostStore for PostgresStore {
+    async fn create_post(
+        &self,
+        author: i64,
+        content: String,
+        hashtags: Vec<String>,
+        now: UnixSeconds,
+    ) -> StoreResult<i64> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = query_scalar(
+            "INSERT INTO posts (user_id, content, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(author)
+        .bind(&content)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        // GREATEST: a concurrent post by the same author may commit first
+        // with a higher id.
+        query(
+            "UPDATE users SET posts = posts + 1, last_post_id = GREATEST(last_post_id, $2)
+             WHERE id = $1",
+        )
+        .bind(author)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        for tag in &hashtags {
+            query(
+                "INSERT INTO post_tags (post_id, tag, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (post_id, tag) DO NOTHING",
+            )
+            .bind(id)
+            .bind(tag)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn post(&self, post_id: i64) -> StoreResult<Option<Post>> {
+        let row: Option<PostRow> = query_as(&format!(
+            "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id WHERE p.id = $1"
+        ))
+        .bind(post_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(post_from_row))
+    }
+
+    async fn posts_by(&self, username: &str, page: PageRequest) -> StoreResult<Page<Post>> {
+        let mut conn = self.pool.acquire().await?;
+        let user = user_by_name(&mut conn, username)
+            .await?
+            .ok_or_else(|| StoreError::not_found("user not found"))?;
+        let rows: Vec<PostRow> = query_as(&format!(
+            "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
+             WHERE p.user_id = $1 AND p.id < $2 ORDER BY p.id DESC LIMIT $3"
+        ))
+        .bind(user.id)
+        .bind(page.before.unwrap_or(i64::MAX))
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&mut *conn)
+        .await?;
+        let rows = rows.into_iter().map(post_from_row).collect();
+        Ok(into_page(rows, page.limit, |p| p.id))
+    }
+
+    async fn vote(&self, voter: i64, post_id: i64, kind: VoteKind) -> StoreResult<VoteCounts> {
+        let mut tx = self.pool.begin().await?;
+        // The post's row lock serialises every vote on it, on every node.
+        let author: i64 = query_scalar("SELECT user_id FROM posts WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(post_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::not_found("post not found"))?;
+        if author == voter {
+            return Err(StoreError::forbidden("you cannot vote on your own post"));
+        }
+        let value: i16 = match kind {
+            VoteKind::Up => 1,
+            VoteKind::Down => -1,
+        };
+        let previous: Option<i16> =
+            query_scalar("SELECT kind FROM votes WHERE post_id = $1 AND user_id = $2")
+                .bind(post_id)
+                .bind(voter)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if previous == Some(value) {
+            return Err(StoreError::conflict("you already voted this way"));
+        }
+        query(
+            "INSERT INTO votes (post_id, user_id, kind) VALUES ($1, $2, $3)
+             ON CONFLICT (post_id, user_id) DO UPDATE SET kind = excluded.kind",
+        )
+        .bind(post_id)
+        .bind(voter)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+        // (up, down) deltas: a new vote adds one; a moved vote also takes one away.
+        let (up, down): (i64, i64) = match (value, previous.is_some()) {
+            (1, false) => (1, 0),
+            (1, true) => (1, -1),
+            (_, false) => (0, 1),
+            (_, true) => (-1, 1),
+        };
+        let (upvotes, downvotes): (i64, i64) = query_as(
+            "UPDATE posts SET upvotes = upvotes + $2, downvotes = downvotes + $3 WHERE id = $1
+             RETURNING upvotes, downvotes",
+        )
+        .bind(post_id)
+        .bind(up)
+        .bind(down)
+        .fetch_one(&mut *tx)
+        .await?;
+        query("UPDATE users SET upvotes = upvotes + $2, downvotes = downvotes + $3 WHERE id = $1")
+            .bind(author)
+            .bind(up)
+            .bind(down)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(VoteCounts { upvotes, downvotes })
+    }
+
+    async fn create_reply(
+        &self,
+        author: i64,
+        post_id: i64,
+        parent_id: Option<i64>,
+        content: String,
+        now: UnixSeconds,
+    ) -> StoreResult<i64> {
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<i64> = query_scalar("SELECT id FROM posts WHERE id = $1")
+            .bind(post_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::not_found("post not found"));
+        }
+        if let Some(parent) = parent_id {
+            let parent_post: i64 = query_scalar("SELECT post_id FROM replies WHERE id = $1")
+                .bind(parent)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::not_found("parent reply not found"))?;
+            if parent_post != post_id {
+                return Err(StoreError::conflict("parent reply belongs to another post"));
+            }
+        }
+        let id: i64 = query_scalar(
+            "INSERT INTO replies (post_id, user_id, parent_id, content, created_at)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(post_id)
+        .bind(author)
+        .bind(parent_id)
+        .bind(&content)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        query("UPDATE posts SET replies = replies + 1 WHERE id = $1")
+            .bind(post_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn replies(&self, post_id: i64, page: PageRequest) -> StoreResult<Page<Reply>> {
+        let mut conn = self.pool.acquire().await?;
+        let exists: Option<i64> = query_scalar("SELECT id FROM posts WHERE id = $1")
+            .bind(post_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::not_found("post not found"));
+        }
+        let rows: Vec<ReplyRow> = query_as(
+            "SELECT r.id, r.post_id, u.username, u.avatar_url, r.content, r.parent_id, r.created_at
+             FROM replies r JOIN users u ON u.id = r.user_id
+             WHERE r.post_id = $1 AND r.id < $2 ORDER BY r.id DESC LIMIT $3",
+        )
+        .bind(post_id)
+        .bind(page.before.unwrap_or(i64::MAX))
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&mut *conn)
+        .await?;
+        let rows = rows
+            .into_iter()
+            .map(
+                |(id, post_id, username, avatar_url, content, parent_id, created_at)| Reply {
+                    id,
+                    post_id,
+                    username,
+                    avatar_url,
+                    content,
+                    parent_id,
+                    created_at,
+                },
+            )
+            .collect();
+        Ok(into_page(rows, page.limit, |r| r.id))
+    }
+
+    async fn feed_candidates(&self, query: FeedQuery) -> StoreResult<FeedCandidates> {
+        let q = query;
+        let mut conn = self.pool.acquire().await?;
+        // The newest followed posts come from the followees who posted most
+        // recently, so only that many followees' indexes are read.
+        let followed: Vec<PostRow> = query_as(&format!(
+            "SELECT {POST_COLUMNS} FROM (
+                 SELECT u.id AS uid FROM follows f JOIN users u ON u.id = f.followee_id
+                 WHERE f.follower_id = $1 ORDER BY u.last_post_id DESC LIMIT $2) AS active
+             CROSS JOIN LATERAL (SELECT * FROM posts WHERE user_id = active.uid
+                                 ORDER BY id DESC LIMIT $2) AS p
+             JOIN users u ON u.id = p.user_id
+             ORDER BY p.id DESC LIMIT $2"
+        ))
+        .bind(q.viewer)
+        .bind(q.followed as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        let max_id: i64 = query_scalar("SELECT COALESCE(MAX(id), 0) FROM posts")
+            .fetch_one(&mut *conn)
+            .await?;
+        let first_recent: i64 =
+            query_scalar("SELECT COALESCE(MIN(id), $2 + 1) FROM posts WHERE created_at >= $1")
+                .bind(q.window_start)
+                .bind(max_id)
+                .fetch_one(&mut *conn)
+                .await?;
+        let window_floor = first_recent.max(max_id - q.window_posts + 1);
+        // Scans at most the window (newest posts), skipping the viewer and followees.
+        let global: Vec<PostRow> = query_as(&format!(
+            "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
+             WHERE p.id >= $2 AND p.user_id != $1
+               AND NOT EXISTS (SELECT 1 FROM follows f
+                               WHERE f.follower_id = $1 AND f.followee_id = p.user_id)
+             ORDER BY p.id DESC LIMIT $3"
+        ))
+        .bind(q.viewer)
+        .bind(window_floor)
+        .bind(q.global as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        // Archive: random probes into the ids below the window, each an index seek.
+        let mut archive: Vec<Post> = Vec::new();
+        if window_floor > 1 {
+            let probe = format!(
+                "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
+                 WHERE p.id >= $1 AND p.id < $2 AND p.user_id != $3 ORDER BY p.id LIMIT 1"
+            );
+            for _ in 0..q.archive * 3 {
+                if archive.len() >= q.archive {
+                    break;
+                }
+                let start = rand::random_range(1..window_floor);
+                let row: Option<PostRow> = query_as(&probe)
+                    .bind(start)
+                    .bind(window_floor)
+                    .bind(q.viewer)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if let Some(post) = row.map(post_from_row)
+                    && !archive.iter().any(|p| p.id == post.id)
+                {
+                    archive.push(post);
+                }
+            }
+        }
+        Ok(FeedCandidates {
+            followed: followed.into_iter().map(post_from_row).collect(),
+            global: global.into_iter().map(post_from_row).collect(),
+            archive,
+        })
+    }
+
+    async fn trending(&self, since: UnixSeconds, limit: usize) -> StoreResult<Vec<String>> {
+        Ok(query_scalar(
+            "SELECT tag FROM post_tags WHERE created_at >= $1
+             GROUP BY tag ORDER BY COUNT(*) DESC, MAX(post_id) DESC LIMIT $2",
+        )
+        .bind(since)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

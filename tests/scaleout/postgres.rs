@@ -1,0 +1,294 @@
+//! A throwaway PostgreSQL server for this test process, and a fresh
+//! database in it for every test server.
+//!
+//! The server starts once, on first use: `initdb` into a temporary
+//! directory, then `pg_ctl start` on a free loopback port with its socket in
+//! that directory, durability off (fsync, synchronous commit) for speed.
+//! PostgreSQL refuses to run as root, so as root it runs as the `postgres`
+//! user (created when missing). It stops when the process exits (an `atexit`
+//! hook), and a small watchdog process stops it and removes its directory
+//! should the process die without exiting (a kill, an abort).
+//!
+//! Without the PostgreSQL binaries the tests stay on SQLite, with a loud
+//! message; with `MIRAGE_REQUIRE_SCALEOUT=1` they fail instead.
+
+use std::{
+    io::Write,
+    net::TcpListener,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use mirage::Config;
+use sqlx_core::{connection::Connection, query::query};
+use sqlx_postgres::PgConnection;
+
+/// The user PostgreSQL runs as when the tests run as root.
+const PG_USER: &str = "postgres";
+
+struct Server {
+    port: u16,
+}
+
+/// Points `config` at a fresh database of the shared test server (or leaves
+/// it on SQLite when PostgreSQL is not installed).
+pub async fn configure(config: &mut Config) {
+    let Some(server) = tokio::task::spawn_blocking(server)
+        .await
+        .expect("starting PostgreSQL")
+    else {
+        return;
+    };
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let name = format!("t_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", server.port);
+    let mut conn = PgConnection::connect(&admin)
+        .await
+        .expect("connecting to the test PostgreSQL");
+    query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("creating a test database");
+    conn.close().await.expect("closing the admin connection");
+    config.database = Some(format!(
+        "postgres://postgres@127.0.0.1:{}/{name}",
+        server.port
+    ));
+    config.database_pool_size = 8;
+}
+
+/// The server of this process: started on first call, `None` when the
+/// binaries are missing.
+fn server() -> Option<&'static Server> {
+    static SERVER: OnceLock<Option<Server>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            let Some(bin) = find_bin_dir() else {
+                if std::env::var("MIRAGE_REQUIRE_SCALEOUT").as_deref() == Ok("1") {
+                    panic!(
+                        "MIRAGE_REQUIRE_SCALEOUT=1 but PostgreSQL is not installed \
+                         (no initdb on PATH or under /usr/lib/postgresql/*/bin)"
+                    );
+                }
+                // Straight to the process's stderr: the test harness captures
+                // `eprintln!`, and this must be seen even when tests pass.
+                let _ = std::io::stderr().write_all(
+                    b"\n!!! SKIPPING PostgreSQL: initdb not found on PATH or under \
+                      /usr/lib/postgresql/*/bin; the scale-out suite runs on SQLite.\n\
+                      !!! Install PostgreSQL (apt-get install postgresql) to test it.\n\n",
+                );
+                return None;
+            };
+            Some(start(&bin))
+        })
+        .as_ref()
+}
+
+/// The directory holding `initdb`, `pg_ctl` and `postgres`.
+fn find_bin_dir() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join("initdb"))
+        .find(|initdb| initdb.is_file())
+        .and_then(|initdb| initdb.canonicalize().ok());
+    let installed = || {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|entry| Some(entry.ok()?.path().join("bin")))
+            .filter(|bin| bin.join("initdb").is_file())
+            .collect();
+        // The newest version: directories are named by major version.
+        dirs.sort_by_key(|bin| {
+            bin.parent()
+                .and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok())
+                .unwrap_or(0)
+        });
+        dirs.pop().map(|bin| bin.join("initdb"))
+    };
+    let initdb = on_path.or_else(installed)?;
+    let bin = initdb.parent()?.to_path_buf();
+    bin.join("pg_ctl").is_file().then_some(bin)
+}
+
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// A command for a PostgreSQL binary, run as `PG_USER` when we are root.
+fn pg_command(program: &Path) -> Command {
+    let mut command = if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", PG_USER, "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    command.stdin(Stdio::null());
+    command
+}
+
+fn run(mut command: Command, what: &str) {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn ensure_user() {
+    let exists = Command::new("id")
+        .arg("-u")
+        .arg(PG_USER)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !exists {
+        let mut useradd = Command::new("useradd");
+        useradd.args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/bin/false",
+            PG_USER,
+        ]);
+        run(useradd, "creating the postgres user");
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Data directory of the running server, for the exit hook.
+static DATA_DIR: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+
+extern "C" fn stop_at_exit() {
+    if let Some((pg_ctl, data)) = DATA_DIR.get() {
+        let _ = pg_command(pg_ctl)
+            .arg("stop")
+            .arg("-D")
+            .arg(data)
+            .args(["-m", "immediate", "-w"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+unsafe extern "C" {
+    fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
+}
+
+fn start(bin: &Path) -> Server {
+    let root = running_as_root();
+    if root {
+        ensure_user();
+    }
+    // Unique per process; the watchdog removes it.
+    let dir = tempfile::Builder::new()
+        .prefix("mirage-pg-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    let data = dir.join("data");
+    let log = dir.join("postgres.log");
+    if root {
+        let mut chown = Command::new("chown");
+        chown.arg(format!("{PG_USER}:")).arg(&dir);
+        run(chown, "handing the temp dir to the postgres user");
+    }
+    let mut initdb = pg_command(&bin.join("initdb"));
+    initdb.arg("-D").arg(&data).args([
+        "-U",
+        "postgres",
+        "--auth=trust",
+        "-E",
+        "UTF8",
+        "--no-locale",
+        "-N",
+    ]);
+    run(initdb, "initdb");
+
+    let pg_ctl = bin.join("pg_ctl");
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        let port = free_port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=400 \
+             -F -c synchronous_commit=off -c full_page_writes=off",
+            dir.display()
+        );
+        let output = pg_command(&pg_ctl)
+            .arg("start")
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60", "-o"])
+            .arg(&options)
+            .output()
+            .expect("running pg_ctl");
+        if output.status.success() {
+            DATA_DIR
+                .set((pg_ctl.clone(), data.clone()))
+                .expect("one server per process");
+            // SAFETY: registers a plain function with no captured state.
+            unsafe {
+                atexit(stop_at_exit);
+            }
+            spawn_watchdog(&pg_ctl, &data, &dir);
+            return Server { port };
+        }
+        last_error = format!(
+            "{}{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("PostgreSQL did not start:\n{last_error}");
+}
+
+/// A detached shell that outlives this process: once the process is gone
+/// (however it ended), it stops the server and removes its directory.
+// Never waited for on purpose: it only ends after this process has.
+#[allow(clippy::zombie_processes)]
+fn spawn_watchdog(pg_ctl: &Path, data: &Path, dir: &Path) {
+    let stop = if running_as_root() {
+        format!("runuser -u {PG_USER} -- '{}'", pg_ctl.display())
+    } else {
+        format!("'{}'", pg_ctl.display())
+    };
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+         {stop} stop -D '{data}' -m immediate -w >/dev/null 2>&1; \
+         rm -rf '{dir}'",
+        pid = std::process::id(),
+        data = data.display(),
+        dir = dir.display(),
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the PostgreSQL watchdog");
+}
