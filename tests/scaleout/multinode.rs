@@ -17,9 +17,7 @@ use crate::{
 async fn two_nodes_behave_as_one() {
     let a = spawn_app().await;
     if a.config.redis.is_none() {
-        eprintln!(
-            "!!! SKIPPING the two-node test: no Redis, so nodes cannot share real-time events"
-        );
+        crate::backend::skipped("the two-node test", "Redis is not configured");
         return;
     }
     let b = a.second_node().await;
