@@ -412,6 +412,16 @@ async fn inbox_messages_reach_both_sides_as_the_inbox_shows_them() {
         json!({"type": "send_inbox_message", "recipient": bob.to_uppercase(), "message": "hi bob"}),
     )
     .await;
+    // Events that arrive before the ack count as delivered.
+    let mut alice_frames = Vec::new();
+    loop {
+        let frame = next_json(&mut alice_ws).await;
+        match frame["type"].as_str() {
+            Some("ack") => break,
+            Some("inbox_message") => alice_frames.push(without_type(frame)),
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
     let resp = app
         .post_json(
             "/api/send_inbox_message",
@@ -426,12 +436,11 @@ async fn inbox_messages_reach_both_sides_as_the_inbox_shows_them() {
         .unwrap()
         .clone();
     inbox.reverse(); // oldest first, as delivered
-    let mut alice_frames = Vec::new();
+    assert_eq!(inbox.len(), 2);
     while alice_frames.len() < 2 {
-        let frame = next_json(&mut alice_ws).await;
-        if frame["type"] != "ack" {
-            alice_frames.push(without_type(frame));
-        }
+        alice_frames.push(without_type(
+            next_of_type(&mut alice_ws, "inbox_message").await,
+        ));
     }
     assert_eq!(alice_frames, inbox);
     for expected in &inbox {

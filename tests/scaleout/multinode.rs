@@ -55,11 +55,20 @@ async fn two_nodes_behave_as_one() {
         json!({"type": "send_room_message", "room_id": room, "message": "hello from B"}),
     )
     .await;
+    // Bob's events that arrive before his ack count as delivered.
+    let mut bob_seen = Vec::new();
+    loop {
+        let frame = crate::ws::next_json(&mut bob_on_b).await;
+        match frame["type"].as_str() {
+            Some("ack") => break,
+            Some("room_message") => bob_seen.push(without_type(frame)),
+            _ => {}
+        }
+    }
     let stored = room_messages(&b, &bob_token, room).await;
     assert_eq!(stored, room_messages(&a, &alice_token, room).await);
     assert_eq!(stored.len(), 2);
-    for socket in [&mut alice_on_a, &mut bob_on_b] {
-        let mut seen = Vec::new();
+    for (socket, mut seen) in [(&mut alice_on_a, Vec::new()), (&mut bob_on_b, bob_seen)] {
         while seen.len() < 2 {
             let event = crate::ws::next_json(socket).await;
             if event["type"] == "room_message" {
