@@ -15,7 +15,8 @@ REDIS_PORT=${REDIS_PORT:-56379}
 S3_PORT=${S3_PORT:-59000}
 [ -x "$MIRAGE" ] || { echo "no $MIRAGE: run cargo build --release first" >&2; exit 1; }
 
-pg_bin=$(dirname "$(command -v initdb || ls -d /usr/lib/postgresql/*/bin/initdb | tail -1)")
+# The real bin directory (distributions link only some tools onto PATH).
+pg_bin=$(dirname "$(readlink -f "$(command -v initdb || ls -d /usr/lib/postgresql/*/bin/initdb | tail -1)")")
 command -v redis-server >/dev/null || { echo "redis-server is not installed" >&2; exit 1; }
 
 work=$(mktemp -d)
