@@ -157,16 +157,7 @@ pub async fn post_to_room(
 pub async fn join_room(state: &AppState, room: &Room, user: &AuthUser) -> ApiResult<()> {
     let _order = state.chat.rooms.lock(room.id).await;
     if state.store.add_member(room.id, user.id).await? {
-        let event = Event::MemberJoined {
-            room_id: room.id,
-            room_name: room.name.clone(),
-            username: user.username.clone(),
-        };
-        let route = Route::Join {
-            room_id: room.id,
-            user_id: user.id,
-        };
-        state.chat.publish(route, event).await;
+        publish_membership(state, room, user, true).await;
     }
     Ok(())
 }
@@ -176,16 +167,7 @@ pub async fn leave_room(state: &AppState, room: &Room, user: &AuthUser) -> ApiRe
     let _order = state.chat.rooms.lock(room.id).await;
     let left = state.store.remove_member(room.id, user.id).await?;
     if left {
-        let event = Event::MemberLeft {
-            room_id: room.id,
-            room_name: room.name.clone(),
-            username: user.username.clone(),
-        };
-        let route = Route::Leave {
-            room_id: room.id,
-            user_id: user.id,
-        };
-        state.chat.publish(route, event).await;
+        publish_membership(state, room, user, false).await;
     }
     Ok(left)
 }
@@ -194,14 +176,35 @@ pub async fn leave_room(state: &AppState, room: &Room, user: &AuthUser) -> ApiRe
 /// streams receive the room at once.
 pub async fn announce_creator(state: &AppState, room: &Room, user: &AuthUser) {
     let _order = state.chat.rooms.lock(room.id).await;
-    let event = Event::MemberJoined {
-        room_id: room.id,
-        room_name: room.name.clone(),
-        username: user.username.clone(),
-    };
-    let route = Route::Join {
-        room_id: room.id,
-        user_id: user.id,
+    publish_membership(state, room, user, true).await;
+}
+
+/// `member_joined` / `member_left`, routed so that the user's streams
+/// enter or leave the room's audience in order with its messages.
+async fn publish_membership(state: &AppState, room: &Room, user: &AuthUser, joined: bool) {
+    let (room_id, room_name, username) = (room.id, room.name.clone(), user.username.clone());
+    let (route, event) = if joined {
+        let route = Route::Join {
+            room_id,
+            user_id: user.id,
+        };
+        let event = Event::MemberJoined {
+            room_id,
+            room_name,
+            username,
+        };
+        (route, event)
+    } else {
+        let route = Route::Leave {
+            room_id,
+            user_id: user.id,
+        };
+        let event = Event::MemberLeft {
+            room_id,
+            room_name,
+            username,
+        };
+        (route, event)
     };
     state.chat.publish(route, event).await;
 }

@@ -99,6 +99,29 @@ impl TestApp {
         }
     }
 
+    /// Uploads `bytes` as `name` into a room; returns the file URL.
+    pub async fn upload(&self, token: &str, room_id: i64, name: &str, bytes: &[u8]) -> String {
+        let form = reqwest::multipart::Form::new()
+            .text("room_id", room_id.to_string())
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(name.to_owned()),
+            );
+        let resp = self
+            .client
+            .post(self.url("/api/upload_file"))
+            .header("Authorization", token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(resp.status(), StatusCode::OK);
+        body(resp).await["file_url"]
+            .as_str()
+            .expect("file_url")
+            .to_owned()
+    }
+
     pub async fn post_json(&self, path: &str, token: Option<&str>, body: Value) -> Response {
         let mut req = self.client.post(self.url(path)).json(&body);
         if let Some(token) = token {

@@ -709,22 +709,9 @@ async fn an_upload_reaches_the_room_as_a_message_with_its_url() {
     join(&app, &bob_token, room).await;
     let mut bob_ws = connect(&app, &bob_token).await;
 
-    let form = reqwest::multipart::Form::new()
-        .text("room_id", room.to_string())
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(b"hello file".to_vec()).file_name("note.txt"),
-        );
-    let resp = app
-        .client
-        .post(app.url("/api/upload_file"))
-        .header("Authorization", &alice_token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let file_url = body(resp).await["file_url"].as_str().unwrap().to_owned();
+    let file_url = app
+        .upload(&alice_token, room, "note.txt", b"hello file")
+        .await;
 
     let event = next_of_type(&mut bob_ws, "room_message").await;
     assert_eq!(event["message"], file_url.as_str());

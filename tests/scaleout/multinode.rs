@@ -97,22 +97,7 @@ async fn two_nodes_behave_as_one() {
     assert_eq!(inbox["messages"][0]["message"], "psst");
 
     // An upload through A is served by B.
-    let form = reqwest::multipart::Form::new()
-        .text("room_id", room.to_string())
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(b"shared bytes".to_vec()).file_name("n.txt"),
-        );
-    let resp = a
-        .client
-        .post(a.url("/api/upload_file"))
-        .header("Authorization", &alice_token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let file_url = body(resp).await["file_url"].as_str().unwrap().to_owned();
+    let file_url = a.upload(&alice_token, room, "n.txt", b"shared bytes").await;
     let path = file_url.splitn(4, '/').nth(3).unwrap();
     let served = b.get(&format!("/{path}"), None).await;
     assert_eq!(served.status(), StatusCode::OK);
