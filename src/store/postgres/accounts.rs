@@ -279,14 +279,7 @@ impl AccountStore for PostgresStore {
                 target.username
             )));
         }
-        query("UPDATE users SET following = following + 1 WHERE id = $1")
-            .bind(follower)
-            .execute(&mut *tx)
-            .await?;
-        query("UPDATE users SET followers = followers + 1 WHERE id = $1")
-            .bind(target.id)
-            .execute(&mut *tx)
-            .await?;
+        shift_follow_counters(&mut tx, follower, target.id, 1).await?;
         tx.commit().await?;
         Ok(target)
     }
@@ -307,14 +300,7 @@ impl AccountStore for PostgresStore {
                 target.username
             )));
         }
-        query("UPDATE users SET following = following - 1 WHERE id = $1")
-            .bind(follower)
-            .execute(&mut *tx)
-            .await?;
-        query("UPDATE users SET followers = followers - 1 WHERE id = $1")
-            .bind(target.id)
-            .execute(&mut *tx)
-            .await?;
+        shift_follow_counters(&mut tx, follower, target.id, -1).await?;
         tx.commit().await?;
         Ok(target)
     }
@@ -387,4 +373,26 @@ impl PostgresStore {
             next: page.next,
         })
     }
+}
+
+/// Moves the follower's `following` and the followee's `followers` by
+/// `delta` in one statement (their rows are already locked).
+async fn shift_follow_counters(
+    conn: &mut PgConnection,
+    follower: i64,
+    followee: i64,
+    delta: i64,
+) -> StoreResult<()> {
+    query(
+        "UPDATE users
+         SET following = following + CASE WHEN id = $1 THEN $3 ELSE 0 END,
+             followers = followers + CASE WHEN id = $2 THEN $3 ELSE 0 END
+         WHERE id IN ($1, $2)",
+    )
+    .bind(follower)
+    .bind(followee)
+    .bind(delta)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
