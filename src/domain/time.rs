@@ -1,6 +1,8 @@
 //! Clock and timestamp formats of the API.
 
-use chrono::{DateTime, Utc};
+use std::fmt::Write;
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
 
 /// Unix seconds now.
 pub fn now_secs() -> i64 {
@@ -13,11 +15,22 @@ pub fn now_f64() -> f64 {
 }
 
 /// The API's user-facing timestamp: UTC `YYYY-MM-DDTHH:MM:SS`.
+/// Written field by field: a strftime pattern is parsed on every call, and
+/// every post in a list is formatted.
 pub fn format_utc(secs: i64) -> String {
-    DateTime::<Utc>::from_timestamp(secs, 0)
-        .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S")
-        .to_string()
+    let t = DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or_default();
+    let mut out = String::with_capacity(19);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    out
 }
 
 #[cfg(test)]
@@ -27,5 +40,7 @@ mod tests {
     #[test]
     fn timestamps_use_the_t_separator_without_zone() {
         assert_eq!(format_utc(1_772_539_500), "2026-03-03T12:05:00");
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00");
+        assert_eq!(format_utc(951_868_799), "2000-02-29T23:59:59");
     }
 }

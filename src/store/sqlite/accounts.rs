@@ -335,12 +335,12 @@ impl SqliteStore {
                 FollowSide::Followers => {
                     "SELECT f.id, u.username, u.avatar_url FROM follows f
                      JOIN users u ON u.id = f.follower_id
-                     WHERE f.followee_id = ?1 AND f.id < ?2 ORDER BY f.id DESC LIMIT ?3"
+                     WHERE f.followee_id = ?1 AND f.id < ?2 ORDER BY f.id DESC LIMIT ?3 + 0"
                 }
                 FollowSide::Following => {
                     "SELECT f.id, u.username, u.avatar_url FROM follows f
                      JOIN users u ON u.id = f.followee_id
-                     WHERE f.follower_id = ?1 AND f.id < ?2 ORDER BY f.id DESC LIMIT ?3"
+                     WHERE f.follower_id = ?1 AND f.id < ?2 ORDER BY f.id DESC LIMIT ?3 + 0"
                 }
             };
             let rows = conn

@@ -14,15 +14,15 @@ const INBOX_PAGE: &str = "
     SELECT m.id, s.username, r.username, m.message, m.created_at, s.avatar_url
     FROM (SELECT id FROM (SELECT id FROM inbox_messages
                           WHERE recipient_id = ?1 AND recipient_deleted = 0 AND id < ?2
-                          ORDER BY id DESC LIMIT ?3)
+                          ORDER BY id DESC LIMIT ?3 + 0)
           UNION
           SELECT id FROM (SELECT id FROM inbox_messages
                           WHERE sender_id = ?1 AND sender_deleted = 0 AND id < ?2
-                          ORDER BY id DESC LIMIT ?3)) AS ids
+                          ORDER BY id DESC LIMIT ?3 + 0)) AS ids
     JOIN inbox_messages m ON m.id = ids.id
     JOIN users s ON s.id = m.sender_id
     JOIN users r ON r.id = m.recipient_id
-    ORDER BY m.id DESC LIMIT ?3";
+    ORDER BY m.id DESC LIMIT ?3 + 0";
 
 #[async_trait]
 impl InboxStore for SqliteStore {

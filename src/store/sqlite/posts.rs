@@ -82,7 +82,7 @@ impl PostStore for SqliteStore {
             let rows = conn
                 .prepare_cached(&format!(
                     "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
-                     WHERE p.user_id = ?1 AND p.id < ?2 ORDER BY p.id DESC LIMIT ?3"
+                     WHERE p.user_id = ?1 AND p.id < ?2 ORDER BY p.id DESC LIMIT ?3 + 0"
                 ))?
                 .query_map(
                     params![user.id, page.before.unwrap_or(i64::MAX), page.limit + 1],
@@ -200,7 +200,7 @@ impl PostStore for SqliteStore {
                 .prepare_cached(
                     "SELECT r.id, r.post_id, u.username, u.avatar_url, r.content, r.parent_id, r.created_at
                      FROM replies r JOIN users u ON u.id = r.user_id
-                     WHERE r.post_id = ?1 AND r.id < ?2 ORDER BY r.id DESC LIMIT ?3",
+                     WHERE r.post_id = ?1 AND r.id < ?2 ORDER BY r.id DESC LIMIT ?3 + 0",
                 )?
                 .query_map(
                     params![post_id, page.before.unwrap_or(i64::MAX), page.limit + 1],
@@ -231,11 +231,11 @@ impl PostStore for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT {POST_COLUMNS} FROM (
                          SELECT u.id AS uid FROM follows f JOIN users u ON u.id = f.followee_id
-                         WHERE f.follower_id = ?1 ORDER BY u.last_post_id DESC LIMIT ?2) AS active
+                         WHERE f.follower_id = ?1 ORDER BY u.last_post_id DESC LIMIT ?2 + 0) AS active
                      JOIN posts p ON p.id IN (SELECT id FROM posts WHERE user_id = active.uid
-                                              ORDER BY id DESC LIMIT ?2)
+                                              ORDER BY id DESC LIMIT ?2 + 0)
                      JOIN users u ON u.id = p.user_id
-                     ORDER BY p.id DESC LIMIT ?2"
+                     ORDER BY p.id DESC LIMIT ?2 + 0"
                 ))?
                 .query_map(params![q.viewer, q.followed as i64], post_from_row)?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -254,7 +254,7 @@ impl PostStore for SqliteStore {
                      WHERE p.id >= ?2 AND p.user_id != ?1
                        AND NOT EXISTS (SELECT 1 FROM follows f
                                        WHERE f.follower_id = ?1 AND f.followee_id = p.user_id)
-                     ORDER BY p.id DESC LIMIT ?3"
+                     ORDER BY p.id DESC LIMIT ?3 + 0"
                 ))?
                 .query_map(
                     params![q.viewer, window_floor, q.global as i64],
@@ -296,7 +296,7 @@ impl PostStore for SqliteStore {
             let rows = conn
                 .prepare_cached(
                     "SELECT tag FROM post_tags WHERE created_at >= ?1
-                     GROUP BY tag ORDER BY COUNT(*) DESC, MAX(post_id) DESC LIMIT ?2",
+                     GROUP BY tag ORDER BY COUNT(*) DESC, MAX(post_id) DESC LIMIT ?2 + 0",
                 )?
                 .query_map(params![since, limit as i64], |r| r.get(0))?
                 .collect::<Result<Vec<String>, _>>()?;

@@ -277,7 +277,7 @@ impl RoomMessageStore for SqliteStore {
             tx.execute(
                 "DELETE FROM room_messages WHERE room_id = ?1 AND id <= (
                      SELECT id FROM room_messages WHERE room_id = ?1
-                     ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                     ORDER BY id DESC LIMIT 1 OFFSET ?2 + 0)",
                 params![room_id, retention.max_messages],
             )?;
             Ok(RoomMessage {
@@ -305,7 +305,7 @@ impl RoomMessageStore for SqliteStore {
                     "SELECT m.id, m.room_id, u.username, m.message, m.created_at
                      FROM room_messages m JOIN users u ON u.id = m.user_id
                      WHERE m.room_id = ?1 AND m.created_at > ?2
-                     ORDER BY m.id DESC LIMIT ?3",
+                     ORDER BY m.id DESC LIMIT ?3 + 0",
                 )?
                 .query_map(
                     params![room_id, oldest, retention.max_messages],
