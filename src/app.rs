@@ -13,7 +13,10 @@ use crate::{
         redis_hub::RedisHub,
     },
     config::Config,
-    domain::time::now_f64,
+    domain::{
+        time::{now_f64, now_secs},
+        trending::{self, Trending},
+    },
     http,
     store::{
         Store,
@@ -36,6 +39,8 @@ pub struct AppState {
     pub passwords: Passwords,
     /// Real-time fan-out and the ordering of room events.
     pub chat: Chat,
+    /// Hashtag counts over the last day, for the feed's trending topics.
+    pub trending: Arc<Trending>,
 }
 
 impl AppState {
@@ -61,12 +66,19 @@ impl App {
         let (store, database_messages) = open_store(&config).await?;
         let (hub, messages) = open_realtime(&config, database_messages).await?;
         let hashing_slots = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        let trending = Arc::new(Trending::new(trending::WINDOW_SECS));
+        trending.reset(
+            store
+                .tag_uses_since(now_secs() - trending::WINDOW_SECS)
+                .await?,
+        );
         let state = AppState {
             store,
             messages,
             files: crate::store::blobs::open_file_store(&config)?,
             passwords: Passwords::new(hashing_slots),
             chat: Chat::new(hub),
+            trending,
             config: Arc::new(config),
         };
         let listener = TcpListener::bind(state.config.listen).await?;
@@ -88,6 +100,13 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let purger = tokio::spawn(purge_expired_messages(self.state.clone()));
+        // A shared database also holds other nodes' posts.
+        let recounter = self
+            .state
+            .config
+            .database
+            .is_some()
+            .then(|| tokio::spawn(recount_trending(self.state.clone())));
         // Chat frames and small JSON answers must not wait for Nagle's algorithm.
         let listener = self.listener.tap_io(|tcp| {
             if let Err(err) = tcp.set_nodelay(true) {
@@ -98,6 +117,9 @@ impl App {
             .with_graceful_shutdown(shutdown)
             .await;
         purger.abort();
+        if let Some(recounter) = recounter {
+            recounter.abort();
+        }
         result
     }
 }
@@ -144,6 +166,27 @@ async fn open_realtime(
     let messages = RedisRoomMessages::new(conn, &config.redis_prefix);
     Ok((Arc::new(hub), Arc::new(messages)))
 }
+
+/// Rebuilds the trending counts from the shared database, so that posts made
+/// on other nodes count too (this node's own count at once).
+async fn recount_trending(state: AppState) {
+    let mut tick = tokio::time::interval(TRENDING_RECOUNT);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match state
+            .store
+            .tag_uses_since(now_secs() - trending::WINDOW_SECS)
+            .await
+        {
+            Ok(uses) => state.trending.reset(uses),
+            Err(err) => tracing::warn!(%err, "recounting trending hashtags failed"),
+        }
+    }
+}
+
+/// How stale other nodes' posts may be in this node's trending topics.
+const TRENDING_RECOUNT: Duration = Duration::from_secs(10);
 
 /// Reads already hide expired room messages; this only reclaims their rows.
 async fn purge_expired_messages(state: AppState) {

@@ -4,4 +4,5 @@ pub mod account;
 pub mod feed;
 pub mod hashtags;
 pub mod time;
+pub mod trending;
 pub mod validate;

@@ -16,7 +16,6 @@ use crate::{
 
 const WINDOW_POSTS: i64 = 1_000;
 const WINDOW_SECS: i64 = 7 * 24 * 3600;
-const TRENDING_SECS: i64 = 24 * 3600;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(fyp))
@@ -45,7 +44,7 @@ async fn fyp(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Fe
             window_start: now - WINDOW_SECS,
         })
         .await?;
-    let trending = state.store.trending(now - TRENDING_SECS, 3).await?;
+    let trending = state.trending.top(now, 3);
     Ok(Json(FeedBody {
         posts: feed::mix(candidates)
             .into_iter()

@@ -78,10 +78,12 @@ async fn create_post(
     let content = required(&body.content, "content")?;
     max_chars(content, MAX_POST_CHARS, "content")?;
     let tags = hashtags::extract(content);
+    let now = now_secs();
     let id = state
         .store
-        .create_post(user.id, content.to_owned(), tags, now_secs())
+        .create_post(user.id, content.to_owned(), tags.clone(), now)
         .await?;
+    state.trending.record(id, now, &tags);
     let message = "post created".to_owned();
     Ok((StatusCode::CREATED, Json(CreatedBody { message, id })))
 }

@@ -39,6 +39,14 @@ pub struct Reply {
     pub created_at: UnixSeconds,
 }
 
+/// One use of a hashtag by a post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagUse {
+    pub post_id: i64,
+    pub created_at: UnixSeconds,
+    pub tag: String,
+}
+
 /// Candidate posts for one viewer's feed, each list newest first and none
 /// by the viewer. The domain's feed mix picks from these.
 #[derive(Debug, Clone, Default)]
@@ -100,7 +108,7 @@ pub trait PostStore: Send + Sync {
     /// Reads what the feed mixes from; cost bounded by the counts asked
     /// for and the window, never by the total number of posts or users.
     async fn feed_candidates(&self, query: FeedQuery) -> StoreResult<FeedCandidates>;
-    /// The `limit` hashtags used by the most distinct posts since `since`
-    /// (ties: most recently used first), lower-case without `#`.
-    async fn trending(&self, since: UnixSeconds, limit: usize) -> StoreResult<Vec<String>>;
+    /// Every hashtag use by posts created since `since` (lower-case,
+    /// without `#`), to seed the trending counts.
+    async fn tag_uses_since(&self, since: UnixSeconds) -> StoreResult<Vec<TagUse>>;
 }

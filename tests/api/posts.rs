@@ -1,5 +1,5 @@
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -208,4 +208,41 @@ async fn the_feed_mixes_followed_and_global_posts_with_trending_tags() {
     assert!(ids.windows(2).all(|w| w[0] > w[1]));
     assert_eq!(v["trending_topics"], json!(["#rust", "#tea", "#solo"]));
     assert_error(app.get("/api/fyp", None).await, StatusCode::UNAUTHORIZED).await;
+}
+
+async fn post_as(app: &TestApp, token: &str, content: &str) {
+    let resp = app
+        .post_json(
+            "/api/create_post",
+            Some(token),
+            json!({ "content": content }),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+}
+
+async fn trending_for(app: &TestApp, token: &str) -> Value {
+    body(app.get("/api/fyp", Some(token)).await).await["trending_topics"].clone()
+}
+
+#[tokio::test]
+async fn trending_topics_count_new_posts_at_once_and_survive_a_restart() {
+    let mut app = spawn_app().await;
+    let (_, viewer) = app.new_user("tv").await;
+    let (_, poster) = app.new_user("tp").await;
+    assert_eq!(trending_for(&app, &viewer).await, json!([]));
+    post_as(&app, &poster, "#Alpha #beta").await;
+    post_as(&app, &poster, "#beta again").await;
+    assert_eq!(
+        trending_for(&app, &viewer).await,
+        json!(["#beta", "#alpha"])
+    );
+    // Each new post moves the ranking on the very next read.
+    post_as(&app, &poster, "#gamma #alpha #Alpha").await;
+    post_as(&app, &poster, "#gamma").await;
+    post_as(&app, &poster, "#gamma").await;
+    let expected = json!(["#gamma", "#alpha", "#beta"]);
+    assert_eq!(trending_for(&app, &viewer).await, expected);
+    app.restart().await;
+    assert_eq!(trending_for(&app, &viewer).await, expected);
 }

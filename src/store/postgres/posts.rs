@@ -6,7 +6,7 @@ use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
 use super::{PostgresStore, accounts::user_by_name, into_page};
 use crate::store::{
     Page, PageRequest, StoreError, StoreResult, UnixSeconds,
-    posts::{FeedCandidates, FeedQuery, Post, PostStore, Reply, VoteCounts, VoteKind},
+    posts::{FeedCandidates, FeedQuery, Post, PostStore, Reply, TagUse, VoteCounts, VoteKind},
 };
 
 const POST_COLUMNS: &str =
@@ -314,14 +314,19 @@ impl PostStore for PostgresStore {
         })
     }
 
-    async fn trending(&self, since: UnixSeconds, limit: usize) -> StoreResult<Vec<String>> {
-        Ok(query_scalar(
-            "SELECT tag FROM post_tags WHERE created_at >= $1
-             GROUP BY tag ORDER BY COUNT(*) DESC, MAX(post_id) DESC LIMIT $2",
-        )
-        .bind(since)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?)
+    async fn tag_uses_since(&self, since: UnixSeconds) -> StoreResult<Vec<TagUse>> {
+        let rows: Vec<(i64, i64, String)> =
+            query_as("SELECT post_id, created_at, tag FROM post_tags WHERE created_at >= $1")
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(post_id, created_at, tag)| TagUse {
+                post_id,
+                created_at,
+                tag,
+            })
+            .collect())
     }
 }

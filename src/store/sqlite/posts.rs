@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::{SqliteStore, accounts::user_by_name, into_page};
 use crate::store::{
     Page, PageRequest, StoreError, StoreResult, UnixSeconds,
-    posts::{FeedCandidates, FeedQuery, Post, PostStore, Reply, VoteCounts, VoteKind},
+    posts::{FeedCandidates, FeedQuery, Post, PostStore, Reply, TagUse, VoteCounts, VoteKind},
 };
 
 const POST_COLUMNS: &str =
@@ -291,15 +291,20 @@ impl PostStore for SqliteStore {
         .await
     }
 
-    async fn trending(&self, since: UnixSeconds, limit: usize) -> StoreResult<Vec<String>> {
+    async fn tag_uses_since(&self, since: UnixSeconds) -> StoreResult<Vec<TagUse>> {
         self.read(move |conn| {
             let rows = conn
                 .prepare_cached(
-                    "SELECT tag FROM post_tags WHERE created_at >= ?1
-                     GROUP BY tag ORDER BY COUNT(*) DESC, MAX(post_id) DESC LIMIT ?2 + 0",
+                    "SELECT post_id, created_at, tag FROM post_tags WHERE created_at >= ?1",
                 )?
-                .query_map(params![since, limit as i64], |r| r.get(0))?
-                .collect::<Result<Vec<String>, _>>()?;
+                .query_map([since], |r| {
+                    Ok(TagUse {
+                        post_id: r.get(0)?,
+                        created_at: r.get(1)?,
+                        tag: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
         .await
