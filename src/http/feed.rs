@@ -32,14 +32,16 @@ pub struct FeedBody {
     responses((status = 200, body = FeedBody), (status = 401, body = ErrorBody)))]
 async fn fyp(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<FeedBody>> {
     let now = now_secs();
-    // Fetch a full page of each kind so that short shares can be filled.
+    // A full page of followed and global posts, so that short shares can
+    // be filled; archive draws (random seeks) only as many as needed.
     let candidates = state
         .store
         .feed_candidates(FeedQuery {
             viewer: user.id,
             followed: feed::PAGE,
             global: feed::PAGE,
-            archive: feed::PAGE,
+            archive: feed::ARCHIVE_SHARE,
+            page: feed::PAGE,
             window_posts: WINDOW_POSTS,
             window_start: now - WINDOW_SECS,
         })

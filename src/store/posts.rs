@@ -65,11 +65,26 @@ pub struct FeedQuery {
     pub viewer: i64,
     pub followed: usize,
     pub global: usize,
+    /// Archive posts wanted at least; more when the other two lists
+    /// together fall short of `page` (see `archive_wanted`).
     pub archive: usize,
+    pub page: usize,
     /// The global window holds at most this many newest posts...
     pub window_posts: i64,
     /// ...and none older than this.
     pub window_start: UnixSeconds,
+}
+
+impl FeedQuery {
+    /// How many archive posts to draw once the followed and global lists
+    /// are known: the page is filled from the archive only when they fall
+    /// short. Followed posts older than the window may be drawn again, so
+    /// that many more are drawn.
+    pub fn archive_wanted(&self, followed: &[Post], global: usize, window_floor: i64) -> usize {
+        let fill = self.page.saturating_sub(followed.len() + global);
+        let repeats = followed.iter().filter(|p| p.id < window_floor).count();
+        self.archive.max(fill + repeats)
+    }
 }
 
 #[async_trait]
@@ -111,4 +126,53 @@ pub trait PostStore: Send + Sync {
     /// Every hashtag use by posts created since `since` (lower-case,
     /// without `#`), to seed the trending counts.
     async fn tag_uses_since(&self, since: UnixSeconds) -> StoreResult<Vec<TagUse>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn posts(ids: &[i64]) -> Vec<Post> {
+        ids.iter()
+            .map(|&id| Post {
+                id,
+                username: "u".into(),
+                content: String::new(),
+                created_at: 0,
+                upvotes: 0,
+                downvotes: 0,
+                replies: 0,
+            })
+            .collect()
+    }
+
+    fn query() -> FeedQuery {
+        FeedQuery {
+            viewer: 1,
+            followed: 30,
+            global: 30,
+            archive: 6,
+            page: 30,
+            window_posts: 1000,
+            window_start: 0,
+        }
+    }
+
+    #[test]
+    fn the_archive_share_when_the_other_lists_fill_the_page() {
+        let followed = posts(&(2000..2030).collect::<Vec<_>>());
+        assert_eq!(query().archive_wanted(&followed, 30, 1001), 6);
+    }
+
+    #[test]
+    fn the_archive_fills_what_the_other_lists_lack() {
+        assert_eq!(query().archive_wanted(&[], 0, 1001), 30);
+        assert_eq!(query().archive_wanted(&posts(&[2000, 2001]), 10, 1001), 18);
+    }
+
+    #[test]
+    fn old_followed_posts_may_be_drawn_again_so_they_do_not_fill() {
+        // Two followed posts below the window: 28 more needed, plus 2 for repeats.
+        assert_eq!(query().archive_wanted(&posts(&[5, 6]), 0, 1001), 30);
+    }
 }

@@ -246,7 +246,7 @@ impl PostStore for PostgresStore {
         let mut conn = self.pool.acquire().await?;
         // The newest followed posts come from the followees who posted most
         // recently, so only that many followees' indexes are read.
-        let followed: Vec<PostRow> = query_as(&format!(
+        let followed_rows: Vec<PostRow> = query_as(&format!(
             "SELECT {POST_COLUMNS} FROM (
                  SELECT u.id AS uid FROM follows f JOIN users u ON u.id = f.followee_id
                  WHERE f.follower_id = $1 ORDER BY u.last_post_id DESC LIMIT $2) AS active
@@ -259,15 +259,17 @@ impl PostStore for PostgresStore {
         .bind(q.followed as i64)
         .fetch_all(&mut *conn)
         .await?;
+        let followed: Vec<Post> = followed_rows.into_iter().map(post_from_row).collect();
         let max_id: i64 = query_scalar("SELECT COALESCE(MAX(id), 0) FROM posts")
             .fetch_one(&mut *conn)
             .await?;
+        // One index seek: ids follow creation time (to the second).
         let first_recent: i64 =
-            query_scalar("SELECT COALESCE(MIN(id), $2 + 1) FROM posts WHERE created_at >= $1")
+            query_scalar("SELECT id FROM posts WHERE created_at >= $1 ORDER BY created_at LIMIT 1")
                 .bind(q.window_start)
-                .bind(max_id)
-                .fetch_one(&mut *conn)
-                .await?;
+                .fetch_optional(&mut *conn)
+                .await?
+                .unwrap_or(max_id + 1);
         let window_floor = first_recent.max(max_id - q.window_posts + 1);
         // Scans at most the window (newest posts), skipping the viewer and followees.
         let global: Vec<PostRow> = query_as(&format!(
@@ -283,14 +285,15 @@ impl PostStore for PostgresStore {
         .fetch_all(&mut *conn)
         .await?;
         // Archive: random probes into the ids below the window, each an index seek.
+        let archive_wanted = q.archive_wanted(&followed, global.len(), window_floor);
         let mut archive: Vec<Post> = Vec::new();
         if window_floor > 1 {
             let probe = format!(
                 "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
                  WHERE p.id >= $1 AND p.id < $2 AND p.user_id != $3 ORDER BY p.id LIMIT 1"
             );
-            for _ in 0..q.archive * 3 {
-                if archive.len() >= q.archive {
+            for _ in 0..archive_wanted * 3 {
+                if archive.len() >= archive_wanted {
                     break;
                 }
                 let start = rand::random_range(1..window_floor);
@@ -308,7 +311,7 @@ impl PostStore for PostgresStore {
             }
         }
         Ok(FeedCandidates {
-            followed: followed.into_iter().map(post_from_row).collect(),
+            followed,
             global: global.into_iter().map(post_from_row).collect(),
             archive,
         })

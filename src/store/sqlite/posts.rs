@@ -241,11 +241,15 @@ impl PostStore for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()?;
             let max_id: i64 =
                 conn.query_row("SELECT COALESCE(MAX(id), 0) FROM posts", [], |r| r.get(0))?;
-            let first_recent: i64 = conn.query_row(
-                "SELECT COALESCE(MIN(id), ?2 + 1) FROM posts WHERE created_at >= ?1",
-                params![q.window_start, max_id],
-                |r| r.get(0),
-            )?;
+            // One index seek: ids follow creation time (to the second).
+            let first_recent: i64 = conn
+                .query_row(
+                    "SELECT id FROM posts WHERE created_at >= ?1 ORDER BY created_at LIMIT 1",
+                    [q.window_start],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(max_id + 1);
             let window_floor = first_recent.max(max_id - q.window_posts + 1);
             // Scans at most the window (newest posts), skipping the viewer and followees.
             let global = conn
@@ -262,14 +266,15 @@ impl PostStore for SqliteStore {
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
             // Archive: random probes into the ids below the window, each an index seek.
+            let archive_wanted = q.archive_wanted(&followed, global.len(), window_floor);
             let mut archive = Vec::new();
             if window_floor > 1 {
                 let mut probe = conn.prepare_cached(&format!(
                     "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
                      WHERE p.id >= ?1 AND p.id < ?2 AND p.user_id != ?3 ORDER BY p.id LIMIT 1"
                 ))?;
-                for _ in 0..q.archive * 3 {
-                    if archive.len() >= q.archive {
+                for _ in 0..archive_wanted * 3 {
+                    if archive.len() >= archive_wanted {
                         break;
                     }
                     let start = rand::random_range(1..window_floor);
