@@ -132,7 +132,10 @@ async fn open_store(
 ) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn RoomMessageStore>)> {
     match config.database.as_deref() {
         None => {
-            let store = Arc::new(SqliteStore::open(&config.data_dir.join("mirage.db"))?);
+            let store = Arc::new(SqliteStore::open_with(
+                &config.data_dir.join("mirage.db"),
+                config.sqlite_durability,
+            )?);
             Ok((store.clone(), store))
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {

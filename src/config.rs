@@ -4,6 +4,8 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::Parser;
 
+use crate::store::sqlite::Durability;
+
 /// Mirage: a social network and chat server speaking a JSON HTTP API.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "mirage", version, about)]
@@ -20,6 +22,12 @@ pub struct Config {
     /// directory. `postgres://user:pass@host/db`: PostgreSQL.
     #[arg(long, env = "MIRAGE_DATABASE")]
     pub database: Option<String>,
+
+    /// When the embedded database acknowledges a write: `full` once it is
+    /// fsynced (survives power loss), `normal` once it is in the WAL file
+    /// (survives a crash of the process). Concurrent writes share commits.
+    #[arg(long, env = "MIRAGE_SQLITE_DURABILITY", value_enum, default_value_t = Durability::Full)]
+    pub sqlite_durability: Durability,
 
     /// Most connections each server process opens to PostgreSQL.
     #[arg(long, env = "MIRAGE_DATABASE_POOL_SIZE", default_value_t = 16)]

@@ -1,8 +1,7 @@
 //! The embedded default backend: SQLite in WAL mode, bundled into the binary.
 //!
-//! One writer connection behind a mutex (SQLite allows one writer at a time,
-//! and serialising here avoids busy retries) used from the blocking pool,
-//! and a pool of readers used in place (see `read`).
+//! One writer thread with group commit (SQLite allows one writer at a time;
+//! see `writer`), and a pool of readers used in place (see `read`).
 //!
 //! Every `LIMIT`/`OFFSET` parameter is written `?n + 0`: SQLite plans a bare
 //! bound `LIMIT ?n` with its value, so every new bind re-prepares the
@@ -13,17 +12,15 @@ mod accounts;
 mod inbox;
 mod posts;
 mod rooms;
+mod writer;
 
-use std::{
-    path::Path,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, Transaction};
 use rusqlite_migration::{M, Migrations};
 
+use self::writer::Writer;
 use super::{Page, StoreError, StoreResult};
 
 const MIGRATIONS: &[M<'static>] = &[M::up(include_str!(
@@ -32,7 +29,7 @@ const MIGRATIONS: &[M<'static>] = &[M::up(include_str!(
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    writer: Arc<Mutex<Connection>>,
+    writer: Arc<Writer>,
     readers: r2d2::Pool<SqliteConnectionManager>,
 }
 
@@ -40,22 +37,44 @@ pub struct SqliteStore {
 /// queries the store runs, so none is ever evicted and re-parsed.
 const STATEMENT_CACHE: usize = 64;
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+/// When a commit counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Durability {
+    /// On disk: every commit waits for an fsync of the WAL, so an
+    /// acknowledged write survives a power loss too (`synchronous = FULL`).
+    #[default]
+    Full,
+    /// In the WAL file, fsynced only at checkpoints: an acknowledged write
+    /// survives a crash of the process but not of the machine
+    /// (`synchronous = NORMAL`).
+    Normal,
+}
+
+fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(Duration::from_secs(5))?;
-    conn.execute_batch(
+    let synchronous = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = NORMAL;
+         PRAGMA synchronous = {synchronous};
          PRAGMA foreign_keys = ON;
-         PRAGMA temp_store = MEMORY;",
-    )
+         PRAGMA temp_store = MEMORY;"
+    ))
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    /// Opens (creating if needed) the database at `path` and applies
+    /// pending migrations; commits are fully durable.
     pub fn open(path: &Path) -> StoreResult<Self> {
+        Self::open_with(path, Durability::Full)
+    }
+
+    pub fn open_with(path: &Path, durability: Durability) -> StoreResult<Self> {
         let mut writer = Connection::open(path).map_err(other)?;
-        configure(&writer).map_err(other)?;
+        configure(&writer, durability).map_err(other)?;
         Migrations::from_slice(MIGRATIONS)
             .to_latest(&mut writer)
             .map_err(|e| StoreError::Other(format!("migrating the database: {e}")))?;
@@ -73,32 +92,19 @@ impl SqliteStore {
             .build(manager)
             .map_err(other)?;
         Ok(SqliteStore {
-            writer: Arc::new(Mutex::new(writer)),
+            writer: Arc::new(Writer::start(writer).map_err(other)?),
             readers,
         })
     }
 
-    /// Runs `work` in one write transaction on the blocking pool; it commits
-    /// only if `work` succeeds.
+    /// Runs `work` in a write transaction on the writer thread; its changes
+    /// are kept only if it succeeds, and it answers once they are committed.
     async fn write<T, F>(&self, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction) -> StoreResult<T> + Send + 'static,
     {
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = writer
-                .lock()
-                .map_err(|_| StoreError::Other("writer lock poisoned".into()))?;
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(other)?;
-            let value = work(&tx)?;
-            tx.commit().map_err(other)?;
-            Ok(value)
-        })
-        .await
-        .map_err(other)?
+        self.writer.run(work).await
     }
 
     /// Runs `work` on a reader connection, on the calling worker thread.
