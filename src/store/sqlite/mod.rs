@@ -91,8 +91,10 @@ impl SqliteStore {
             .test_on_check_out(false)
             .build(manager)
             .map_err(other)?;
+        let checkpointer = Connection::open(path).map_err(other)?;
+        configure(&checkpointer, durability).map_err(other)?;
         Ok(SqliteStore {
-            writer: Arc::new(Writer::start(writer).map_err(other)?),
+            writer: Arc::new(Writer::start(writer, checkpointer).map_err(other)?),
             readers,
         })
     }
@@ -112,8 +114,8 @@ impl SqliteStore {
     /// Reads are index lookups in pages the OS has cached (WAL readers never
     /// wait for the writer), so they take microseconds: handing each to the
     /// blocking pool cost more than the query itself (measured: 25-40% of
-    /// the CPU of a read request). Writes still go to the blocking pool,
-    /// since a commit waits for the disk.
+    /// the CPU of a read request). Writes go to the writer thread, since a
+    /// commit waits for the disk.
     async fn read<T, F>(&self, work: F) -> StoreResult<T>
     where
         T: Send + 'static,

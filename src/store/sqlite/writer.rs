@@ -7,11 +7,15 @@
 //! failing request rolls back only its own changes), commits once, and
 //! only then answers each request. Nothing is acknowledged before the commit
 //! that holds it is on disk; under load, one fsync covers many requests.
+//!
+//! Checkpoints (copying the WAL back into the database file, with an fsync
+//! of its own) run on a second thread, so that a commit never waits for one.
 
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
     sync::mpsc,
     thread,
+    time::Duration,
 };
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -30,18 +34,34 @@ type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// transaction is still sound.
 type Job = Box<dyn FnOnce(Option<&Transaction>) -> (Completion, bool) + Send>;
 
+/// How often the WAL is checkpointed.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
 pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
+    /// Dropped with the writer, which stops the checkpointer.
+    _checkpoints: mpsc::Sender<()>,
 }
 
 impl Writer {
-    /// Starts the writer thread; it stops when the last `Writer` is dropped.
-    pub(super) fn start(conn: Connection) -> std::io::Result<Writer> {
+    /// Starts the writer and checkpointer threads, each with its own
+    /// connection; both stop when the `Writer` is dropped.
+    pub(super) fn start(conn: Connection, checkpointer: Connection) -> std::io::Result<Writer> {
+        // Commits must not run checkpoints themselves.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .map_err(std::io::Error::other)?;
         let (jobs, queue) = mpsc::channel();
         thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || serve(conn, queue))?;
-        Ok(Writer { jobs })
+        let (checkpoints, stop) = mpsc::channel();
+        thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint(checkpointer, stop))?;
+        Ok(Writer {
+            jobs,
+            _checkpoints: checkpoints,
+        })
     }
 
     /// Runs `work` in a write transaction; answers once it is committed.
@@ -94,6 +114,15 @@ fn in_savepoint<T>(
     match tx.execute_batch(end) {
         Ok(()) => (outcome, true),
         Err(err) => (outcome.and(Err(err.into())), false),
+    }
+}
+
+/// PASSIVE: copies what it can without blocking the writer or readers.
+fn checkpoint(conn: Connection, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+            tracing::warn!(%err, "checkpointing the WAL failed");
+        }
     }
 }
 
@@ -151,7 +180,12 @@ mod tests {
         let conn = Connection::open(&path).expect("open");
         conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER PRIMARY KEY);")
             .expect("schema");
-        (dir, Writer::start(conn).expect("writer"), path)
+        let checkpointer = Connection::open(&path).expect("open");
+        (
+            dir,
+            Writer::start(conn, checkpointer).expect("writer"),
+            path,
+        )
     }
 
     #[tokio::test]
