@@ -65,7 +65,7 @@ impl App {
         std::fs::create_dir_all(config.data_dir.join("files"))?;
         let (store, database_messages) = open_store(&config).await?;
         let (hub, messages) = open_realtime(&config, database_messages).await?;
-        let hashing_slots = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        let hashing_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let trending = Arc::new(Trending::new(trending::WINDOW_SECS));
         trending.reset(
             store
@@ -76,7 +76,7 @@ impl App {
             store,
             messages,
             files: crate::store::blobs::open_file_store(&config)?,
-            passwords: Passwords::new(hashing_slots),
+            passwords: Passwords::new(hashing_threads),
             chat: Chat::new(hub),
             trending,
             config: Arc::new(config),

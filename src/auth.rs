@@ -1,6 +1,9 @@
 //! Authentication: the `AuthUser` extractor, session tokens, password hashing.
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, Mutex, mpsc},
+    thread,
+};
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier, password_hash::PasswordHasher as _};
 use axum::{
@@ -8,7 +11,7 @@ use axum::{
     http::{HeaderMap, request::Parts},
 };
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use crate::{
     app::AppState,
@@ -74,40 +77,86 @@ pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Argon2id hashing on the blocking pool. A semaphore bounds how many
-/// hashes run at once, so a burst of logins cannot exhaust memory
-/// (each hash takes ~19 MiB) or starve other blocking work.
+/// Argon2id hashing on a few dedicated threads of low CPU priority.
+///
+/// The threads bound how many hashes run at once (each takes ~19 MiB), and
+/// their priority keeps a flood of logins from taking the CPU that every
+/// other request needs: hashing gets what the rest of the server leaves.
 #[derive(Clone)]
 pub struct Passwords {
-    permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<HashJob>,
 }
 
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// Hashing threads' niceness (0 is normal, 19 the lowest priority): at 10 a
+/// busy hashing thread gets about a tenth of the CPU a request worker gets.
+const HASHING_NICENESS: i32 = 10;
+
 impl Passwords {
-    pub fn new(concurrency: usize) -> Self {
-        Passwords {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+    pub fn new(threads: usize) -> Self {
+        let (jobs, queue) = mpsc::channel::<HashJob>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..threads.max(1) {
+            let queue = queue.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || {
+                    lower_this_threads_priority();
+                    loop {
+                        // The lock is held only while waiting for a job.
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(err) = spawned {
+                tracing::error!(%err, "starting a password hashing thread failed");
+            }
         }
+        Passwords { jobs }
+    }
+
+    /// Runs `work` on a hashing thread, unless the caller has gone away by then.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> ApiResult<T> {
+        let (answer, answered) = oneshot::channel();
+        let job: HashJob = Box::new(move || {
+            if !answer.is_closed() {
+                let _ = answer.send(work());
+            }
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| ApiError::internal("password hashing stopped"))?;
+        answered
+            .await
+            .map_err(|_| ApiError::internal("password hashing stopped"))
     }
 
     pub async fn hash(&self, password: &str) -> ApiResult<String> {
-        let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
         let password = password.to_owned();
-        tokio::task::spawn_blocking(move || {
+        self.run(move || {
             Argon2::default()
                 .hash_password(password.as_bytes())
                 .map(|hash| hash.to_string())
                 .map_err(ApiError::internal)
         })
-        .await
-        .map_err(ApiError::internal)?
+        .await?
     }
 
     /// True when `password` matches `stored`; a malformed hash never matches.
     pub async fn verify(&self, password: &str, stored: &str) -> ApiResult<bool> {
-        let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
         let password = password.to_owned();
         let stored = stored.to_owned();
-        tokio::task::spawn_blocking(move || {
+        self.run(move || {
             PasswordHash::new(&stored)
                 .map(|hash| {
                     Argon2::default()
@@ -117,7 +166,17 @@ impl Passwords {
                 .unwrap_or(false)
         })
         .await
-        .map_err(ApiError::internal)
+    }
+}
+
+/// On Linux niceness is per thread: this lowers only the calling thread.
+fn lower_this_threads_priority() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: setpriority with who = 0 changes only the calling thread.
+    unsafe {
+        if libc::setpriority(libc::PRIO_PROCESS, 0, HASHING_NICENESS) != 0 {
+            tracing::debug!("lowering the hashing thread's priority failed");
+        }
     }
 }
 
@@ -133,6 +192,28 @@ mod tests {
         assert!(passwords.verify("correct horse", &hash).await.unwrap());
         assert!(!passwords.verify("wrong horse", &hash).await.unwrap());
         assert!(!passwords.verify("x", "not a hash").await.unwrap());
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[tokio::test]
+    async fn hashing_threads_run_at_low_priority() {
+        let passwords = Passwords::new(1);
+        passwords.hash("started").await.unwrap();
+        let mut seen = 0;
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let dir = task.unwrap().path();
+            let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if name.trim() != "argon2-0" {
+                continue;
+            }
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+            // Fields after the parenthesised name; niceness is field 19 of stat.
+            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+            let nice: i32 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
+            assert_eq!(nice, HASHING_NICENESS);
+            seen += 1;
+        }
+        assert!(seen >= 1);
     }
 
     #[test]
