@@ -5,6 +5,7 @@
 //! call run on the blocking pool so async workers never wait on disk.
 
 mod accounts;
+mod bulk;
 mod inbox;
 mod posts;
 mod rooms;
@@ -18,6 +19,8 @@ use std::{
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use rusqlite_migration::{M, Migrations};
+
+pub use bulk::BulkImport;
 
 use super::{Page, StoreError, StoreResult};
 
