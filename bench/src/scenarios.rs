@@ -147,7 +147,7 @@ impl Shared {
             let post = ((n / sessions + slot as u64 * 7_919) % posts) as usize;
             let voter_index = (self.ds.sessions[slot].id - 1) as usize;
             if self.ds.authors[post] as usize != voter_index {
-                return (slot, post as i64 + 1, n % 5 != 0);
+                return (slot, post as i64 + 1, !n.is_multiple_of(5));
             }
         }
     }
