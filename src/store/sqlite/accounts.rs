@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, into_page, is_unique_violation};
 use crate::store::{
-    Page, PageRequest, StoreError, StoreResult,
+    Page, PageRequest, StoreError, StoreResult, UnixSeconds,
     accounts::{AccountStore, LoginRecord, NewUser, Profile, SettingsChange, UserRef, UserSummary},
 };
 
@@ -33,6 +33,78 @@ fn require_user(conn: &rusqlite::Connection, username: &str) -> StoreResult<User
     user_by_name(conn, username)?.ok_or_else(|| StoreError::not_found("user not found"))
 }
 
+// The row writers below are shared by the store methods and the bulk
+// importer (bulk.rs), so both keep the counters the same way.
+
+/// Inserts a user whose name and email were checked free (a race still ends
+/// in the UNIQUE constraint, reported as a conflict).
+pub(super) fn insert_user(
+    conn: &rusqlite::Connection,
+    user: &NewUser,
+    created_at: UnixSeconds,
+) -> StoreResult<i64> {
+    conn.prepare_cached(
+        "INSERT INTO users (username, username_key, email, email_key, password_hash,
+                            avatar_url, description, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        user.username,
+        user.username.to_lowercase(),
+        user.email,
+        user.email.to_lowercase(),
+        user.password_hash,
+        user.avatar_url,
+        user.description,
+        created_at
+    ])
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::conflict("username or email already taken")
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub(super) fn insert_session(
+    conn: &rusqlite::Connection,
+    user_id: i64,
+    token_hash: [u8; 32],
+    created_at: UnixSeconds,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO sessions (token_hash, user_id, created_at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![&token_hash[..], user_id, created_at])?;
+    Ok(())
+}
+
+/// Records that `follower` follows `followee` and bumps both users'
+/// counters; false (and nothing changed) when already following.
+pub(super) fn insert_follow(
+    conn: &rusqlite::Connection,
+    follower: i64,
+    followee: i64,
+    created_at: UnixSeconds,
+) -> StoreResult<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO follows (follower_id, followee_id, created_at)
+             VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![follower, followee, created_at])?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    conn.prepare_cached("UPDATE users SET following = following + 1 WHERE id = ?1")?
+        .execute([follower])?;
+    conn.prepare_cached("UPDATE users SET followers = followers + 1 WHERE id = ?1")?
+        .execute([followee])?;
+    Ok(true)
+}
+
 #[async_trait]
 impl AccountStore for SqliteStore {
     async fn create_user(&self, user: NewUser) -> StoreResult<UserRef> {
@@ -54,30 +126,9 @@ impl AccountStore for SqliteStore {
                     },
                 ));
             }
-            tx.execute(
-                "INSERT INTO users (username, username_key, email, email_key, password_hash,
-                                    avatar_url, description, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    user.username,
-                    user.username.to_lowercase(),
-                    user.email,
-                    user.email.to_lowercase(),
-                    user.password_hash,
-                    user.avatar_url,
-                    user.description,
-                    now()
-                ],
-            )
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::conflict("username or email already taken")
-                } else {
-                    e.into()
-                }
-            })?;
+            let id = insert_user(tx, &user, now())?;
             Ok(UserRef {
-                id: tx.last_insert_rowid(),
+                id,
                 username: user.username,
             })
         })
@@ -116,14 +167,8 @@ impl AccountStore for SqliteStore {
     }
 
     async fn create_session(&self, user_id: i64, token_hash: [u8; 32]) -> StoreResult<()> {
-        self.write(move |tx| {
-            tx.execute(
-                "INSERT INTO sessions (token_hash, user_id, created_at) VALUES (?1, ?2, ?3)",
-                params![&token_hash[..], user_id, now()],
-            )?;
-            Ok(())
-        })
-        .await
+        self.write(move |tx| insert_session(tx, user_id, token_hash, now()))
+            .await
     }
 
     async fn session_user(&self, token_hash: [u8; 32]) -> StoreResult<Option<UserRef>> {
@@ -241,25 +286,12 @@ impl AccountStore for SqliteStore {
             if target.id == follower {
                 return Err(StoreError::conflict("you cannot follow yourself"));
             }
-            let inserted = tx.execute(
-                "INSERT OR IGNORE INTO follows (follower_id, followee_id, created_at)
-                 VALUES (?1, ?2, ?3)",
-                params![follower, target.id, now()],
-            )?;
-            if inserted == 0 {
+            if !insert_follow(tx, follower, target.id, now())? {
                 return Err(StoreError::conflict(format!(
                     "already following {}",
                     target.username
                 )));
             }
-            tx.execute(
-                "UPDATE users SET following = following + 1 WHERE id = ?1",
-                [follower],
-            )?;
-            tx.execute(
-                "UPDATE users SET followers = followers + 1 WHERE id = ?1",
-                [target.id],
-            )?;
             Ok(target)
         })
         .await

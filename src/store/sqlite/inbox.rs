@@ -24,6 +24,22 @@ const INBOX_PAGE: &str = "
     JOIN users r ON r.id = m.recipient_id
     ORDER BY m.id DESC LIMIT ?3 + 0";
 
+/// Stores a direct message; shared by the store method and the bulk importer (bulk.rs).
+pub(super) fn insert_inbox_message(
+    conn: &rusqlite::Connection,
+    sender: i64,
+    recipient: i64,
+    message: &str,
+    now: UnixSeconds,
+) -> StoreResult<i64> {
+    conn.prepare_cached(
+        "INSERT INTO inbox_messages (sender_id, recipient_id, message, created_at)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![sender, recipient, message, now])?;
+    Ok(conn.last_insert_rowid())
+}
+
 #[async_trait]
 impl InboxStore for SqliteStore {
     async fn send_inbox_message(
@@ -37,12 +53,7 @@ impl InboxStore for SqliteStore {
         self.write(move |tx| {
             let to = user_by_name(tx, &recipient)?
                 .ok_or_else(|| StoreError::not_found("recipient not found"))?;
-            tx.execute(
-                "INSERT INTO inbox_messages (sender_id, recipient_id, message, created_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![sender, to.id, message, now],
-            )?;
-            let id = tx.last_insert_rowid();
+            let id = insert_inbox_message(tx, sender, to.id, &message, now)?;
             let (sender_name, avatar_url): (String, String) = tx.query_row(
                 "SELECT username, avatar_url FROM users WHERE id = ?1",
                 [sender],

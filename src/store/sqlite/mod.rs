@@ -9,16 +9,23 @@
 //! statement is reused.
 
 mod accounts;
+mod bulk;
 mod inbox;
 mod posts;
 mod rooms;
 mod writer;
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, Transaction};
 use rusqlite_migration::{M, Migrations};
+
+pub use bulk::BulkImport;
 
 use self::writer::Writer;
 use super::{Page, StoreError, StoreResult};
@@ -29,6 +36,7 @@ const MIGRATIONS: &[M<'static>] = &[M::up(include_str!(
 
 #[derive(Clone)]
 pub struct SqliteStore {
+    path: PathBuf,
     writer: Arc<Writer>,
     readers: r2d2::Pool<SqliteConnectionManager>,
 }
@@ -94,6 +102,7 @@ impl SqliteStore {
         let checkpointer = Connection::open(path).map_err(other)?;
         configure(&checkpointer, durability).map_err(other)?;
         Ok(SqliteStore {
+            path: path.to_owned(),
             writer: Arc::new(Writer::start(writer, checkpointer).map_err(other)?),
             readers,
         })

@@ -32,6 +32,120 @@ fn post_exists(conn: &rusqlite::Connection, post_id: i64) -> StoreResult<bool> {
     )?)
 }
 
+// The row writers below are shared by the store methods and the bulk
+// importer (bulk.rs), so both keep the counters the same way.
+
+/// Stores a post and its hashtags and bumps the author's `posts` and `last_post_id`.
+pub(super) fn insert_post(
+    conn: &rusqlite::Connection,
+    author: i64,
+    content: &str,
+    hashtags: &[String],
+    now: UnixSeconds,
+) -> StoreResult<i64> {
+    conn.prepare_cached("INSERT INTO posts (user_id, content, created_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![author, content, now])?;
+    let id = conn.last_insert_rowid();
+    conn.prepare_cached("UPDATE users SET posts = posts + 1, last_post_id = ?2 WHERE id = ?1")?
+        .execute(params![author, id])?;
+    let mut insert_tag = conn.prepare_cached(
+        "INSERT OR IGNORE INTO post_tags (post_id, tag, created_at) VALUES (?1, ?2, ?3)",
+    )?;
+    for tag in hashtags {
+        insert_tag.execute(params![id, tag, now])?;
+    }
+    Ok(id)
+}
+
+/// Records (or moves) a vote and updates the post's and the author's counts.
+pub(super) fn apply_vote(
+    conn: &rusqlite::Connection,
+    voter: i64,
+    post_id: i64,
+    kind: VoteKind,
+) -> StoreResult<VoteCounts> {
+    let author: i64 = conn
+        .prepare_cached("SELECT user_id FROM posts WHERE id = ?1")?
+        .query_row([post_id], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::not_found("post not found"))?;
+    if author == voter {
+        return Err(StoreError::forbidden("you cannot vote on your own post"));
+    }
+    let value: i64 = match kind {
+        VoteKind::Up => 1,
+        VoteKind::Down => -1,
+    };
+    let previous: Option<i64> = conn
+        .prepare_cached("SELECT kind FROM votes WHERE post_id = ?1 AND user_id = ?2")?
+        .query_row(params![post_id, voter], |r| r.get(0))
+        .optional()?;
+    if previous == Some(value) {
+        return Err(StoreError::conflict("you already voted this way"));
+    }
+    conn.prepare_cached(
+        "INSERT INTO votes (post_id, user_id, kind) VALUES (?1, ?2, ?3)
+         ON CONFLICT (post_id, user_id) DO UPDATE SET kind = excluded.kind",
+    )?
+    .execute(params![post_id, voter, value])?;
+    // (up, down) deltas: a new vote adds one; a moved vote also takes one away.
+    let (up, down) = match (value, previous.is_some()) {
+        (1, false) => (1, 0),
+        (1, true) => (1, -1),
+        (_, false) => (0, 1),
+        (_, true) => (-1, 1),
+    };
+    conn.prepare_cached(
+        "UPDATE posts SET upvotes = upvotes + ?2, downvotes = downvotes + ?3 WHERE id = ?1",
+    )?
+    .execute(params![post_id, up, down])?;
+    conn.prepare_cached(
+        "UPDATE users SET upvotes = upvotes + ?2, downvotes = downvotes + ?3 WHERE id = ?1",
+    )?
+    .execute(params![author, up, down])?;
+    Ok(conn
+        .prepare_cached("SELECT upvotes, downvotes FROM posts WHERE id = ?1")?
+        .query_row([post_id], |r| {
+            Ok(VoteCounts {
+                upvotes: r.get(0)?,
+                downvotes: r.get(1)?,
+            })
+        })?)
+}
+
+/// Stores a reply (checking the post and the parent) and bumps the post's `replies`.
+pub(super) fn insert_reply(
+    conn: &rusqlite::Connection,
+    author: i64,
+    post_id: i64,
+    parent_id: Option<i64>,
+    content: &str,
+    now: UnixSeconds,
+) -> StoreResult<i64> {
+    if !post_exists(conn, post_id)? {
+        return Err(StoreError::not_found("post not found"));
+    }
+    if let Some(parent) = parent_id {
+        let parent_post: i64 = conn
+            .prepare_cached("SELECT post_id FROM replies WHERE id = ?1")?
+            .query_row([parent], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::not_found("parent reply not found"))?;
+        if parent_post != post_id {
+            return Err(StoreError::conflict("parent reply belongs to another post"));
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO replies (post_id, user_id, parent_id, content, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![post_id, author, parent_id, content, now])?;
+    let id = conn.last_insert_rowid();
+    conn.prepare_cached("UPDATE posts SET replies = replies + 1 WHERE id = ?1")?
+        .execute([post_id])?;
+    Ok(id)
+}
+
 #[async_trait]
 impl PostStore for SqliteStore {
     async fn create_post(
@@ -41,25 +155,8 @@ impl PostStore for SqliteStore {
         hashtags: Vec<String>,
         now: UnixSeconds,
     ) -> StoreResult<i64> {
-        self.write(move |tx| {
-            tx.execute(
-                "INSERT INTO posts (user_id, content, created_at) VALUES (?1, ?2, ?3)",
-                params![author, content, now],
-            )?;
-            let id = tx.last_insert_rowid();
-            tx.execute(
-                "UPDATE users SET posts = posts + 1, last_post_id = ?2 WHERE id = ?1",
-                params![author, id],
-            )?;
-            let mut insert_tag = tx.prepare_cached(
-                "INSERT OR IGNORE INTO post_tags (post_id, tag, created_at) VALUES (?1, ?2, ?3)",
-            )?;
-            for tag in &hashtags {
-                insert_tag.execute(params![id, tag, now])?;
-            }
-            Ok(id)
-        })
-        .await
+        self.write(move |tx| insert_post(tx, author, &content, &hashtags, now))
+            .await
     }
 
     async fn post(&self, post_id: i64) -> StoreResult<Option<Post>> {
@@ -95,62 +192,8 @@ impl PostStore for SqliteStore {
     }
 
     async fn vote(&self, voter: i64, post_id: i64, kind: VoteKind) -> StoreResult<VoteCounts> {
-        self.write(move |tx| {
-            let author: i64 = tx
-                .query_row("SELECT user_id FROM posts WHERE id = ?1", [post_id], |r| {
-                    r.get(0)
-                })
-                .optional()?
-                .ok_or_else(|| StoreError::not_found("post not found"))?;
-            if author == voter {
-                return Err(StoreError::forbidden("you cannot vote on your own post"));
-            }
-            let value: i64 = match kind {
-                VoteKind::Up => 1,
-                VoteKind::Down => -1,
-            };
-            let previous: Option<i64> = tx
-                .query_row(
-                    "SELECT kind FROM votes WHERE post_id = ?1 AND user_id = ?2",
-                    params![post_id, voter],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if previous == Some(value) {
-                return Err(StoreError::conflict("you already voted this way"));
-            }
-            tx.execute(
-                "INSERT INTO votes (post_id, user_id, kind) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (post_id, user_id) DO UPDATE SET kind = excluded.kind",
-                params![post_id, voter, value],
-            )?;
-            // (up, down) deltas: a new vote adds one; a moved vote also takes one away.
-            let (up, down) = match (value, previous.is_some()) {
-                (1, false) => (1, 0),
-                (1, true) => (1, -1),
-                (_, false) => (0, 1),
-                (_, true) => (-1, 1),
-            };
-            tx.execute(
-                "UPDATE posts SET upvotes = upvotes + ?2, downvotes = downvotes + ?3 WHERE id = ?1",
-                params![post_id, up, down],
-            )?;
-            tx.execute(
-                "UPDATE users SET upvotes = upvotes + ?2, downvotes = downvotes + ?3 WHERE id = ?1",
-                params![author, up, down],
-            )?;
-            Ok(tx.query_row(
-                "SELECT upvotes, downvotes FROM posts WHERE id = ?1",
-                [post_id],
-                |r| {
-                    Ok(VoteCounts {
-                        upvotes: r.get(0)?,
-                        downvotes: r.get(1)?,
-                    })
-                },
-            )?)
-        })
-        .await
+        self.write(move |tx| apply_vote(tx, voter, post_id, kind))
+            .await
     }
 
     async fn create_reply(
@@ -161,34 +204,8 @@ impl PostStore for SqliteStore {
         content: String,
         now: UnixSeconds,
     ) -> StoreResult<i64> {
-        self.write(move |tx| {
-            if !post_exists(tx, post_id)? {
-                return Err(StoreError::not_found("post not found"));
-            }
-            if let Some(parent) = parent_id {
-                let parent_post: i64 = tx
-                    .query_row("SELECT post_id FROM replies WHERE id = ?1", [parent], |r| {
-                        r.get(0)
-                    })
-                    .optional()?
-                    .ok_or_else(|| StoreError::not_found("parent reply not found"))?;
-                if parent_post != post_id {
-                    return Err(StoreError::conflict("parent reply belongs to another post"));
-                }
-            }
-            tx.execute(
-                "INSERT INTO replies (post_id, user_id, parent_id, content, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![post_id, author, parent_id, content, now],
-            )?;
-            let id = tx.last_insert_rowid();
-            tx.execute(
-                "UPDATE posts SET replies = replies + 1 WHERE id = ?1",
-                [post_id],
-            )?;
-            Ok(id)
-        })
-        .await
+        self.write(move |tx| insert_reply(tx, author, post_id, parent_id, &content, now))
+            .await
     }
 
     async fn replies(&self, post_id: i64, page: PageRequest) -> StoreResult<Page<Reply>> {

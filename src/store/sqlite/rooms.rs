@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::{SqliteStore, is_unique_violation};
 use crate::store::{
-    StoreError, StoreResult,
+    StoreError, StoreResult, UnixSeconds,
     accounts::UserRef,
     rooms::{
         NewRoom, PublicRoom, Retention, Room, RoomMessage, RoomMessageStore, RoomStore, StoredFile,
@@ -51,6 +51,94 @@ fn now() -> i64 {
 /// today's Unix times, where an f64 resolves ~0.24 µs).
 const MIN_STEP_SECS: f64 = 1e-6;
 
+// The row writers below are shared by the store methods and the bulk
+// importer (bulk.rs), so both follow the same rules.
+
+/// Inserts a room whose name was checked free, with its creator as first member.
+pub(super) fn insert_room(
+    conn: &rusqlite::Connection,
+    room: &NewRoom,
+    created_at: UnixSeconds,
+) -> StoreResult<i64> {
+    conn.prepare_cached(
+        "INSERT INTO rooms (name, name_key, is_private, password_hash, created_by, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        room.name,
+        room.name.to_lowercase(),
+        room.is_private,
+        room.password_hash,
+        room.creator,
+        created_at
+    ])
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::conflict("room name already taken")
+        } else {
+            e.into()
+        }
+    })?;
+    let id = conn.last_insert_rowid();
+    conn.prepare_cached(
+        "INSERT INTO room_members (room_id, user_id, joined_at, seq) VALUES (?1, ?2, ?3, 1)",
+    )?
+    .execute(params![id, room.creator, created_at])?;
+    Ok(id)
+}
+
+/// Adds a member at the end of the joining order; false when already a member.
+pub(super) fn insert_member(
+    conn: &rusqlite::Connection,
+    room_id: i64,
+    user_id: i64,
+    joined_at: UnixSeconds,
+) -> StoreResult<bool> {
+    let added = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO room_members (room_id, user_id, joined_at, seq)
+             VALUES (?1, ?2, ?3,
+                     (SELECT COALESCE(MAX(seq), 0) + 1 FROM room_members WHERE room_id = ?1))",
+        )?
+        .execute(params![room_id, user_id, joined_at])?;
+    Ok(added > 0)
+}
+
+/// Stores a room message, drops the room's messages beyond its limit, and
+/// returns the id and the time actually stored.
+pub(super) fn insert_room_message(
+    conn: &rusqlite::Connection,
+    room_id: i64,
+    author: i64,
+    message: &str,
+    now: f64,
+    retention: Retention,
+) -> StoreResult<(i64, f64)> {
+    // Strictly increasing per room, even if the clock steps back or
+    // two messages share a microsecond: `since` is then an exact cursor.
+    let last: Option<f64> = conn
+        .prepare_cached(
+            "SELECT created_at FROM room_messages WHERE room_id = ?1 ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row([room_id], |r| r.get(0))
+        .optional()?;
+    let now = last.map_or(now, |last| now.max(last + MIN_STEP_SECS));
+    conn.prepare_cached(
+        "INSERT INTO room_messages (room_id, user_id, message, created_at)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![room_id, author, message, now])?;
+    let id = conn.last_insert_rowid();
+    // Only this room's oldest messages beyond its limit go.
+    conn.prepare_cached(
+        "DELETE FROM room_messages WHERE room_id = ?1 AND id <= (
+             SELECT id FROM room_messages WHERE room_id = ?1
+             ORDER BY id DESC LIMIT 1 OFFSET ?2 + 0)",
+    )?
+    .execute(params![room_id, retention.max_messages])?;
+    Ok((id, now))
+}
+
 #[async_trait]
 impl RoomStore for SqliteStore {
     async fn create_room(&self, room: NewRoom, max_public_rooms: u32) -> StoreResult<Room> {
@@ -65,11 +153,10 @@ impl RoomStore for SqliteStore {
                 return Err(StoreError::conflict("room name already taken"));
             }
             if !room.is_private {
-                let public: i64 = tx.query_row(
-                    "SELECT COUNT(*) FROM rooms WHERE is_private = 0",
-                    [],
-                    |r| r.get(0),
-                )?;
+                let public: i64 =
+                    tx.query_row("SELECT COUNT(*) FROM rooms WHERE is_private = 0", [], |r| {
+                        r.get(0)
+                    })?;
                 if public >= i64::from(max_public_rooms) {
                     return Err(StoreError::conflict(format!(
                         "maximum number of public rooms reached ({max_public_rooms}). \
@@ -77,23 +164,7 @@ impl RoomStore for SqliteStore {
                     )));
                 }
             }
-            tx.execute(
-                "INSERT INTO rooms (name, name_key, is_private, password_hash, created_by, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![room.name, key, room.is_private, room.password_hash, room.creator, now()],
-            )
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::conflict("room name already taken")
-                } else {
-                    e.into()
-                }
-            })?;
-            let id = tx.last_insert_rowid();
-            tx.execute(
-                "INSERT INTO room_members (room_id, user_id, joined_at, seq) VALUES (?1, ?2, ?3, 1)",
-                params![id, room.creator, now()],
-            )?;
+            let id = insert_room(tx, &room, now())?;
             Ok(Room {
                 id,
                 name: room.name,
@@ -130,16 +201,8 @@ impl RoomStore for SqliteStore {
     }
 
     async fn add_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool> {
-        self.write(move |tx| {
-            let added = tx.execute(
-                "INSERT OR IGNORE INTO room_members (room_id, user_id, joined_at, seq)
-                 VALUES (?1, ?2, ?3,
-                         (SELECT COALESCE(MAX(seq), 0) + 1 FROM room_members WHERE room_id = ?1))",
-                params![room_id, user_id, now()],
-            )?;
-            Ok(added > 0)
-        })
-        .await
+        self.write(move |tx| insert_member(tx, room_id, user_id, now()))
+            .await
     }
 
     async fn remove_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool> {
@@ -256,36 +319,14 @@ impl RoomMessageStore for SqliteStore {
         retention: Retention,
     ) -> StoreResult<RoomMessage> {
         self.write(move |tx| {
-            // Strictly increasing per room, even if the clock steps back or
-            // two messages share a microsecond: `since` is then an exact cursor.
-            let last: Option<f64> = tx
-                .query_row(
-                    "SELECT created_at FROM room_messages WHERE room_id = ?1
-                     ORDER BY id DESC LIMIT 1",
-                    [room_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let now = last.map_or(now, |last| now.max(last + MIN_STEP_SECS));
-            tx.execute(
-                "INSERT INTO room_messages (room_id, user_id, message, created_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![room_id, author.id, message, now],
-            )?;
-            let id = tx.last_insert_rowid();
-            // Only this room's oldest messages beyond its limit go.
-            tx.execute(
-                "DELETE FROM room_messages WHERE room_id = ?1 AND id <= (
-                     SELECT id FROM room_messages WHERE room_id = ?1
-                     ORDER BY id DESC LIMIT 1 OFFSET ?2 + 0)",
-                params![room_id, retention.max_messages],
-            )?;
+            let (id, created_at) =
+                insert_room_message(tx, room_id, author.id, &message, now, retention)?;
             Ok(RoomMessage {
                 id,
                 room_id,
                 username: author.username,
                 message,
-                created_at: now,
+                created_at,
             })
         })
         .await
