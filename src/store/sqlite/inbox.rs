@@ -9,20 +9,24 @@ use crate::store::{
     inbox::{InboxMessage, InboxStore},
 };
 
-/// Each side is read through its own index; UNION also folds a message to oneself into one row.
+/// Each side is read through its own index; UNION also folds a message to
+/// oneself into one row. Rows are joined only for the page's ids.
 const INBOX_PAGE: &str = "
+    WITH ids AS (
+        SELECT id FROM (SELECT id FROM inbox_messages
+                        WHERE recipient_id = ?1 AND recipient_deleted = 0 AND id < ?2
+                        ORDER BY id DESC LIMIT ?3 + 0)
+        UNION
+        SELECT id FROM (SELECT id FROM inbox_messages
+                        WHERE sender_id = ?1 AND sender_deleted = 0 AND id < ?2
+                        ORDER BY id DESC LIMIT ?3 + 0)
+        ORDER BY id DESC LIMIT ?3 + 0)
     SELECT m.id, s.username, r.username, m.message, m.created_at, s.avatar_url
-    FROM (SELECT id FROM (SELECT id FROM inbox_messages
-                          WHERE recipient_id = ?1 AND recipient_deleted = 0 AND id < ?2
-                          ORDER BY id DESC LIMIT ?3 + 0)
-          UNION
-          SELECT id FROM (SELECT id FROM inbox_messages
-                          WHERE sender_id = ?1 AND sender_deleted = 0 AND id < ?2
-                          ORDER BY id DESC LIMIT ?3 + 0)) AS ids
+    FROM ids
     JOIN inbox_messages m ON m.id = ids.id
     JOIN users s ON s.id = m.sender_id
     JOIN users r ON r.id = m.recipient_id
-    ORDER BY m.id DESC LIMIT ?3 + 0";
+    ORDER BY m.id DESC";
 
 /// Stores a direct message; shared by the store method and the bulk importer (bulk.rs).
 pub(super) fn insert_inbox_message(

@@ -243,16 +243,27 @@ impl PostStore for SqliteStore {
         self.read(move |conn| {
             let q = query;
             // The newest followed posts come from the followees who posted most
-            // recently, so only that many followees' indexes are read.
+            // recently, so only that many followees' indexes are read. When
+            // there are that many, each of them has a post at or above the
+            // last one's newest, so nothing older can make the list: the
+            // index reads start there. Rows are joined only for the winners.
             let followed = conn
                 .prepare_cached(&format!(
-                    "SELECT {POST_COLUMNS} FROM (
-                         SELECT u.id AS uid FROM follows f JOIN users u ON u.id = f.followee_id
-                         WHERE f.follower_id = ?1 ORDER BY u.last_post_id DESC LIMIT ?2 + 0) AS active
-                     JOIN posts p ON p.id IN (SELECT id FROM posts WHERE user_id = active.uid
-                                              ORDER BY id DESC LIMIT ?2 + 0)
-                     JOIN users u ON u.id = p.user_id
-                     ORDER BY p.id DESC LIMIT ?2 + 0"
+                    "WITH active AS (
+                         SELECT u.id AS uid, u.last_post_id AS last
+                         FROM follows f JOIN users u ON u.id = f.followee_id
+                         WHERE f.follower_id = ?1 AND u.last_post_id > 0
+                         ORDER BY u.last_post_id DESC LIMIT ?2 + 0),
+                     floor AS (SELECT CASE WHEN COUNT(*) >= ?2 THEN MIN(last) ELSE 0 END AS id
+                               FROM active),
+                     ids AS (SELECT p.id FROM active, floor
+                             JOIN posts p ON p.id IN (
+                                 SELECT id FROM posts WHERE user_id = active.uid AND id >= floor.id
+                                 ORDER BY id DESC LIMIT ?2 + 0)
+                             ORDER BY p.id DESC LIMIT ?2 + 0)
+                     SELECT {POST_COLUMNS} FROM ids
+                     JOIN posts p ON p.id = ids.id JOIN users u ON u.id = p.user_id
+                     ORDER BY p.id DESC"
                 ))?
                 .query_map(params![q.viewer, q.followed as i64], post_from_row)?
                 .collect::<Result<Vec<_>, _>>()?;
