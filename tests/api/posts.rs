@@ -246,3 +246,40 @@ async fn trending_topics_count_new_posts_at_once_and_survive_a_restart() {
     app.restart().await;
     assert_eq!(trending_for(&app, &viewer).await, expected);
 }
+
+#[tokio::test]
+async fn a_viewer_following_many_active_users_gets_their_newest_posts() {
+    let app = spawn_app().await;
+    let (_, viewer) = app.new_user("mv").await;
+    let mut followees = Vec::new();
+    for _ in 0..31 {
+        let (name, token) = app.new_user("mf").await;
+        app.post_json("/api/follow", Some(&viewer), json!({ "username": name }))
+            .await;
+        followees.push(token);
+    }
+    // Everyone posts once, then the first 15 post again: 46 posts, all
+    // followed, so the feed is exactly the 30 newest.
+    let mut ids = Vec::new();
+    for (round, posters) in [(0, &followees[..]), (1, &followees[..15])] {
+        for token in posters {
+            let resp = app
+                .post_json(
+                    "/api/create_post",
+                    Some(token),
+                    json!({ "content": format!("r{round}") }),
+                )
+                .await;
+            ids.push(body(resp).await["id"].as_i64().unwrap());
+        }
+    }
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    let v = body(app.get("/api/fyp", Some(&viewer)).await).await;
+    let got: Vec<i64> = v["posts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(got, ids[..30]);
+}
