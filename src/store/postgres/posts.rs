@@ -245,15 +245,24 @@ impl PostStore for PostgresStore {
         let q = query;
         let mut conn = self.pool.acquire().await?;
         // The newest followed posts come from the followees who posted most
-        // recently, so only that many followees' indexes are read.
+        // recently, so only that many followees' indexes are read, each from
+        // the 30th active followee's newest post up (see the SQLite store).
         let followed_rows: Vec<PostRow> = query_as(&format!(
-            "SELECT {POST_COLUMNS} FROM (
-                 SELECT u.id AS uid FROM follows f JOIN users u ON u.id = f.followee_id
-                 WHERE f.follower_id = $1 ORDER BY u.last_post_id DESC LIMIT $2) AS active
-             CROSS JOIN LATERAL (SELECT * FROM posts WHERE user_id = active.uid
-                                 ORDER BY id DESC LIMIT $2) AS p
-             JOIN users u ON u.id = p.user_id
-             ORDER BY p.id DESC LIMIT $2"
+            "WITH active AS (
+                 SELECT u.id AS uid, u.last_post_id AS last
+                 FROM follows f JOIN users u ON u.id = f.followee_id
+                 WHERE f.follower_id = $1 AND u.last_post_id > 0
+                 ORDER BY u.last_post_id DESC LIMIT $2),
+             floor AS (SELECT CASE WHEN COUNT(*) >= $2 THEN MIN(last) ELSE 0 END AS id
+                       FROM active),
+             ids AS (SELECT c.id FROM active CROSS JOIN floor
+                     CROSS JOIN LATERAL (SELECT id FROM posts
+                                         WHERE user_id = active.uid AND id >= floor.id
+                                         ORDER BY id DESC LIMIT $2) AS c
+                     ORDER BY c.id DESC LIMIT $2)
+             SELECT {POST_COLUMNS} FROM ids
+             JOIN posts p ON p.id = ids.id JOIN users u ON u.id = p.user_id
+             ORDER BY p.id DESC"
         ))
         .bind(q.viewer)
         .bind(q.followed as i64)
