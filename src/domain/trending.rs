@@ -78,14 +78,16 @@ impl Trending {
         let totals = &counts.totals;
         let ranking = counts.ranking.get_or_insert_with(|| {
             let mut ranked: Vec<(&Arc<str>, &TagTotal)> = totals.iter().collect();
-            ranked.sort_unstable_by(|a, b| {
+            let first = |a: &(&Arc<str>, &TagTotal), b: &(&Arc<str>, &TagTotal)| {
                 (b.1.posts, b.1.last_post_id).cmp(&(a.1.posts, a.1.last_post_id))
-            });
-            ranked
-                .into_iter()
-                .take(RANKING_KEPT)
-                .map(|(tag, _)| tag.to_string())
-                .collect()
+            };
+            // Linear in the distinct tags: only the kept few are sorted.
+            if ranked.len() > RANKING_KEPT {
+                ranked.select_nth_unstable_by(RANKING_KEPT, first);
+                ranked.truncate(RANKING_KEPT);
+            }
+            ranked.sort_unstable_by(first);
+            ranked.into_iter().map(|(tag, _)| tag.to_string()).collect()
         });
         ranking.iter().take(limit).cloned().collect()
     }
@@ -173,6 +175,20 @@ mod tests {
         // At 111 the window starts at 11: post 1 is out.
         assert_eq!(t.top(111, 3), tags(&["new", "both"]));
         assert_eq!(t.top(161, 3), Vec::<String>::new());
+    }
+
+    #[test]
+    fn keeps_the_top_of_many_tags() {
+        let t = Trending::new(100);
+        // Tag n is used by n posts: the top is the highest n.
+        let mut post = 0;
+        for n in 1..=40 {
+            for _ in 0..n {
+                post += 1;
+                t.record(post, 10, &tags(&[&format!("t{n}")]));
+            }
+        }
+        assert_eq!(t.top(20, 3), tags(&["t40", "t39", "t38"]));
     }
 
     #[test]
