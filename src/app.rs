@@ -65,7 +65,9 @@ impl App {
         std::fs::create_dir_all(config.data_dir.join("files"))?;
         let (store, database_messages) = open_store(&config).await?;
         let (hub, messages) = open_realtime(&config, database_messages).await?;
-        let hashing_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hashing_threads = config
+            .hashing_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let trending = Arc::new(Trending::new(trending::WINDOW_SECS));
         trending.reset(
             store
