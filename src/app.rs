@@ -19,7 +19,7 @@ use crate::{
     },
     http,
     store::{
-        Store,
+        Store, StoreError,
         postgres::PostgresStore,
         redis::RedisRoomMessages,
         rooms::{Retention, RoomMessageStore},
@@ -69,11 +69,7 @@ impl App {
             .hashing_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let trending = Arc::new(Trending::new(trending::WINDOW_SECS));
-        trending.reset(
-            store
-                .tag_uses_since(now_secs() - trending::WINDOW_SECS)
-                .await?,
-        );
+        recount(&trending, store.as_ref()).await?;
         let state = AppState {
             store,
             messages,
@@ -179,15 +175,20 @@ async fn recount_trending(state: AppState) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        match state
-            .store
-            .tag_uses_since(now_secs() - trending::WINDOW_SECS)
-            .await
-        {
-            Ok(uses) => state.trending.reset(uses),
-            Err(err) => tracing::warn!(%err, "recounting trending hashtags failed"),
+        if let Err(err) = recount(&state.trending, state.store.as_ref()).await {
+            tracing::warn!(%err, "recounting trending hashtags failed");
         }
     }
+}
+
+/// Replaces the trending counts with the hashtags stored in the window.
+async fn recount(trending: &Trending, store: &dyn Store) -> Result<(), StoreError> {
+    trending.reset(
+        store
+            .tag_uses_since(now_secs() - trending::WINDOW_SECS)
+            .await?,
+    );
+    Ok(())
 }
 
 /// How stale other nodes' posts may be in this node's trending topics.
