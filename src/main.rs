@@ -4,6 +4,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     return_large_blocks_to_the_os();
+    mirage::store::sqlite::configure_process();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -1,46 +1,52 @@
 //! The For You mix: 12 followed, 12 global, 6 archive; shortfalls filled by the others.
 
-use crate::store::posts::{FeedCandidates, Post};
+use crate::store::posts::FeedCandidates;
 
 pub const PAGE: usize = 30;
 pub const FOLLOWED_SHARE: usize = 12;
 pub const GLOBAL_SHARE: usize = 12;
 pub const ARCHIVE_SHARE: usize = 6;
 
-/// Picks up to 30 distinct posts, each share first, then fills from what is
-/// left of every list; returns them newest first.
-pub fn mix(candidates: FeedCandidates) -> Vec<Post> {
+/// The global list draws from at most this many newest posts...
+pub const WINDOW_POSTS: usize = 1_000;
+/// ...none older than this.
+pub const WINDOW_SECS: i64 = 7 * 24 * 3600;
+
+/// Picks up to 30 distinct post ids, each share first, then fills from what
+/// is left of every list; returns them newest first. Only the chosen posts
+/// are then read, so candidates are ids.
+pub fn mix(candidates: FeedCandidates) -> Vec<i64> {
     let lists = [
         (candidates.followed, FOLLOWED_SHARE),
         (candidates.global, GLOBAL_SHARE),
         (candidates.archive, ARCHIVE_SHARE),
     ];
-    let mut chosen: Vec<Post> = Vec::with_capacity(PAGE);
-    let mut leftovers: Vec<Post> = Vec::new();
+    let mut chosen: Vec<i64> = Vec::with_capacity(PAGE);
+    let mut leftovers: Vec<i64> = Vec::new();
     for (list, share) in lists {
         let mut taken = 0;
-        for post in list {
-            if chosen.iter().any(|p| p.id == post.id) {
+        for id in list {
+            if chosen.contains(&id) {
                 continue;
             }
             if taken < share {
-                chosen.push(post);
+                chosen.push(id);
                 taken += 1;
             } else {
-                leftovers.push(post);
+                leftovers.push(id);
             }
         }
     }
-    for post in leftovers {
+    for id in leftovers {
         if chosen.len() >= PAGE {
             break;
         }
-        if !chosen.iter().any(|p| p.id == post.id) {
-            chosen.push(post);
+        if !chosen.contains(&id) {
+            chosen.push(id);
         }
     }
     chosen.truncate(PAGE);
-    chosen.sort_by_key(|p| std::cmp::Reverse(p.id));
+    chosen.sort_unstable_by(|a, b| b.cmp(a));
     chosen
 }
 
@@ -48,42 +54,43 @@ pub fn mix(candidates: FeedCandidates) -> Vec<Post> {
 mod tests {
     use super::*;
 
-    fn posts(ids: std::ops::Range<i64>) -> Vec<Post> {
-        ids.map(|id| Post {
-            id,
-            username: "u".into(),
-            content: String::new(),
-            created_at: 0,
-            upvotes: 0,
-            downvotes: 0,
-            replies: 0,
-        })
-        .collect()
+    fn ids(range: std::ops::Range<i64>) -> Vec<i64> {
+        range.collect()
     }
 
     #[test]
     fn shares_are_40_40_20_when_all_lists_are_long() {
         let feed = mix(FeedCandidates {
-            followed: posts(100..130),
-            global: posts(200..230),
-            archive: posts(1..31),
+            followed: ids(100..130),
+            global: ids(200..230),
+            archive: ids(1..31),
         });
         assert_eq!(feed.len(), 30);
         assert_eq!(
-            feed.iter().filter(|p| p.id >= 100 && p.id < 200).count(),
+            feed.iter().filter(|&&id| (100..200).contains(&id)).count(),
             12
         );
-        assert_eq!(feed.iter().filter(|p| p.id < 100).count(), 6);
-        assert!(feed.windows(2).all(|w| w[0].id > w[1].id));
+        assert_eq!(feed.iter().filter(|&&id| id < 100).count(), 6);
+        assert!(feed.windows(2).all(|w| w[0] > w[1]));
     }
 
     #[test]
     fn short_shares_are_filled_by_the_others() {
         let feed = mix(FeedCandidates {
             followed: vec![],
-            global: posts(200..240),
+            global: ids(200..240),
             archive: vec![],
         });
         assert_eq!(feed.len(), 30);
+    }
+
+    #[test]
+    fn a_post_in_two_lists_is_chosen_once() {
+        let feed = mix(FeedCandidates {
+            followed: vec![5, 4],
+            global: vec![5, 3],
+            archive: vec![4],
+        });
+        assert_eq!(feed, vec![5, 4, 3]);
     }
 }

@@ -14,9 +14,6 @@ use crate::{
     store::posts::FeedQuery,
 };
 
-const WINDOW_POSTS: i64 = 1_000;
-const WINDOW_SECS: i64 = 7 * 24 * 3600;
-
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(fyp))
 }
@@ -42,16 +39,14 @@ async fn fyp(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Fe
             global: feed::PAGE,
             archive: feed::ARCHIVE_SHARE,
             page: feed::PAGE,
-            window_posts: WINDOW_POSTS,
-            window_start: now - WINDOW_SECS,
+            window_posts: feed::WINDOW_POSTS as i64,
+            window_start: now - feed::WINDOW_SECS,
         })
         .await?;
+    let posts = state.store.posts_by_ids(feed::mix(candidates)).await?;
     let trending = state.trending.top(now, 3);
     Ok(Json(FeedBody {
-        posts: feed::mix(candidates)
-            .into_iter()
-            .map(PostBody::from)
-            .collect(),
+        posts: posts.into_iter().map(PostBody::from).collect(),
         trending_topics: trending.into_iter().map(|t| format!("#{t}")).collect(),
     }))
 }

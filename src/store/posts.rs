@@ -47,16 +47,17 @@ pub struct TagUse {
     pub tag: String,
 }
 
-/// Candidate posts for one viewer's feed, each list newest first and none
-/// by the viewer. The domain's feed mix picks from these.
+/// Candidate post ids for one viewer's feed, each list newest first and
+/// none by the viewer. The domain's feed mix picks from these, and only the
+/// chosen posts are read.
 #[derive(Debug, Clone, Default)]
 pub struct FeedCandidates {
     /// Newest posts of users the viewer follows.
-    pub followed: Vec<Post>,
+    pub followed: Vec<i64>,
     /// Newest posts inside the global window by users the viewer does not follow.
-    pub global: Vec<Post>,
+    pub global: Vec<i64>,
     /// Random posts older than the global window.
-    pub archive: Vec<Post>,
+    pub archive: Vec<i64>,
 }
 
 /// How many candidates of each kind to fetch, and the global window.
@@ -80,9 +81,9 @@ impl FeedQuery {
     /// are known: the page is filled from the archive only when they fall
     /// short. Followed posts older than the window may be drawn again, so
     /// that many more are drawn.
-    pub fn archive_wanted(&self, followed: &[Post], global: usize, window_floor: i64) -> usize {
+    pub fn archive_wanted(&self, followed: &[i64], global: usize, window_floor: i64) -> usize {
         let fill = self.page.saturating_sub(followed.len() + global);
-        let repeats = followed.iter().filter(|p| p.id < window_floor).count();
+        let repeats = followed.iter().filter(|&&id| id < window_floor).count();
         self.archive.max(fill + repeats)
     }
 }
@@ -99,6 +100,8 @@ pub trait PostStore: Send + Sync {
         now: UnixSeconds,
     ) -> StoreResult<i64>;
     async fn post(&self, post_id: i64) -> StoreResult<Option<Post>>;
+    /// The posts with these ids, in the order given; unknown ids are skipped.
+    async fn posts_by_ids(&self, ids: Vec<i64>) -> StoreResult<Vec<Post>>;
     /// NotFound for an unknown user.
     async fn posts_by(&self, username: &str, page: PageRequest) -> StoreResult<Page<Post>>;
 
@@ -132,20 +135,6 @@ pub trait PostStore: Send + Sync {
 mod tests {
     use super::*;
 
-    fn posts(ids: &[i64]) -> Vec<Post> {
-        ids.iter()
-            .map(|&id| Post {
-                id,
-                username: "u".into(),
-                content: String::new(),
-                created_at: 0,
-                upvotes: 0,
-                downvotes: 0,
-                replies: 0,
-            })
-            .collect()
-    }
-
     fn query() -> FeedQuery {
         FeedQuery {
             viewer: 1,
@@ -160,19 +149,19 @@ mod tests {
 
     #[test]
     fn the_archive_share_when_the_other_lists_fill_the_page() {
-        let followed = posts(&(2000..2030).collect::<Vec<_>>());
+        let followed: Vec<i64> = (2000..2030).collect();
         assert_eq!(query().archive_wanted(&followed, 30, 1001), 6);
     }
 
     #[test]
     fn the_archive_fills_what_the_other_lists_lack() {
         assert_eq!(query().archive_wanted(&[], 0, 1001), 30);
-        assert_eq!(query().archive_wanted(&posts(&[2000, 2001]), 10, 1001), 18);
+        assert_eq!(query().archive_wanted(&[2000, 2001], 10, 1001), 18);
     }
 
     #[test]
     fn old_followed_posts_may_be_drawn_again_so_they_do_not_fill() {
         // Two followed posts below the window: 28 more needed, plus 2 for repeats.
-        assert_eq!(query().archive_wanted(&posts(&[5, 6]), 0, 1001), 30);
+        assert_eq!(query().archive_wanted(&[5, 6], 0, 1001), 30);
     }
 }

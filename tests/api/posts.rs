@@ -283,3 +283,32 @@ async fn a_viewer_following_many_active_users_gets_their_newest_posts() {
         .collect();
     assert_eq!(got, ids[..30]);
 }
+
+#[tokio::test]
+async fn the_feed_finds_followed_and_global_posts_after_a_restart() {
+    let mut app = spawn_app().await;
+    let (_, viewer) = app.new_user("rv").await;
+    let (friend, friend_token) = app.new_user("rf").await;
+    let (_, stranger_token) = app.new_user("rs").await;
+    app.post_json("/api/follow", Some(&viewer), json!({ "username": friend }))
+        .await;
+    post_as(&app, &friend_token, "followed before restart").await;
+    post_as(&app, &stranger_token, "global before restart").await;
+    app.restart().await;
+    post_as(&app, &stranger_token, "global after restart").await;
+    let v = body(app.get("/api/fyp", Some(&viewer)).await).await;
+    let contents: Vec<&str> = v["posts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents,
+        [
+            "global after restart",
+            "global before restart",
+            "followed before restart"
+        ]
+    );
+}

@@ -241,34 +241,48 @@ impl PostStore for PostgresStore {
         Ok(into_page(rows, page.limit, |r| r.id))
     }
 
+    async fn posts_by_ids(&self, ids: Vec<i64>) -> StoreResult<Vec<Post>> {
+        let rows: Vec<PostRow> = query_as(&format!(
+            "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
+             WHERE p.id = ANY($1)"
+        ))
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_id: std::collections::HashMap<i64, Post> = rows
+            .into_iter()
+            .map(|row| {
+                let post = post_from_row(row);
+                (post.id, post)
+            })
+            .collect();
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+
     async fn feed_candidates(&self, query: FeedQuery) -> StoreResult<FeedCandidates> {
         let q = query;
         let mut conn = self.pool.acquire().await?;
         // The newest followed posts come from the followees who posted most
         // recently, so only that many followees' indexes are read, each from
         // the 30th active followee's newest post up (see the SQLite store).
-        let followed_rows: Vec<PostRow> = query_as(&format!(
+        let followed: Vec<i64> = query_scalar(
             "WITH active AS (
                  SELECT u.id AS uid, u.last_post_id AS last
                  FROM follows f JOIN users u ON u.id = f.followee_id
                  WHERE f.follower_id = $1 AND u.last_post_id > 0
                  ORDER BY u.last_post_id DESC LIMIT $2),
              floor AS (SELECT CASE WHEN COUNT(*) >= $2 THEN MIN(last) ELSE 0 END AS id
-                       FROM active),
-             ids AS (SELECT c.id FROM active CROSS JOIN floor
-                     CROSS JOIN LATERAL (SELECT id FROM posts
-                                         WHERE user_id = active.uid AND id >= floor.id
-                                         ORDER BY id DESC LIMIT $2) AS c
-                     ORDER BY c.id DESC LIMIT $2)
-             SELECT {POST_COLUMNS} FROM ids
-             JOIN posts p ON p.id = ids.id JOIN users u ON u.id = p.user_id
-             ORDER BY p.id DESC"
-        ))
+                       FROM active)
+             SELECT c.id FROM active CROSS JOIN floor
+             CROSS JOIN LATERAL (SELECT id FROM posts
+                                 WHERE user_id = active.uid AND id >= floor.id
+                                 ORDER BY id DESC LIMIT $2) AS c
+             ORDER BY c.id DESC LIMIT $2",
+        )
         .bind(q.viewer)
         .bind(q.followed as i64)
         .fetch_all(&mut *conn)
         .await?;
-        let followed: Vec<Post> = followed_rows.into_iter().map(post_from_row).collect();
         let max_id: i64 = query_scalar("SELECT COALESCE(MAX(id), 0) FROM posts")
             .fetch_one(&mut *conn)
             .await?;
@@ -281,13 +295,13 @@ impl PostStore for PostgresStore {
                 .unwrap_or(max_id + 1);
         let window_floor = first_recent.max(max_id - q.window_posts + 1);
         // Scans at most the window (newest posts), skipping the viewer and followees.
-        let global: Vec<PostRow> = query_as(&format!(
-            "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
+        let global: Vec<i64> = query_scalar(
+            "SELECT p.id FROM posts p
              WHERE p.id >= $2 AND p.user_id != $1
                AND NOT EXISTS (SELECT 1 FROM follows f
                                WHERE f.follower_id = $1 AND f.followee_id = p.user_id)
-             ORDER BY p.id DESC LIMIT $3"
-        ))
+             ORDER BY p.id DESC LIMIT $3",
+        )
         .bind(q.viewer)
         .bind(window_floor)
         .bind(q.global as i64)
@@ -295,33 +309,32 @@ impl PostStore for PostgresStore {
         .await?;
         // Archive: random probes into the ids below the window, each an index seek.
         let archive_wanted = q.archive_wanted(&followed, global.len(), window_floor);
-        let mut archive: Vec<Post> = Vec::new();
+        let mut archive: Vec<i64> = Vec::new();
         if window_floor > 1 {
-            let probe = format!(
-                "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
-                 WHERE p.id >= $1 AND p.id < $2 AND p.user_id != $3 ORDER BY p.id LIMIT 1"
-            );
             for _ in 0..archive_wanted * 3 {
                 if archive.len() >= archive_wanted {
                     break;
                 }
                 let start = rand::random_range(1..window_floor);
-                let row: Option<PostRow> = query_as(&probe)
-                    .bind(start)
-                    .bind(window_floor)
-                    .bind(q.viewer)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                if let Some(post) = row.map(post_from_row)
-                    && !archive.iter().any(|p| p.id == post.id)
+                let id: Option<i64> = query_scalar(
+                    "SELECT id FROM posts WHERE id >= $1 AND id < $2 AND user_id != $3
+                     ORDER BY id LIMIT 1",
+                )
+                .bind(start)
+                .bind(window_floor)
+                .bind(q.viewer)
+                .fetch_optional(&mut *conn)
+                .await?;
+                if let Some(id) = id
+                    && !archive.contains(&id)
                 {
-                    archive.push(post);
+                    archive.push(id);
                 }
             }
         }
         Ok(FeedCandidates {
             followed,
-            global: global.into_iter().map(post_from_row).collect(),
+            global,
             archive,
         })
     }

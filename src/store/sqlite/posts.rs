@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{SqliteStore, accounts::user_by_name, into_page};
+use super::{SqliteStore, accounts::user_by_name, into_page, recent::RecentPost};
 use crate::store::{
     Page, PageRequest, StoreError, StoreResult, UnixSeconds,
     posts::{FeedCandidates, FeedQuery, Post, PostStore, Reply, TagUse, VoteCounts, VoteKind},
@@ -155,8 +155,15 @@ impl PostStore for SqliteStore {
         hashtags: Vec<String>,
         now: UnixSeconds,
     ) -> StoreResult<i64> {
-        self.write(move |tx| insert_post(tx, author, &content, &hashtags, now))
-            .await
+        let id = self
+            .write(move |tx| insert_post(tx, author, &content, &hashtags, now))
+            .await?;
+        self.recent.record(RecentPost {
+            id,
+            author,
+            created_at: now,
+        });
+        Ok(id)
     }
 
     async fn post(&self, post_id: i64) -> StoreResult<Option<Post>> {
@@ -239,79 +246,97 @@ impl PostStore for SqliteStore {
         .await
     }
 
+    async fn posts_by_ids(&self, ids: Vec<i64>) -> StoreResult<Vec<Post>> {
+        self.read(move |conn| {
+            let mut by_id = conn.prepare_cached(&format!(
+                "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id WHERE p.id = ?1"
+            ))?;
+            let mut posts = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(post) = by_id.query_row([id], post_from_row).optional()? {
+                    posts.push(post);
+                }
+            }
+            Ok(posts)
+        })
+        .await
+    }
+
     async fn feed_candidates(&self, query: FeedQuery) -> StoreResult<FeedCandidates> {
+        let recent = self.recent.clone();
         self.read(move |conn| {
             let q = query;
-            // The newest followed posts come from the followees who posted most
-            // recently, so only that many followees' indexes are read. When
-            // there are that many, each of them has a post at or above the
-            // last one's newest, so nothing older can make the list: the
-            // index reads start there. Rows are joined only for the winners.
-            let followed = conn
-                .prepare_cached(&format!(
-                    "WITH active AS (
-                         SELECT u.id AS uid, u.last_post_id AS last
-                         FROM follows f JOIN users u ON u.id = f.followee_id
-                         WHERE f.follower_id = ?1 AND u.last_post_id > 0
-                         ORDER BY u.last_post_id DESC LIMIT ?2 + 0),
-                     floor AS (SELECT CASE WHEN COUNT(*) >= ?2 THEN MIN(last) ELSE 0 END AS id
-                               FROM active),
-                     ids AS (SELECT p.id FROM active, floor
-                             JOIN posts p ON p.id IN (
-                                 SELECT id FROM posts WHERE user_id = active.uid AND id >= floor.id
-                                 ORDER BY id DESC LIMIT ?2 + 0)
-                             ORDER BY p.id DESC LIMIT ?2 + 0)
-                     SELECT {POST_COLUMNS} FROM ids
-                     JOIN posts p ON p.id = ids.id JOIN users u ON u.id = p.user_id
-                     ORDER BY p.id DESC"
-                ))?
-                .query_map(params![q.viewer, q.followed as i64], post_from_row)?
-                .collect::<Result<Vec<_>, _>>()?;
-            let max_id: i64 =
-                conn.query_row("SELECT COALESCE(MAX(id), 0) FROM posts", [], |r| r.get(0))?;
-            // One index seek: ids follow creation time (to the second).
-            let first_recent: i64 = conn
-                .query_row(
-                    "SELECT id FROM posts WHERE created_at >= ?1 ORDER BY created_at LIMIT 1",
-                    [q.window_start],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(max_id + 1);
-            let window_floor = first_recent.max(max_id - q.window_posts + 1);
-            // Scans at most the window (newest posts), skipping the viewer and followees.
-            let global = conn
-                .prepare_cached(&format!(
-                    "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
-                     WHERE p.id >= ?2 AND p.user_id != ?1
-                       AND NOT EXISTS (SELECT 1 FROM follows f
-                                       WHERE f.follower_id = ?1 AND f.followee_id = p.user_id)
-                     ORDER BY p.id DESC LIMIT ?3 + 0"
-                ))?
-                .query_map(
-                    params![q.viewer, window_floor, q.global as i64],
-                    post_from_row,
-                )?
-                .collect::<Result<Vec<_>, _>>()?;
+            // Sorted by the index, for the binary searches below.
+            let mut followees: Vec<i64> = conn
+                .prepare_cached("SELECT followee_id FROM follows WHERE follower_id = ?1")?
+                .query_map([q.viewer], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            followees.sort_unstable();
+            // The newest followed posts come from the followees who posted
+            // most recently, so only that many followees' indexes are read.
+            // When there are that many, each of them has a post at or above
+            // the last one's newest, so nothing older can make the list.
+            let (active, floor, global, window_floor) = recent.read(|newest, last_post| {
+                let mut active: Vec<(i64, i64)> = followees
+                    .iter()
+                    .map(|&user| (last_post(user), user))
+                    .filter(|&(last, _)| last > 0)
+                    .collect();
+                let floor = if active.len() >= q.followed && q.followed > 0 {
+                    active.select_nth_unstable_by(q.followed - 1, |a, b| b.cmp(a));
+                    active.truncate(q.followed);
+                    active.iter().map(|&(last, _)| last).min().unwrap_or(0)
+                } else {
+                    0
+                };
+                // The global window: the newest posts, none older than its start.
+                let in_window = newest
+                    .iter()
+                    .rev()
+                    .take(q.window_posts.max(0) as usize)
+                    .take_while(|p| p.created_at >= q.window_start);
+                let window_floor = in_window
+                    .clone()
+                    .last()
+                    .map_or(newest.back().map_or(0, |p| p.id) + 1, |p| p.id);
+                let global: Vec<i64> = in_window
+                    .filter(|p| p.author != q.viewer && followees.binary_search(&p.author).is_err())
+                    .take(q.global)
+                    .map(|p| p.id)
+                    .collect();
+                (active, floor, global, window_floor)
+            });
+            let mut followed: Vec<i64> = Vec::with_capacity(active.len() * 2);
+            let mut newest_of = conn.prepare_cached(
+                "SELECT id FROM posts WHERE user_id = ?1 AND id >= ?2 ORDER BY id DESC LIMIT ?3 + 0",
+            )?;
+            for (_, user) in active {
+                let ids = newest_of.query_map(params![user, floor, q.followed as i64], |r| r.get(0))?;
+                for id in ids {
+                    followed.push(id?);
+                }
+            }
+            followed.sort_unstable_by(|a, b| b.cmp(a));
+            followed.truncate(q.followed);
             // Archive: random probes into the ids below the window, each an index seek.
             let archive_wanted = q.archive_wanted(&followed, global.len(), window_floor);
             let mut archive = Vec::new();
             if window_floor > 1 {
-                let mut probe = conn.prepare_cached(&format!(
-                    "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
-                     WHERE p.id >= ?1 AND p.id < ?2 AND p.user_id != ?3 ORDER BY p.id LIMIT 1"
-                ))?;
+                let mut probe = conn.prepare_cached(
+                    "SELECT id FROM posts WHERE id >= ?1 AND id < ?2 AND user_id != ?3
+                     ORDER BY id LIMIT 1",
+                )?;
                 for _ in 0..archive_wanted * 3 {
                     if archive.len() >= archive_wanted {
                         break;
                     }
                     let start = rand::random_range(1..window_floor);
-                    if let Some(post) = probe
-                        .query_row(params![start, window_floor, q.viewer], post_from_row)
+                    if let Some(id) = probe
+                        .query_row(params![start, window_floor, q.viewer], |r| r.get(0))
                         .optional()?
-                        && !archive.iter().any(|p: &Post| p.id == post.id)
+                        && !archive.contains(&id)
                     {
-                        archive.push(post);
+                        archive.push(id);
                     }
                 }
             }
