@@ -308,7 +308,7 @@ impl PostStore for PostgresStore {
         .fetch_all(&mut *conn)
         .await?;
         // Archive: random probes into the ids below the window, each an index seek.
-        let archive_wanted = q.archive_wanted(&followed, global.len(), window_floor);
+        let archive_wanted = q.archive_wanted(followed.len() + global.len());
         let mut archive: Vec<i64> = Vec::new();
         if window_floor > 1 {
             for _ in 0..archive_wanted * 3 {
@@ -327,6 +327,7 @@ impl PostStore for PostgresStore {
                 .await?;
                 if let Some(id) = id
                     && !archive.contains(&id)
+                    && !followed.contains(&id)
                 {
                     archive.push(id);
                 }

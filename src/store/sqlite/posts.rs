@@ -319,7 +319,7 @@ impl PostStore for SqliteStore {
             followed.sort_unstable_by(|a, b| b.cmp(a));
             followed.truncate(q.followed);
             // Archive: random probes into the ids below the window, each an index seek.
-            let archive_wanted = q.archive_wanted(&followed, global.len(), window_floor);
+            let archive_wanted = q.archive_wanted(followed.len() + global.len());
             let mut archive = Vec::new();
             if window_floor > 1 {
                 let mut probe = conn.prepare_cached(
@@ -335,6 +335,7 @@ impl PostStore for SqliteStore {
                         .query_row(params![start, window_floor, q.viewer], |r| r.get(0))
                         .optional()?
                         && !archive.contains(&id)
+                        && !followed.contains(&id)
                     {
                         archive.push(id);
                     }
