@@ -162,8 +162,12 @@ impl AccountStore for SqliteStore {
     }
 
     async fn user_count(&self) -> StoreResult<i64> {
-        self.read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?))
-            .await
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT COUNT(*) FROM users")?
+                .query_row([], |r| r.get(0))?)
+        })
+        .await
     }
 
     async fn create_session(&self, user_id: i64, token_hash: [u8; 32]) -> StoreResult<()> {
@@ -239,11 +243,11 @@ impl AccountStore for SqliteStore {
     ) -> StoreResult<()> {
         self.write(move |tx| {
             if let Some(email) = &change.email {
-                let taken: bool = tx.query_row(
-                    "SELECT EXISTS(SELECT 1 FROM users WHERE email_key = ?1 AND id != ?2)",
-                    params![email.to_lowercase(), user_id],
-                    |r| r.get(0),
-                )?;
+                let taken: bool = tx
+                    .prepare_cached(
+                        "SELECT EXISTS(SELECT 1 FROM users WHERE email_key = ?1 AND id != ?2)",
+                    )?
+                    .query_row(params![email.to_lowercase(), user_id], |r| r.get(0))?;
                 if taken {
                     return Err(StoreError::conflict("email already taken"));
                 }
@@ -328,11 +332,10 @@ impl AccountStore for SqliteStore {
         let followee = followee.to_owned();
         self.read(move |conn| {
             let target = require_user(conn, &followee)?;
-            Ok(conn.query_row(
+            Ok(conn.prepare_cached(
                 "SELECT EXISTS(SELECT 1 FROM follows WHERE follower_id = ?1 AND followee_id = ?2)",
-                params![follower, target.id],
-                |r| r.get(0),
-            )?)
+            )?
+            .query_row(params![follower, target.id], |r| r.get(0))?)
         })
         .await
     }

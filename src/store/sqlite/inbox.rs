@@ -58,11 +58,9 @@ impl InboxStore for SqliteStore {
             let to = user_by_name(tx, &recipient)?
                 .ok_or_else(|| StoreError::not_found("recipient not found"))?;
             let id = insert_inbox_message(tx, sender, to.id, &message, now)?;
-            let (sender_name, avatar_url): (String, String) = tx.query_row(
-                "SELECT username, avatar_url FROM users WHERE id = ?1",
-                [sender],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let (sender_name, avatar_url): (String, String) = tx
+                .prepare_cached("SELECT username, avatar_url FROM users WHERE id = ?1")?
+                .query_row([sender], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(InboxMessage {
                 id,
                 sender: sender_name,
@@ -100,13 +98,13 @@ impl InboxStore for SqliteStore {
 
     async fn inbox_count(&self, user_id: i64) -> StoreResult<i64> {
         self.read(move |conn| {
-            Ok(conn.query_row(
-                "SELECT COUNT(*) FROM inbox_messages
+            Ok(conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM inbox_messages
                  WHERE (recipient_id = ?1 AND recipient_deleted = 0)
                     OR (sender_id = ?1 AND sender_deleted = 0)",
-                [user_id],
-                |r| r.get(0),
-            )?)
+                )?
+                .query_row([user_id], |r| r.get(0))?)
         })
         .await
     }

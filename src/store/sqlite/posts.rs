@@ -25,11 +25,9 @@ fn post_from_row(r: &Row) -> rusqlite::Result<Post> {
 }
 
 fn post_exists(conn: &rusqlite::Connection, post_id: i64) -> StoreResult<bool> {
-    Ok(conn.query_row(
-        "SELECT EXISTS(SELECT 1 FROM posts WHERE id = ?1)",
-        [post_id],
-        |r| r.get(0),
-    )?)
+    Ok(conn
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM posts WHERE id = ?1)")?
+        .query_row([post_id], |r| r.get(0))?)
 }
 
 // The row writers below are shared by the store methods and the bulk

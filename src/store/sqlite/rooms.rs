@@ -144,11 +144,9 @@ impl RoomStore for SqliteStore {
     async fn create_room(&self, room: NewRoom, max_public_rooms: u32) -> StoreResult<Room> {
         self.write(move |tx| {
             let key = room.name.to_lowercase();
-            let taken: bool = tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM rooms WHERE name_key = ?1)",
-                [&key],
-                |r| r.get(0),
-            )?;
+            let taken: bool = tx
+                .prepare_cached("SELECT EXISTS(SELECT 1 FROM rooms WHERE name_key = ?1)")?
+                .query_row([&key], |r| r.get(0))?;
             if taken {
                 return Err(StoreError::conflict("room name already taken"));
             }
