@@ -11,6 +11,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{MessageBody, extract::JsonBody};
 use crate::{
+    rate_limit::{AddressRateLimited, limit},
     app::AppState,
     auth::{hash_token, header_token, new_token},
     chat::{self, event::Sessions},
@@ -43,6 +44,7 @@ pub struct RegisterRequest {
         (status = 413, description = "Body too large", body = ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
+    _: AddressRateLimited<limit::Registrations>,
     JsonBody(body): JsonBody<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<MessageBody>)> {
     let username = required(&body.username, "username")?.trim();
@@ -93,6 +95,7 @@ pub struct LoginResponse {
         (status = 404, description = "Unknown user", body = ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
+    _: AddressRateLimited<limit::Logins>,
     JsonBody(body): JsonBody<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
     let username = required(&body.username, "username")?.trim();

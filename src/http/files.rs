@@ -19,6 +19,7 @@ use crate::{
     chat::{member_room, post_to_room},
     domain::time::now_secs,
     error::{ApiError, ApiResult, ErrorBody},
+    rate_limit::UserAction,
     store::rooms::StoredFile,
 };
 
@@ -55,6 +56,13 @@ async fn upload_file(
 ) -> ApiResult<Json<UploadedBody>> {
     let headers = request.headers().clone();
     let token = header_token(&headers).map(str::to_owned);
+    // A caller over the upload limit is refused before a byte is stored;
+    // anyone else gets the usual order (413, 401, 400) below.
+    if let Some(token) = token.as_deref()
+        && let Ok(user) = authenticate(&state, token).await
+    {
+        state.rate_limits.check_user(UserAction::Upload, user.id)?;
+    }
     let mut multipart = match Multipart::from_request(request, &state).await {
         Ok(multipart) => multipart,
         Err(_) => {

@@ -10,6 +10,7 @@ use super::{
     extract::{JsonBody, QueryParams, optional_id},
 };
 use crate::{
+    rate_limit::{RateLimited, limit},
     app::AppState,
     auth::AuthUser,
     chat,
@@ -38,7 +39,7 @@ pub struct SendRequest {
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn send_inbox_message(
     State(state): State<AppState>,
-    user: AuthUser,
+    RateLimited(user, ..): RateLimited<limit::InboxMessages>,
     JsonBody(body): JsonBody<SendRequest>,
 ) -> ApiResult<Json<MessageBody>> {
     chat::send_inbox_message(&state, &user, &body.recipient, &body.message).await?;

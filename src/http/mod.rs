@@ -8,6 +8,7 @@ pub mod inbox;
 pub mod posts;
 pub mod profiles;
 pub mod rooms;
+pub mod server;
 pub mod service;
 pub mod ws;
 

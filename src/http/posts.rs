@@ -7,8 +7,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{JsonBody, PathText, QueryParams, optional_id, path_id};
 use crate::{
+    rate_limit::{RateLimited, limit},
     app::AppState,
-    auth::AuthUser,
     domain::{
         hashtags,
         time::{format_utc, now_secs},
@@ -72,7 +72,7 @@ pub struct CreatePostRequest {
     responses((status = 201, body = CreatedBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn create_post(
     State(state): State<AppState>,
-    user: AuthUser,
+    RateLimited(user, ..): RateLimited<limit::Posts>,
     JsonBody(body): JsonBody<CreatePostRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedBody>)> {
     let content = required(&body.content, "content")?;
@@ -145,7 +145,7 @@ pub struct VoteBody {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn vote_post(
     State(state): State<AppState>,
-    user: AuthUser,
+    RateLimited(user, ..): RateLimited<limit::Votes>,
     JsonBody(body): JsonBody<VoteRequest>,
 ) -> ApiResult<Json<VoteBody>> {
     let post_id = body
@@ -185,7 +185,7 @@ pub struct ReplyRequest {
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn reply_to_post(
     State(state): State<AppState>,
-    user: AuthUser,
+    RateLimited(user, ..): RateLimited<limit::Replies>,
     JsonBody(body): JsonBody<ReplyRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedBody>)> {
     let post_id = body

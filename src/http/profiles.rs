@@ -10,6 +10,7 @@ use super::{
     extract::{JsonBody, PathText, QueryParams},
 };
 use crate::{
+    rate_limit::{RateLimited, limit},
     app::AppState,
     auth::AuthUser,
     chat::{self, event::Sessions},
@@ -154,7 +155,7 @@ pub struct FollowRequest {
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn follow(
     State(state): State<AppState>,
-    user: AuthUser,
+    RateLimited(user, ..): RateLimited<limit::Follows>,
     JsonBody(body): JsonBody<FollowRequest>,
 ) -> ApiResult<Json<MessageBody>> {
     let name = required(&body.username, "username")?.trim();
@@ -171,7 +172,7 @@ async fn follow(
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn unfollow(
     State(state): State<AppState>,
-    user: AuthUser,
+    RateLimited(user, ..): RateLimited<limit::Follows>,
     JsonBody(body): JsonBody<FollowRequest>,
 ) -> ApiResult<Json<MessageBody>> {
     let name = required(&body.username, "username")?.trim();

@@ -10,6 +10,7 @@ use super::{
     extract::{JsonBody, PathText, QueryParams, optional_id, path_id},
 };
 use crate::{
+    rate_limit::{RateLimited, limit},
     app::AppState,
     auth::AuthUser,
     chat,
@@ -285,7 +286,7 @@ pub struct SendRequest {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn send_room_message(
     State(state): State<AppState>,
-    user: AuthUser,
+    RateLimited(user, ..): RateLimited<limit::RoomMessages>,
     JsonBody(body): JsonBody<SendRequest>,
 ) -> ApiResult<Json<MessageBody>> {
     chat::send_room_message(&state, &user, body.room_id, &body.message).await?;
