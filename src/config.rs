@@ -151,43 +151,83 @@ pub struct RateLimitConfig {
     /// Reverse proxies (comma-separated IP addresses) whose
     /// `X-Forwarded-For` names the client. Unset: the TCP peer is the
     /// client and `X-Forwarded-For` is ignored.
-    #[arg(long = "trusted-proxy", env = "MIRAGE_TRUSTED_PROXY", value_delimiter = ',')]
+    #[arg(
+        long = "trusted-proxy",
+        env = "MIRAGE_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
     pub trusted_proxies: Vec<IpAddr>,
 
     /// Sign-ups (`POST /api/register`) per client address.
-    #[arg(long = "rate-limit-register", env = "MIRAGE_RATE_LIMIT_REGISTER", default_value = "5/30m")]
+    #[arg(
+        long = "rate-limit-register",
+        env = "MIRAGE_RATE_LIMIT_REGISTER",
+        default_value = "5/30m"
+    )]
     pub register: Rate,
 
     /// Login attempts per client address.
-    #[arg(long = "rate-limit-login", env = "MIRAGE_RATE_LIMIT_LOGIN", default_value = "25/5m")]
+    #[arg(
+        long = "rate-limit-login",
+        env = "MIRAGE_RATE_LIMIT_LOGIN",
+        default_value = "25/5m"
+    )]
     pub login: Rate,
 
     /// Posts per user.
-    #[arg(long = "rate-limit-posts", env = "MIRAGE_RATE_LIMIT_POSTS", default_value = "300/3h")]
+    #[arg(
+        long = "rate-limit-posts",
+        env = "MIRAGE_RATE_LIMIT_POSTS",
+        default_value = "300/3h"
+    )]
     pub posts: Rate,
 
     /// Replies per user.
-    #[arg(long = "rate-limit-replies", env = "MIRAGE_RATE_LIMIT_REPLIES", default_value = "300/3h")]
+    #[arg(
+        long = "rate-limit-replies",
+        env = "MIRAGE_RATE_LIMIT_REPLIES",
+        default_value = "300/3h"
+    )]
     pub replies: Rate,
 
     /// Votes per user.
-    #[arg(long = "rate-limit-votes", env = "MIRAGE_RATE_LIMIT_VOTES", default_value = "300/1h")]
+    #[arg(
+        long = "rate-limit-votes",
+        env = "MIRAGE_RATE_LIMIT_VOTES",
+        default_value = "300/1h"
+    )]
     pub votes: Rate,
 
     /// Follows and unfollows together, per user.
-    #[arg(long = "rate-limit-follows", env = "MIRAGE_RATE_LIMIT_FOLLOWS", default_value = "400/1d")]
+    #[arg(
+        long = "rate-limit-follows",
+        env = "MIRAGE_RATE_LIMIT_FOLLOWS",
+        default_value = "400/1d"
+    )]
     pub follows: Rate,
 
     /// Room messages per user (HTTP and WebSocket together).
-    #[arg(long = "rate-limit-room-messages", env = "MIRAGE_RATE_LIMIT_ROOM_MESSAGES", default_value = "10/10s")]
+    #[arg(
+        long = "rate-limit-room-messages",
+        env = "MIRAGE_RATE_LIMIT_ROOM_MESSAGES",
+        default_value = "10/10s"
+    )]
     pub room_messages: Rate,
 
     /// Direct messages per user (HTTP and WebSocket together).
-    #[arg(long = "rate-limit-inbox-messages", env = "MIRAGE_RATE_LIMIT_INBOX_MESSAGES", default_value = "60/10m")]
+    #[arg(
+        long = "rate-limit-inbox-messages",
+        env = "MIRAGE_RATE_LIMIT_INBOX_MESSAGES",
+        default_value = "60/10m"
+    )]
     pub inbox_messages: Rate,
 
     /// File uploads per user.
-    #[arg(long = "rate-limit-uploads", env = "MIRAGE_RATE_LIMIT_UPLOADS", default_value = "30/30m")]
+    #[arg(
+        long = "rate-limit-uploads",
+        env = "MIRAGE_RATE_LIMIT_UPLOADS",
+        default_value = "30/30m"
+    )]
     pub uploads: Rate,
 }
 

@@ -44,7 +44,8 @@ impl FromStr for Rate {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let invalid = || format!("expected COUNT/PERIOD such as `300/3h` or `10/10s`, got {text:?}");
+        let invalid =
+            || format!("expected COUNT/PERIOD such as `300/3h` or `10/10s`, got {text:?}");
         let (count, period) = text.split_once('/').ok_or_else(invalid)?;
         let count: NonZeroU32 = count.trim().parse().map_err(|_| invalid())?;
         let period = humantime::parse_duration(period.trim()).map_err(|_| invalid())?;
@@ -57,7 +58,12 @@ impl FromStr for Rate {
 
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.count, humantime::format_duration(self.period))
+        write!(
+            f,
+            "{}/{}",
+            self.count,
+            humantime::format_duration(self.period)
+        )
     }
 }
 
@@ -349,7 +355,13 @@ mod tests {
             }) => assert!((1..=1800).contains(&retry_after_secs), "{retry_after_secs}"),
             other => panic!("expected 429, got {other:?}"),
         }
-        assert!(limits.check_user(UserAction::Vote, 2).is_ok(), "other users are unaffected");
-        assert!(limits.check_user(UserAction::Post, 1).is_ok(), "other actions are unaffected");
+        assert!(
+            limits.check_user(UserAction::Vote, 2).is_ok(),
+            "other users are unaffected"
+        );
+        assert!(
+            limits.check_user(UserAction::Post, 1).is_ok(),
+            "other actions are unaffected"
+        );
     }
 }

@@ -11,12 +11,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{MessageBody, extract::JsonBody};
 use crate::{
-    rate_limit::{AddressRateLimited, limit},
     app::AppState,
     auth::{hash_token, header_token, new_token},
     chat::{self, event::Sessions},
     domain::{account, validate::required},
     error::{ApiError, ApiResult, ErrorBody},
+    rate_limit::{AddressRateLimited, limit},
     store::accounts::NewUser,
 };
 

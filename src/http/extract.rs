@@ -9,7 +9,7 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use http_body_util::{BodyExt, Limited, LengthLimitError};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 
 use crate::{

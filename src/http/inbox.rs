@@ -10,12 +10,12 @@ use super::{
     extract::{JsonBody, QueryParams, optional_id},
 };
 use crate::{
-    rate_limit::{RateLimited, limit},
     app::AppState,
     auth::AuthUser,
     chat,
     domain::time::format_utc,
     error::{ApiError, ApiResult, ErrorBody},
+    rate_limit::{RateLimited, limit},
     store::inbox::InboxMessage,
 };
 

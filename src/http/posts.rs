@@ -7,7 +7,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{JsonBody, PathText, QueryParams, optional_id, path_id};
 use crate::{
-    rate_limit::{RateLimited, limit},
     app::AppState,
     domain::{
         hashtags,
@@ -15,6 +14,7 @@ use crate::{
         validate::{max_chars, required},
     },
     error::{ApiError, ApiResult, ErrorBody},
+    rate_limit::{RateLimited, limit},
     store::posts::{Post, Reply, VoteKind},
 };
 

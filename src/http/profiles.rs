@@ -10,12 +10,12 @@ use super::{
     extract::{JsonBody, PathText, QueryParams},
 };
 use crate::{
-    rate_limit::{RateLimited, limit},
     app::AppState,
     auth::AuthUser,
     chat::{self, event::Sessions},
     domain::{account, time::format_utc, validate::required},
     error::{ApiError, ApiResult, ErrorBody},
+    rate_limit::{RateLimited, limit},
     store::accounts::{SettingsChange, UserSummary},
 };
 

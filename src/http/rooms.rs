@@ -10,7 +10,6 @@ use super::{
     extract::{JsonBody, PathText, QueryParams, optional_id, path_id},
 };
 use crate::{
-    rate_limit::{RateLimited, limit},
     app::AppState,
     auth::AuthUser,
     chat,
@@ -19,6 +18,7 @@ use crate::{
         validate::{max_chars, required},
     },
     error::{ApiError, ApiResult, ErrorBody},
+    rate_limit::{RateLimited, limit},
     store::rooms::NewRoom,
 };
 

@@ -334,7 +334,9 @@ impl Connection {
             // The same limits as the HTTP endpoints, shared with them.
             ClientFrame::SendRoomMessage { room_id, message } => {
                 async {
-                    state.rate_limits.check_user(UserAction::RoomMessage, user.id)?;
+                    state
+                        .rate_limits
+                        .check_user(UserAction::RoomMessage, user.id)?;
                     let sent = chat::send_room_message(state, user, room_id, &message).await?;
                     Ok(sent.id)
                 }
@@ -342,7 +344,9 @@ impl Connection {
             }
             ClientFrame::SendInboxMessage { recipient, message } => {
                 async {
-                    state.rate_limits.check_user(UserAction::InboxMessage, user.id)?;
+                    state
+                        .rate_limits
+                        .check_user(UserAction::InboxMessage, user.id)?;
                     let sent = chat::send_inbox_message(state, user, &recipient, &message).await?;
                     Ok(sent.id)
                 }

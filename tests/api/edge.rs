@@ -26,10 +26,20 @@ fn assert_security_headers(resp: &Response, what: &str) {
     assert_eq!(header("x-content-type-options"), "nosniff", "{what}");
     assert_eq!(header("x-frame-options"), "DENY", "{what}");
     assert_eq!(header("referrer-policy"), "no-referrer", "{what}");
-    assert!(header("content-security-policy").contains("default-src 'none'"), "{what}");
-    assert!(header("content-security-policy").contains("sandbox"), "{what}");
+    assert!(
+        header("content-security-policy").contains("default-src 'none'"),
+        "{what}"
+    );
+    assert!(
+        header("content-security-policy").contains("sandbox"),
+        "{what}"
+    );
     assert!(header("cross-origin-resource-policy").len() > 1, "{what}");
-    assert_eq!(header("access-control-allow-origin"), "*", "{what}: CORS kept");
+    assert_eq!(
+        header("access-control-allow-origin"),
+        "*",
+        "{what}: CORS kept"
+    );
     assert!(!header("x-request-id").is_empty(), "{what}");
 }
 
@@ -38,7 +48,10 @@ async fn every_kind_of_response_carries_the_security_headers() {
     let app = spawn_app().await;
     let with_origin = |req: reqwest::RequestBuilder| req.header("Origin", "https://front.example");
 
-    let ok = with_origin(app.client.get(app.url("/api/ping"))).send().await.unwrap();
+    let ok = with_origin(app.client.get(app.url("/api/ping")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
     assert_security_headers(&ok, "JSON 200");
     assert_eq!(ok.headers()["cross-origin-resource-policy"], "same-origin");
@@ -58,24 +71,35 @@ async fn every_kind_of_response_carries_the_security_headers() {
     assert_security_headers(&missing, "404 fallback");
     assert_error(missing, StatusCode::NOT_FOUND).await;
 
-    let preflight = with_origin(app.client.request(reqwest::Method::OPTIONS, app.url("/api/create_post")))
-        .header("Access-Control-Request-Method", "POST")
-        .header("Access-Control-Request-Headers", "authorization, content-type")
-        .send()
-        .await
-        .unwrap();
+    let preflight = with_origin(
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/api/create_post")),
+    )
+    .header("Access-Control-Request-Method", "POST")
+    .header(
+        "Access-Control-Request-Headers",
+        "authorization, content-type",
+    )
+    .send()
+    .await
+    .unwrap();
     assert!(preflight.status().is_success());
     assert_security_headers(&preflight, "preflight");
 
     let (_, token) = app.new_user("headers").await;
     let room = create_room(&app, &token, &crate::helpers::unique_name("headers")).await;
     for (name, disposition) in [("note.txt", "inline"), ("page.html", "attachment")] {
-        let url = app.upload(&token, room, name, b"<script>alert(1)</script>").await;
+        let url = app
+            .upload(&token, room, name, b"<script>alert(1)</script>")
+            .await;
         let file = with_origin(app.client.get(&url)).send().await.unwrap();
         assert_eq!(file.status(), StatusCode::OK);
         assert_security_headers(&file, name);
         // Other origins may show files in <img>/<video>, never run them.
-        assert_eq!(file.headers()["cross-origin-resource-policy"], "cross-origin");
+        assert_eq!(
+            file.headers()["cross-origin-resource-policy"],
+            "cross-origin"
+        );
         let served = file.headers()["content-disposition"].to_str().unwrap();
         assert!(served.starts_with(disposition), "{name}: {served}");
     }
@@ -97,7 +121,10 @@ async fn request_ids_are_generated_or_echoed_when_short_and_printable() {
             .header("x-request-id", id)
             .send()
     };
-    assert_eq!(id_of(&sent("trace-42.abc:7").await.unwrap()), "trace-42.abc:7");
+    assert_eq!(
+        id_of(&sent("trace-42.abc:7").await.unwrap()),
+        "trace-42.abc:7"
+    );
     let too_long = Box::leak("a".repeat(65).into_boxed_str());
     for unusable in [&*too_long, "has space", "tab\there"] {
         let echoed = id_of(&sent(unusable).await.unwrap());
@@ -157,7 +184,10 @@ async fn trickle_until_closed(stream: &mut TcpStream, bytes: &[u8]) -> Duration 
     let start = Instant::now();
     let mut buf = [0u8; 1024];
     for byte in bytes.iter().cycle() {
-        assert!(start.elapsed() < Duration::from_secs(10), "still connected after 10 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still connected after 10 s"
+        );
         if stream.write_all(&[*byte]).await.is_err() {
             return start.elapsed();
         }
@@ -174,7 +204,10 @@ async fn trickle_until_closed(stream: &mut TcpStream, bytes: &[u8]) -> Duration 
 async fn a_client_sending_its_headers_byte_by_byte_is_disconnected_at_the_timeout() {
     let app = spawn_app_with(|config| config.header_read_timeout_secs = 1).await;
     let mut stream = TcpStream::connect(address(&app)).await.unwrap();
-    stream.write_all(b"GET /api/ping HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /api/ping HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let took = trickle_until_closed(&mut stream, b"X-Slow: aaaaaaaaaaaaaaaaaaaa\r\n").await;
     assert!(took >= Duration::from_millis(800), "closed early: {took:?}");
     assert!(took < Duration::from_secs(4), "closed late: {took:?}");
@@ -195,7 +228,10 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_header_timeout() {
     assert!(read.is_ok(), "the idle connection stayed open");
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.80}");
-    assert!(start.elapsed() >= Duration::from_millis(800), "closed before the timeout");
+    assert!(
+        start.elapsed() >= Duration::from_millis(800),
+        "closed before the timeout"
+    );
 }
 
 async fn post_count(app: &TestApp, username: &str) -> usize {
@@ -229,7 +265,11 @@ async fn an_oversized_json_body_is_413_json_and_stores_nothing() {
     let (name, token) = app.new_user("big").await;
     let content = "a".repeat(70_000);
     let declared = app
-        .post_json("/api/create_post", Some(&token), json!({"content": content}))
+        .post_json(
+            "/api/create_post",
+            Some(&token),
+            json!({"content": content}),
+        )
         .await;
     assert_error(declared, StatusCode::PAYLOAD_TOO_LARGE).await;
 
@@ -239,7 +279,9 @@ async fn an_oversized_json_body_is_413_json_and_stores_nothing() {
         .client
         .post(app.url("/api/create_post"))
         .header("Authorization", &token)
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();

@@ -61,7 +61,12 @@ where
     }
 }
 
-async fn login_status(app: &TestApp, username: &str, password: &str, forwarded: Option<&str>) -> Response {
+async fn login_status(
+    app: &TestApp,
+    username: &str,
+    password: &str,
+    forwarded: Option<&str>,
+) -> Response {
     let mut request = app
         .client
         .post(app.url("/api/login"))
@@ -110,7 +115,11 @@ async fn behind_a_trusted_proxy_each_forwarded_address_has_its_own_quota() {
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
     let spoofed_chain = Some("203.0.113.1, 198.51.100.9");
     let chained = login_status(&app, "nobody_here", "password123", spoofed_chain).await;
-    assert_eq!(chained.status(), StatusCode::NOT_FOUND, "the nearest hop counts");
+    assert_eq!(
+        chained.status(),
+        StatusCode::NOT_FOUND,
+        "the nearest hop counts"
+    );
     let direct = login_status(&app, "nobody_here", "password123", None).await;
     assert_eq!(direct.status(), StatusCode::NOT_FOUND);
 }
@@ -211,10 +220,16 @@ async fn replies_over_the_limit_are_not_created() {
     let (_, bob_token) = app.new_user("replier").await;
     let post_id = new_post(&app, &alice_token).await;
 
-    assert_eq!(reply(&app, &bob_token, post_id).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        reply(&app, &bob_token, post_id).await.status(),
+        StatusCode::CREATED
+    );
     assert_limited(reply(&app, &bob_token, post_id).await).await;
     assert_eq!(reply_count(&app, post_id).await, 1);
-    assert_eq!(reply(&app, &alice_token, post_id).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        reply(&app, &alice_token, post_id).await.status(),
+        StatusCode::CREATED
+    );
 
     let resp = after_the_wait(|| reply(&app, &bob_token, post_id)).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -231,7 +246,9 @@ async fn vote(app: &TestApp, token: &str, post_id: i64) -> Response {
 }
 
 async fn upvotes(app: &TestApp, post_id: i64) -> i64 {
-    let resp = app.get(&format!("/api/get_post_by_id/{post_id}"), None).await;
+    let resp = app
+        .get(&format!("/api/get_post_by_id/{post_id}"), None)
+        .await;
     body(resp).await["upvotes"].as_i64().unwrap()
 }
 
@@ -244,12 +261,18 @@ async fn votes_over_the_limit_are_not_counted() {
     let first = new_post(&app, &author_token).await;
     let second = new_post(&app, &author_token).await;
 
-    assert_eq!(vote(&app, &voter_token, first).await.status(), StatusCode::OK);
+    assert_eq!(
+        vote(&app, &voter_token, first).await.status(),
+        StatusCode::OK
+    );
     assert_limited(vote(&app, &voter_token, second).await).await;
     assert_eq!(upvotes(&app, second).await, 0);
     let profile = body(app.get(&format!("/api/user/{author}"), None).await).await;
     assert_eq!(profile["stats"]["upvotes"], 1);
-    assert_eq!(vote(&app, &other_token, second).await.status(), StatusCode::OK);
+    assert_eq!(
+        vote(&app, &other_token, second).await.status(),
+        StatusCode::OK
+    );
 
     let resp = after_the_wait(|| vote(&app, &voter_token, second)).await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -263,7 +286,10 @@ async fn follow(app: &TestApp, token: &str, path: &str, username: &str) -> Respo
 
 async fn is_following(app: &TestApp, token: &str, username: &str) -> bool {
     let resp = app
-        .get(&format!("/api/check_follow?username={username}"), Some(token))
+        .get(
+            &format!("/api/check_follow?username={username}"),
+            Some(token),
+        )
         .await;
     body(resp).await["is_following"].as_bool().unwrap()
 }
@@ -276,8 +302,14 @@ async fn follows_and_unfollows_share_one_limit() {
     let (x, _) = app.new_user("followed").await;
     let (y, _) = app.new_user("followed").await;
 
-    assert_eq!(follow(&app, &token, "/api/follow", &x).await.status(), StatusCode::OK);
-    assert_eq!(follow(&app, &token, "/api/unfollow", &x).await.status(), StatusCode::OK);
+    assert_eq!(
+        follow(&app, &token, "/api/follow", &x).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        follow(&app, &token, "/api/unfollow", &x).await.status(),
+        StatusCode::OK
+    );
     assert_limited(follow(&app, &token, "/api/follow", &y).await).await;
     assert!(!is_following(&app, &token, &y).await);
     let followers = body(app.get(&format!("/api/user/{y}"), None).await).await;
@@ -321,10 +353,12 @@ async fn room_messages_over_http_and_websocket_share_one_limit() {
 
     let resp = room_message(&app, &alice_token, room, "over http").await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let frame = json!({"type": "send_room_message", "room_id": room, "message": "over ws", "ref": 1});
+    let frame =
+        json!({"type": "send_room_message", "room_id": room, "message": "over ws", "ref": 1});
     assert_eq!(ws_answer(&mut socket, frame).await["type"], "ack");
     assert_limited(room_message(&app, &alice_token, room, "too many").await).await;
-    let frame = json!({"type": "send_room_message", "room_id": room, "message": "too many", "ref": 2});
+    let frame =
+        json!({"type": "send_room_message", "room_id": room, "message": "too many", "ref": 2});
     let refused = ws_answer(&mut socket, frame).await;
     assert_eq!(refused["status"], 429, "{refused}");
     assert!(refused["retry_after"].as_u64().unwrap() >= 1, "{refused}");
@@ -360,7 +394,10 @@ async fn direct_messages_over_http_and_websocket_share_one_limit() {
     let (carol, carol_token) = app.new_user("dm").await;
     let mut socket = connect(&app, &alice_token).await;
 
-    assert_eq!(direct_message(&app, &alice_token, &bob).await.status(), StatusCode::OK);
+    assert_eq!(
+        direct_message(&app, &alice_token, &bob).await.status(),
+        StatusCode::OK
+    );
     assert_limited(direct_message(&app, &alice_token, &bob).await).await;
     let frame = json!({"type": "send_inbox_message", "recipient": bob, "message": "hi", "ref": 1});
     let refused = ws_answer(&mut socket, frame).await;
@@ -398,7 +435,10 @@ async fn uploads_over_the_limit_store_nothing() {
     let room = create_room(&app, &alice_token, &unique_name("files")).await;
     join(&app, &bob_token, room).await;
 
-    assert_eq!(upload(&app, &alice_token, room).await.status(), StatusCode::OK);
+    assert_eq!(
+        upload(&app, &alice_token, room).await.status(),
+        StatusCode::OK
+    );
     assert_limited(upload(&app, &alice_token, room).await).await;
     assert_eq!(room_messages(&app, &alice_token, room).await.len(), 1);
     let files = std::fs::read_dir(app.data_dir.path().join("files"))
@@ -406,7 +446,10 @@ async fn uploads_over_the_limit_store_nothing() {
         .filter(|entry| entry.as_ref().unwrap().path().is_file())
         .count();
     assert_eq!(files, 1, "only the accepted upload is stored");
-    assert_eq!(upload(&app, &bob_token, room).await.status(), StatusCode::OK);
+    assert_eq!(
+        upload(&app, &bob_token, room).await.status(),
+        StatusCode::OK
+    );
 
     let resp = after_the_wait(|| upload(&app, &alice_token, room)).await;
     assert_eq!(resp.status(), StatusCode::OK);
