@@ -11,6 +11,9 @@ use tower::{
 use tower_http::set_header::SetResponseHeaderLayer;
 
 type H = SetResponseHeaderLayer<HeaderValue>;
+/// The five header layers of `security_headers`.
+pub type SecurityHeaders =
+    ServiceBuilder<Stack<H, Stack<H, Stack<H, Stack<H, Stack<H, Identity>>>>>>;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -19,8 +22,7 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const API_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
 
 /// Headers set on every response, errors and CORS preflights included.
-pub fn security_headers()
--> ServiceBuilder<Stack<H, Stack<H, Stack<H, Stack<H, Stack<H, Identity>>>>>> {
+pub fn security_headers() -> SecurityHeaders {
     let always = |name: HeaderName, value: &'static str| {
         SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
     };
