@@ -41,7 +41,7 @@ pub struct RegisterRequest {
     responses(
         (status = 201, description = "Account created", body = MessageBody),
         (status = 400, description = "Missing or invalid field, or username/email taken", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody)))]
+        (status = 413, description = "Body too large", body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
     _: AddressRateLimited<limit::Registrations>,
@@ -92,7 +92,7 @@ pub struct LoginResponse {
         (status = 200, description = "A new session", body = LoginResponse),
         (status = 400, description = "Missing field", body = ErrorBody),
         (status = 401, description = "Wrong password", body = ErrorBody),
-        (status = 404, description = "Unknown user", body = ErrorBody)))]
+        (status = 404, description = "Unknown user", body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     _: AddressRateLimited<limit::Logins>,

@@ -50,7 +50,7 @@ struct Received {
 #[utoipa::path(post, path = "/api/upload_file", tag = "files",
     request_body(content_type = "multipart/form-data", description = "parts `file` and `room_id`"),
     responses((status = 200, body = UploadedBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn upload_file(
     State(state): State<AppState>,
     request: Request,

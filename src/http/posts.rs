@@ -69,7 +69,7 @@ pub struct CreatePostRequest {
 
 /// POST /api/create_post
 #[utoipa::path(post, path = "/api/create_post", tag = "posts", request_body = CreatePostRequest,
-    responses((status = 201, body = CreatedBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 201, body = CreatedBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn create_post(
     State(state): State<AppState>,
     RateLimited(user, ..): RateLimited<limit::Posts>,
@@ -142,7 +142,7 @@ pub struct VoteBody {
 /// POST /api/vote_post
 #[utoipa::path(post, path = "/api/vote_post", tag = "posts", request_body = VoteRequest,
     responses((status = 200, body = VoteBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn vote_post(
     State(state): State<AppState>,
     RateLimited(user, ..): RateLimited<limit::Votes>,
@@ -182,7 +182,7 @@ pub struct ReplyRequest {
 /// POST /api/reply_to_post
 #[utoipa::path(post, path = "/api/reply_to_post", tag = "posts", request_body = ReplyRequest,
     responses((status = 201, body = CreatedBody), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn reply_to_post(
     State(state): State<AppState>,
     RateLimited(user, ..): RateLimited<limit::Replies>,

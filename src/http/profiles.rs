@@ -152,7 +152,7 @@ pub struct FollowRequest {
 /// POST /api/follow
 #[utoipa::path(post, path = "/api/follow", tag = "profiles", request_body = FollowRequest,
     responses((status = 200, body = MessageBody), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn follow(
     State(state): State<AppState>,
     RateLimited(user, ..): RateLimited<limit::Follows>,
@@ -169,7 +169,7 @@ async fn follow(
 /// POST /api/unfollow
 #[utoipa::path(post, path = "/api/unfollow", tag = "profiles", request_body = FollowRequest,
     responses((status = 200, body = MessageBody), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn unfollow(
     State(state): State<AppState>,
     RateLimited(user, ..): RateLimited<limit::Follows>,

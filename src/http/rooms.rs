@@ -283,7 +283,7 @@ pub struct SendRequest {
 /// POST /api/send_room_message
 #[utoipa::path(post, path = "/api/send_room_message", tag = "rooms", request_body = SendRequest,
     responses((status = 200, body = MessageBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn send_room_message(
     State(state): State<AppState>,
     RateLimited(user, ..): RateLimited<limit::RoomMessages>,
