@@ -288,3 +288,30 @@ async fn an_oversized_json_body_is_413_json_and_stores_nothing() {
     assert_error(streamed, StatusCode::PAYLOAD_TOO_LARGE).await;
     assert_eq!(post_count(&app, &name).await, 0);
 }
+
+#[tokio::test]
+async fn a_stalled_upload_is_408_and_leaves_no_file() {
+    let app = spawn_app_with(|config| config.body_read_timeout_secs = 1).await;
+    let (_, token) = app.new_user("stallup").await;
+    let room = create_room(&app, &token, &crate::helpers::unique_name("stallup")).await;
+    let mut stream = TcpStream::connect(address(&app)).await.unwrap();
+    let head = format!(
+        "POST /api/upload_file HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n\
+         Content-Type: multipart/form-data; boundary=XYZ\r\nContent-Length: 100000\r\n\r\n\
+         --XYZ\r\nContent-Disposition: form-data; name=\"room_id\"\r\n\r\n{room}\r\n\
+         --XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nsome bytes"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:.200}");
+    let files_dir = app.data_dir.path().join("files");
+    let stored = std::fs::read_dir(&files_dir).unwrap().count();
+    let temporary = std::fs::read_dir(files_dir.join("tmp")).unwrap().count();
+    assert_eq!(
+        (stored, temporary),
+        (1, 0),
+        "only the empty tmp directory remains"
+    );
+}
