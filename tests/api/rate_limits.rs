@@ -79,16 +79,18 @@ async fn login_status(
 
 #[tokio::test]
 async fn logins_over_the_limit_are_refused_even_with_the_right_password_until_the_quota_refills() {
-    let app = spawn_limited(|limits| limits.login = "3/3s".parse().unwrap()).await;
+    let app = spawn_limited(|limits| limits.login = "3/6s".parse().unwrap()).await;
     let name = unique_name("brute");
     assert_eq!(app.register(&name).await.status(), StatusCode::CREATED);
 
+    // Unknown names answer at once (no password hashing), so the burst
+    // fits well inside one refill interval even on a busy machine.
     for _ in 0..3 {
-        let resp = login_status(&app, &name, "wrong-password", None).await;
-        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let resp = login_status(&app, "no_such_user", "guess", None).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     }
     let retry_after = assert_limited(login_status(&app, &name, "password123", None).await).await;
-    assert!(retry_after <= 3, "Retry-After {retry_after}");
+    assert!(retry_after <= 2, "Retry-After {retry_after}");
 
     let resp = after_the_wait(|| login_status(&app, &name, "password123", None)).await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -137,7 +139,7 @@ async fn forwarded_addresses_are_ignored_without_a_trusted_proxy() {
 
 #[tokio::test]
 async fn sign_ups_over_the_limit_create_no_account_until_the_quota_refills() {
-    let app = spawn_limited(|limits| limits.register = "2/2s".parse().unwrap()).await;
+    let app = spawn_limited(|limits| limits.register = "2/4s".parse().unwrap()).await;
     for _ in 0..2 {
         let name = unique_name("signup");
         assert_eq!(app.register(&name).await.status(), StatusCode::CREATED);
@@ -166,7 +168,7 @@ async fn post_count(app: &TestApp, username: &str) -> usize {
 
 #[tokio::test]
 async fn posts_over_the_limit_are_not_created_and_other_users_still_post() {
-    let app = spawn_limited(|limits| limits.posts = "2/2s".parse().unwrap()).await;
+    let app = spawn_limited(|limits| limits.posts = "2/4s".parse().unwrap()).await;
     let (alice, alice_token) = app.new_user("poster").await;
     let (_, bob_token) = app.new_user("poster").await;
     for n in 0..2 {
@@ -215,7 +217,7 @@ async fn new_post(app: &TestApp, token: &str) -> i64 {
 
 #[tokio::test]
 async fn replies_over_the_limit_are_not_created() {
-    let app = spawn_limited(|limits| limits.replies = "1/1s".parse().unwrap()).await;
+    let app = spawn_limited(|limits| limits.replies = "1/2s".parse().unwrap()).await;
     let (_, alice_token) = app.new_user("replier").await;
     let (_, bob_token) = app.new_user("replier").await;
     let post_id = new_post(&app, &alice_token).await;
@@ -254,7 +256,7 @@ async fn upvotes(app: &TestApp, post_id: i64) -> i64 {
 
 #[tokio::test]
 async fn votes_over_the_limit_are_not_counted() {
-    let app = spawn_limited(|limits| limits.votes = "1/1s".parse().unwrap()).await;
+    let app = spawn_limited(|limits| limits.votes = "1/2s".parse().unwrap()).await;
     let (author, author_token) = app.new_user("voted").await;
     let (_, voter_token) = app.new_user("voter").await;
     let (_, other_token) = app.new_user("voter").await;
@@ -296,7 +298,7 @@ async fn is_following(app: &TestApp, token: &str, username: &str) -> bool {
 
 #[tokio::test]
 async fn follows_and_unfollows_share_one_limit() {
-    let app = spawn_limited(|limits| limits.follows = "2/2s".parse().unwrap()).await;
+    let app = spawn_limited(|limits| limits.follows = "2/4s".parse().unwrap()).await;
     let (_, token) = app.new_user("follower").await;
     let (_, other_token) = app.new_user("follower").await;
     let (x, _) = app.new_user("followed").await;
@@ -344,7 +346,7 @@ async fn ws_answer(socket: &mut crate::ws::Socket, frame: Value) -> Value {
 
 #[tokio::test]
 async fn room_messages_over_http_and_websocket_share_one_limit() {
-    let app = spawn_limited(|limits| limits.room_messages = "2/2s".parse().unwrap()).await;
+    let app = spawn_limited(|limits| limits.room_messages = "2/4s".parse().unwrap()).await;
     let (_, alice_token) = app.new_user("chatty").await;
     let (_, bob_token) = app.new_user("chatty").await;
     let room = create_room(&app, &alice_token, &unique_name("chatroom")).await;
@@ -388,7 +390,7 @@ async fn inbox_count(app: &TestApp, token: &str) -> i64 {
 
 #[tokio::test]
 async fn direct_messages_over_http_and_websocket_share_one_limit() {
-    let app = spawn_limited(|limits| limits.inbox_messages = "1/1s".parse().unwrap()).await;
+    let app = spawn_limited(|limits| limits.inbox_messages = "1/2s".parse().unwrap()).await;
     let (_, alice_token) = app.new_user("dm").await;
     let (bob, bob_token) = app.new_user("dm").await;
     let (carol, carol_token) = app.new_user("dm").await;
@@ -429,7 +431,7 @@ async fn upload(app: &TestApp, token: &str, room_id: i64) -> Response {
 
 #[tokio::test]
 async fn uploads_over_the_limit_store_nothing() {
-    let app = spawn_limited(|limits| limits.uploads = "1/1s".parse().unwrap()).await;
+    let app = spawn_limited(|limits| limits.uploads = "1/2s".parse().unwrap()).await;
     let (_, alice_token) = app.new_user("uploader").await;
     let (_, bob_token) = app.new_user("uploader").await;
     let room = create_room(&app, &alice_token, &unique_name("files")).await;
