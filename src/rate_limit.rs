@@ -206,20 +206,24 @@ impl RateLimits {
         if !trusted(&peer) {
             return peer;
         }
-        // Each proxy appends the address it heard from, so read right to left.
-        let forwarded: Vec<IpAddr> = parts
+        // Each proxy appends the address it heard from, so read right to
+        // left; whatever lies left of the first untrusted hop is the
+        // client's own claim and is never read.
+        let forwarded: Vec<&str> = parts
             .headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
-            .map_while(|entry| entry.trim().parse::<IpAddr>().ok())
             .collect();
-        forwarded
-            .into_iter()
-            .rev()
-            .find(|ip| !trusted(ip))
-            .unwrap_or(peer)
+        for entry in forwarded.into_iter().rev() {
+            match entry.trim().parse::<IpAddr>() {
+                Ok(ip) if trusted(&ip) => continue,
+                Ok(ip) => return ip,
+                Err(_) => break,
+            }
+        }
+        peer
     }
 }
 
