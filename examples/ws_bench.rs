@@ -123,6 +123,8 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir.path())
             .args(["--log", "warn"])
+            // Load generators send far faster than any person.
+            .args(["--rate-limits", "off"])
             .stdin(Stdio::null());
         if let Some(len) = ws_queue_len {
             command.arg("--ws-queue-len").arg(len.to_string());

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, serve::ListenerExt};
+use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::{
@@ -18,6 +18,7 @@ use crate::{
         trending::{self, Trending},
     },
     http,
+    rate_limit::RateLimits,
     store::{
         Store, StoreError,
         postgres::PostgresStore,
@@ -41,6 +42,8 @@ pub struct AppState {
     pub chat: Chat,
     /// Hashtag counts over the last day, for the feed's trending topics.
     pub trending: Arc<Trending>,
+    /// Per-address and per-user abuse limits (empty when turned off).
+    pub rate_limits: Arc<RateLimits>,
 }
 
 impl AppState {
@@ -77,6 +80,7 @@ impl App {
             passwords: Passwords::new(hashing_threads),
             chat: Chat::new(hub),
             trending,
+            rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
             config: Arc::new(config),
         };
         let listener = TcpListener::bind(state.config.listen).await?;
@@ -105,16 +109,17 @@ impl App {
             .database
             .is_some()
             .then(|| tokio::spawn(recount_trending(self.state.clone())));
-        // Chat frames and small JSON answers must not wait for Nagle's algorithm.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(%err, "setting TCP_NODELAY failed");
-            }
-        });
-        let result = axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let evictor = self
+            .state
+            .rate_limits
+            .enabled()
+            .then(|| tokio::spawn(evict_idle_rate_limits(self.state.clone())));
+        let result =
+            http::server::serve(self.listener, self.router, &self.state.config, shutdown).await;
         purger.abort();
+        if let Some(evictor) = evictor {
+            evictor.abort();
+        }
         if let Some(recounter) = recounter {
             recounter.abort();
         }
@@ -193,6 +198,15 @@ async fn recount(trending: &Trending, store: &dyn Store) -> Result<(), StoreErro
 
 /// How stale other nodes' posts may be in this node's trending topics.
 const TRENDING_RECOUNT: Duration = Duration::from_secs(10);
+
+/// Keeps the rate limiters' memory to the clients seen recently.
+async fn evict_idle_rate_limits(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        state.rate_limits.evict_idle();
+    }
+}
 
 /// Reads already hide expired room messages; this only reclaims their rows.
 async fn purge_expired_messages(state: AppState) {

@@ -1,10 +1,13 @@
 //! Command-line and environment configuration.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
 
 use clap::Parser;
 
-use crate::store::sqlite::Durability;
+use crate::{rate_limit::Rate, store::sqlite::Durability};
 
 /// Mirage: a social network and chat server speaking a JSON HTTP API.
 #[derive(Debug, Clone, Parser)]
@@ -92,6 +95,31 @@ pub struct Config {
     #[arg(long, env = "MIRAGE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub ws_idle_timeout_secs: u64,
 
+    /// Largest request head (request line plus headers), in bytes; a larger
+    /// one is answered 431 and the connection closed.
+    #[arg(long, env = "MIRAGE_MAX_HEADER_BYTES", default_value_t = 16_384)]
+    pub max_header_bytes: usize,
+
+    /// Most header fields in one request; more are answered 431.
+    #[arg(long, env = "MIRAGE_MAX_HEADERS", default_value_t = 100)]
+    pub max_headers: usize,
+
+    /// Seconds a client has to send a whole request head, counted from the
+    /// moment the server waits for it: a slow sender is disconnected, and so
+    /// is a keep-alive connection idle for this long.
+    #[arg(long, env = "MIRAGE_HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a request body may go without sending any data; a stalled
+    /// body is answered 408.
+    #[arg(long, env = "MIRAGE_BODY_READ_TIMEOUT_SECS", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout_secs: u64,
+
+    #[command(flatten)]
+    pub rate_limits: RateLimitConfig,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `mirage=debug`.
     #[arg(long, env = "MIRAGE_LOG", default_value = "info")]
     pub log: String,
@@ -103,6 +131,109 @@ impl Config {
         let mut config = Config::parse_from(["mirage"]);
         config.listen = "127.0.0.1:0".parse().expect("valid address");
         config.data_dir = data_dir;
+        // Tests register, log in and write far faster than any person;
+        // the rate-limit tests turn limits on with small quotas.
+        config.rate_limits.mode = Switch::Off;
         config
     }
+}
+
+/// Abuse limits. Each quota is `COUNT/PERIOD`: a burst of COUNT requests,
+/// then one more every PERIOD/COUNT (GCRA), so at most COUNT per PERIOD in
+/// the long run. Register and login are limited per client address, the
+/// rest per user; see docs/SECURITY.md.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RateLimitConfig {
+    /// `off` turns every rate limit off (for load benchmarks).
+    #[arg(long = "rate-limits", env = "MIRAGE_RATE_LIMITS", value_enum, default_value_t = Switch::On)]
+    pub mode: Switch,
+
+    /// Reverse proxies (comma-separated IP addresses) whose
+    /// `X-Forwarded-For` names the client. Unset: the TCP peer is the
+    /// client and `X-Forwarded-For` is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "MIRAGE_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<IpAddr>,
+
+    /// Sign-ups (`POST /api/register`) per client address.
+    #[arg(
+        long = "rate-limit-register",
+        env = "MIRAGE_RATE_LIMIT_REGISTER",
+        default_value = "5/30m"
+    )]
+    pub register: Rate,
+
+    /// Login attempts per client address.
+    #[arg(
+        long = "rate-limit-login",
+        env = "MIRAGE_RATE_LIMIT_LOGIN",
+        default_value = "25/5m"
+    )]
+    pub login: Rate,
+
+    /// Posts per user.
+    #[arg(
+        long = "rate-limit-posts",
+        env = "MIRAGE_RATE_LIMIT_POSTS",
+        default_value = "300/3h"
+    )]
+    pub posts: Rate,
+
+    /// Replies per user.
+    #[arg(
+        long = "rate-limit-replies",
+        env = "MIRAGE_RATE_LIMIT_REPLIES",
+        default_value = "300/3h"
+    )]
+    pub replies: Rate,
+
+    /// Votes per user.
+    #[arg(
+        long = "rate-limit-votes",
+        env = "MIRAGE_RATE_LIMIT_VOTES",
+        default_value = "300/1h"
+    )]
+    pub votes: Rate,
+
+    /// Follows and unfollows together, per user.
+    #[arg(
+        long = "rate-limit-follows",
+        env = "MIRAGE_RATE_LIMIT_FOLLOWS",
+        default_value = "400/1d"
+    )]
+    pub follows: Rate,
+
+    /// Room messages per user (HTTP and WebSocket together).
+    #[arg(
+        long = "rate-limit-room-messages",
+        env = "MIRAGE_RATE_LIMIT_ROOM_MESSAGES",
+        default_value = "10/10s"
+    )]
+    pub room_messages: Rate,
+
+    /// Direct messages per user (HTTP and WebSocket together).
+    #[arg(
+        long = "rate-limit-inbox-messages",
+        env = "MIRAGE_RATE_LIMIT_INBOX_MESSAGES",
+        default_value = "60/10m"
+    )]
+    pub inbox_messages: Rate,
+
+    /// File uploads per user.
+    #[arg(
+        long = "rate-limit-uploads",
+        env = "MIRAGE_RATE_LIMIT_UPLOADS",
+        default_value = "30/30m"
+    )]
+    pub uploads: Rate,
+}
+
+/// On or off, for switches that take a word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }

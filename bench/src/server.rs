@@ -45,6 +45,8 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--log", "warn"])
+            // Load generators send far faster than any person.
+            .args(["--rate-limits", "off"])
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;

@@ -16,6 +16,7 @@ use crate::{
     chat::{self, event::Sessions},
     domain::{account, validate::required},
     error::{ApiError, ApiResult, ErrorBody},
+    rate_limit::{AddressRateLimited, limit},
     store::accounts::NewUser,
 };
 
@@ -40,9 +41,10 @@ pub struct RegisterRequest {
     responses(
         (status = 201, description = "Account created", body = MessageBody),
         (status = 400, description = "Missing or invalid field, or username/email taken", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody)))]
+        (status = 413, description = "Body too large", body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
+    _: AddressRateLimited<limit::Registrations>,
     JsonBody(body): JsonBody<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<MessageBody>)> {
     let username = required(&body.username, "username")?.trim();
@@ -90,9 +92,10 @@ pub struct LoginResponse {
         (status = 200, description = "A new session", body = LoginResponse),
         (status = 400, description = "Missing field", body = ErrorBody),
         (status = 401, description = "Wrong password", body = ErrorBody),
-        (status = 404, description = "Unknown user", body = ErrorBody)))]
+        (status = 404, description = "Unknown user", body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
+    _: AddressRateLimited<limit::Logins>,
     JsonBody(body): JsonBody<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
     let username = required(&body.username, "username")?.trim();

@@ -9,7 +9,7 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 
 use crate::{
@@ -190,14 +190,27 @@ pub async fn limit_json_body(
         return Err(too_large());
     }
     let (parts, body) = req.into_parts();
-    let bytes = Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|_| too_large())?
-        .to_bytes();
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.is::<LengthLimitError>() => return Err(too_large()),
+        Err(err) => return Err(body_read_error(err.as_ref())),
+    };
     Ok(next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await)
+}
+
+/// A body that failed while being read: stalled past the body timeout
+/// (408), or cut off by the client (400).
+pub fn body_read_error(err: &(dyn std::error::Error + 'static)) -> ApiError {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::RequestTimeout("the request body arrived too slowly".into());
+        }
+        cause = err.source();
+    }
+    ApiError::bad_request("could not read the request body")
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use axum::{
     Json,
     body::Body,
     extract::{FromRequest, Multipart, Request, State},
-    http::{HeaderMap, HeaderValue, header},
+    http::{HeaderMap, HeaderName, HeaderValue, header},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
@@ -13,12 +13,14 @@ use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::{edge::API_CONTENT_SECURITY_POLICY, extract::body_read_error};
 use crate::{
     app::AppState,
     auth::{AuthUser, authenticate, header_token},
     chat::{member_room, post_to_room},
     domain::time::now_secs,
     error::{ApiError, ApiResult, ErrorBody},
+    rate_limit::UserAction,
     store::rooms::StoredFile,
 };
 
@@ -48,13 +50,20 @@ struct Received {
 #[utoipa::path(post, path = "/api/upload_file", tag = "files",
     request_body(content_type = "multipart/form-data", description = "parts `file` and `room_id`"),
     responses((status = 200, body = UploadedBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn upload_file(
     State(state): State<AppState>,
     request: Request,
 ) -> ApiResult<Json<UploadedBody>> {
     let headers = request.headers().clone();
     let token = header_token(&headers).map(str::to_owned);
+    // A caller over the upload limit is refused before a byte is stored;
+    // anyone else gets the usual order (413, 401, 400) below.
+    if let Some(token) = token.as_deref()
+        && let Ok(user) = authenticate(&state, token).await
+    {
+        state.rate_limits.check_user(UserAction::Upload, user.id)?;
+    }
     let mut multipart = match Multipart::from_request(request, &state).await {
         Ok(multipart) => multipart,
         Err(_) => {
@@ -189,6 +198,8 @@ async fn caller(state: &AppState, token: Option<&str>) -> ApiResult<AuthUser> {
 fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
     if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge("upload too large".into())
+    } else if let timeout @ ApiError::RequestTimeout(_) = body_read_error(&err) {
+        timeout
     } else {
         ApiError::bad_request(format!("malformed multipart body: {}", err.body_text()))
     }
@@ -238,6 +249,19 @@ fn is_inline_safe(content_type: &str) -> bool {
         || content_type == "application/pdf"
 }
 
+/// A served file may show itself (an image, a video, text) but never run a
+/// script or load anything else. PDFs are the exception: browsers refuse
+/// to open them in a sandbox, and their viewer runs no page scripts anyway.
+fn file_content_security_policy(content_type: &str) -> &'static str {
+    if content_type == "application/pdf" {
+        "frame-ancestors 'none'"
+    } else if is_inline_safe(content_type) {
+        "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'; sandbox"
+    } else {
+        API_CONTENT_SECURITY_POLICY
+    }
+}
+
 /// GET /api/files/{id}/{name}
 #[utoipa::path(get, path = "/api/files/{id}/{name}", tag = "files",
     responses((status = 200, description = "The file's bytes"), (status = 404, body = ErrorBody)))]
@@ -276,6 +300,16 @@ async fn get_file(
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(file_content_security_policy(&file.content_type)),
+    );
+    // Front ends on other origins show images and play media with plain
+    // `<img>`/`<video>` tags, which Cross-Origin-Resource-Policy would block.
+    headers.insert(
+        HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("cross-origin"),
     );
     headers.insert(
         header::CONTENT_DISPOSITION,

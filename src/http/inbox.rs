@@ -15,6 +15,7 @@ use crate::{
     chat,
     domain::time::format_utc,
     error::{ApiError, ApiResult, ErrorBody},
+    rate_limit::{RateLimited, limit},
     store::inbox::InboxMessage,
 };
 
@@ -35,10 +36,10 @@ pub struct SendRequest {
 /// POST /api/send_inbox_message
 #[utoipa::path(post, path = "/api/send_inbox_message", tag = "inbox", request_body = SendRequest,
     responses((status = 200, body = MessageBody), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn send_inbox_message(
     State(state): State<AppState>,
-    user: AuthUser,
+    RateLimited(user, ..): RateLimited<limit::InboxMessages>,
     JsonBody(body): JsonBody<SendRequest>,
 ) -> ApiResult<Json<MessageBody>> {
     chat::send_inbox_message(&state, &user, &body.recipient, &body.message).await?;

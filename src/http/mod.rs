@@ -1,6 +1,7 @@
 //! The HTTP layer: one module per resource, thin handlers, JSON everywhere.
 
 pub mod accounts;
+pub mod edge;
 pub mod extract;
 pub mod feed;
 pub mod files;
@@ -8,6 +9,7 @@ pub mod inbox;
 pub mod posts;
 pub mod profiles;
 pub mod rooms;
+pub mod server;
 pub mod service;
 pub mod ws;
 
@@ -21,6 +23,8 @@ use axum::{
 use serde::Serialize;
 use tower_http::{
     cors::{Any, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::RequestBodyTimeoutLayer,
     trace::TraceLayer,
 };
 use utoipa::{OpenApi, ToSchema};
@@ -101,14 +105,27 @@ pub fn router(state: AppState) -> Router {
             header::ACCEPT,
             HeaderName::from_static("x-requested-with"),
         ])
+        // Scripts may read these only when they are exposed.
+        .expose_headers([header::RETRY_AFTER, edge::X_REQUEST_ID.clone()])
         .max_age(Duration::from_secs(600));
+    let body_read_timeout = Duration::from_secs(state.config.body_read_timeout_secs);
 
+    // Layers run outermost (last) first on the way in.
     Router::new()
         .merge(json_api)
         .merge(streaming_api)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(edge::request_span))
+        // A body that stalls this long between chunks fails to read (408).
+        .layer(RequestBodyTimeoutLayer::new(body_read_timeout))
         .layer(cors)
+        .layer(PropagateRequestIdLayer::new(edge::X_REQUEST_ID.clone()))
+        .layer(SetRequestIdLayer::new(
+            edge::X_REQUEST_ID.clone(),
+            MakeRequestUuid,
+        ))
+        .layer(middleware::map_request(edge::drop_unusable_request_id))
+        .layer(edge::security_headers())
         .with_state(state)
 }

@@ -8,13 +8,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::extract::{JsonBody, PathText, QueryParams, optional_id, path_id};
 use crate::{
     app::AppState,
-    auth::AuthUser,
     domain::{
         hashtags,
         time::{format_utc, now_secs},
         validate::{max_chars, required},
     },
     error::{ApiError, ApiResult, ErrorBody},
+    rate_limit::{RateLimited, limit},
     store::posts::{Post, Reply, VoteKind},
 };
 
@@ -69,10 +69,10 @@ pub struct CreatePostRequest {
 
 /// POST /api/create_post
 #[utoipa::path(post, path = "/api/create_post", tag = "posts", request_body = CreatePostRequest,
-    responses((status = 201, body = CreatedBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 201, body = CreatedBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn create_post(
     State(state): State<AppState>,
-    user: AuthUser,
+    RateLimited(user, ..): RateLimited<limit::Posts>,
     JsonBody(body): JsonBody<CreatePostRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedBody>)> {
     let content = required(&body.content, "content")?;
@@ -142,10 +142,10 @@ pub struct VoteBody {
 /// POST /api/vote_post
 #[utoipa::path(post, path = "/api/vote_post", tag = "posts", request_body = VoteRequest,
     responses((status = 200, body = VoteBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn vote_post(
     State(state): State<AppState>,
-    user: AuthUser,
+    RateLimited(user, ..): RateLimited<limit::Votes>,
     JsonBody(body): JsonBody<VoteRequest>,
 ) -> ApiResult<Json<VoteBody>> {
     let post_id = body
@@ -182,10 +182,10 @@ pub struct ReplyRequest {
 /// POST /api/reply_to_post
 #[utoipa::path(post, path = "/api/reply_to_post", tag = "posts", request_body = ReplyRequest,
     responses((status = 201, body = CreatedBody), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn reply_to_post(
     State(state): State<AppState>,
-    user: AuthUser,
+    RateLimited(user, ..): RateLimited<limit::Replies>,
     JsonBody(body): JsonBody<ReplyRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedBody>)> {
     let post_id = body

@@ -15,6 +15,7 @@ use crate::{
     chat::{self, event::Sessions},
     domain::{account, time::format_utc, validate::required},
     error::{ApiError, ApiResult, ErrorBody},
+    rate_limit::{RateLimited, limit},
     store::accounts::{SettingsChange, UserSummary},
 };
 
@@ -151,10 +152,10 @@ pub struct FollowRequest {
 /// POST /api/follow
 #[utoipa::path(post, path = "/api/follow", tag = "profiles", request_body = FollowRequest,
     responses((status = 200, body = MessageBody), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn follow(
     State(state): State<AppState>,
-    user: AuthUser,
+    RateLimited(user, ..): RateLimited<limit::Follows>,
     JsonBody(body): JsonBody<FollowRequest>,
 ) -> ApiResult<Json<MessageBody>> {
     let name = required(&body.username, "username")?.trim();
@@ -168,10 +169,10 @@ async fn follow(
 /// POST /api/unfollow
 #[utoipa::path(post, path = "/api/unfollow", tag = "profiles", request_body = FollowRequest,
     responses((status = 200, body = MessageBody), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn unfollow(
     State(state): State<AppState>,
-    user: AuthUser,
+    RateLimited(user, ..): RateLimited<limit::Follows>,
     JsonBody(body): JsonBody<FollowRequest>,
 ) -> ApiResult<Json<MessageBody>> {
     let name = required(&body.username, "username")?.trim();

@@ -18,6 +18,7 @@ use crate::{
         validate::{max_chars, required},
     },
     error::{ApiError, ApiResult, ErrorBody},
+    rate_limit::{RateLimited, limit},
     store::rooms::NewRoom,
 };
 
@@ -282,10 +283,10 @@ pub struct SendRequest {
 /// POST /api/send_room_message
 #[utoipa::path(post, path = "/api/send_room_message", tag = "rooms", request_body = SendRequest,
     responses((status = 200, body = MessageBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn send_room_message(
     State(state): State<AppState>,
-    user: AuthUser,
+    RateLimited(user, ..): RateLimited<limit::RoomMessages>,
     JsonBody(body): JsonBody<SendRequest>,
 ) -> ApiResult<Json<MessageBody>> {
     chat::send_room_message(&state, &user, body.room_id, &body.message).await?;

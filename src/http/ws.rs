@@ -29,6 +29,7 @@ use crate::{
     chat::{self, fanout::Subscription},
     domain::time::now_f64,
     error::{ApiError, ApiResult, ErrorBody},
+    rate_limit::UserAction,
     store::rooms::Room,
 };
 
@@ -110,6 +111,9 @@ enum Reply {
     Error {
         error: String,
         status: u16,
+        /// Seconds to wait, on a 429 (the HTTP `Retry-After`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after: Option<u64>,
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<Value>,
     },
@@ -122,6 +126,12 @@ impl Reply {
         }
         Reply::Error {
             status: err.status().as_u16(),
+            retry_after: match &err {
+                ApiError::TooManyRequests {
+                    retry_after_secs, ..
+                } => Some(*retry_after_secs),
+                _ => None,
+            },
             error: err.to_string(),
             reference,
         }
@@ -321,15 +331,26 @@ impl Connection {
         let user = &self.user;
         let stored = match frame {
             ClientFrame::Ping => return Reply::Pong { reference },
+            // The same limits as the HTTP endpoints, shared with them.
             ClientFrame::SendRoomMessage { room_id, message } => {
-                chat::send_room_message(state, user, room_id, &message)
-                    .await
-                    .map(|m| m.id)
+                async {
+                    state
+                        .rate_limits
+                        .check_user(UserAction::RoomMessage, user.id)?;
+                    let sent = chat::send_room_message(state, user, room_id, &message).await?;
+                    Ok(sent.id)
+                }
+                .await
             }
             ClientFrame::SendInboxMessage { recipient, message } => {
-                chat::send_inbox_message(state, user, &recipient, &message)
-                    .await
-                    .map(|m| m.id)
+                async {
+                    state
+                        .rate_limits
+                        .check_user(UserAction::InboxMessage, user.id)?;
+                    let sent = chat::send_inbox_message(state, user, &recipient, &message).await?;
+                    Ok(sent.id)
+                }
+                .await
             }
         };
         match stored {

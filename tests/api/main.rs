@@ -2,12 +2,14 @@
 
 mod accounts;
 mod backend;
+mod edge;
 mod files;
 mod helpers;
 mod inbox;
 mod posts;
 mod profiles;
 mod quickstart;
+mod rate_limits;
 mod rooms;
 mod status_codes;
 mod ws;

@@ -1,0 +1,82 @@
+//! What every response carries: security headers and a request id that every log line of the request shows.
+
+use axum::{
+    extract::Request,
+    http::{HeaderName, HeaderValue, header},
+};
+use tower::{
+    ServiceBuilder,
+    layer::util::{Identity, Stack},
+};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+type H = SetResponseHeaderLayer<HeaderValue>;
+/// The five header layers of `security_headers`.
+pub type SecurityHeaders =
+    ServiceBuilder<Stack<H, Stack<H, Stack<H, Stack<H, Stack<H, Identity>>>>>>;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// API answers are JSON that nothing should render, frame or embed: the
+/// strictest policy. File downloads set their own (see `files.rs`).
+pub const API_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
+
+/// Headers set on every response, errors and CORS preflights included.
+pub fn security_headers() -> SecurityHeaders {
+    let always = |name: HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
+    };
+    let unless_set = |name: HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    };
+    ServiceBuilder::new()
+        .layer(always(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(always(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(always(header::REFERRER_POLICY, "no-referrer"))
+        .layer(unless_set(
+            header::CONTENT_SECURITY_POLICY,
+            API_CONTENT_SECURITY_POLICY,
+        ))
+        // Checked by browsers only for no-cors loads (`<script src>`,
+        // `<img>`): CORS calls to the API are unaffected.
+        .layer(unless_set(
+            HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ))
+}
+
+/// Longest client-supplied request id that is kept.
+const MAX_CLIENT_REQUEST_ID: usize = 64;
+
+/// Drops a client's `x-request-id` unless it is short and printable ASCII,
+/// so that what reaches the logs is safe to print; a fresh one replaces it.
+pub async fn drop_unusable_request_id(mut request: Request) -> Request {
+    let usable = |value: &HeaderValue| {
+        let bytes = value.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= MAX_CLIENT_REQUEST_ID
+            && bytes.iter().all(u8::is_ascii_graphic)
+    };
+    let ids = request.headers().get_all(&X_REQUEST_ID);
+    let keep = ids.iter().count() == 1 && ids.iter().all(usable);
+    if !keep {
+        request.headers_mut().remove(&X_REQUEST_ID);
+    }
+    request
+}
+
+/// The span of one request: its id, method and path. The query is left out
+/// on purpose: `GET /api/ws?token=` carries a session token.
+pub fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        request_id,
+        method = %request.method(),
+        path = request.uri().path(),
+    )
+}

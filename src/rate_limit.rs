@@ -1,0 +1,371 @@
+//! Rate limits at the HTTP edge: sign-up and login per client address, writes per user.
+
+use std::{
+    fmt,
+    marker::PhantomData,
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    num::NonZeroU32,
+    str::FromStr,
+    time::Duration,
+};
+
+use axum::{
+    extract::{ConnectInfo, FromRequestParts},
+    http::request::Parts,
+};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
+
+use crate::{
+    app::AppState,
+    auth::AuthUser,
+    config::{RateLimitConfig, Switch},
+    error::{ApiError, ApiResult},
+};
+
+/// A quota written `COUNT/PERIOD` (`300/3h`, `10/10s`): a burst of COUNT,
+/// then one request more every PERIOD/COUNT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: NonZeroU32,
+    pub period: Duration,
+}
+
+impl Rate {
+    fn quota(self) -> Quota {
+        let interval = self.period / self.count.get();
+        // `parse` rejects periods too short to divide; this is a fallback only.
+        Quota::with_period(interval)
+            .unwrap_or_else(|| Quota::per_second(self.count))
+            .allow_burst(self.count)
+    }
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let invalid =
+            || format!("expected COUNT/PERIOD such as `300/3h` or `10/10s`, got {text:?}");
+        let (count, period) = text.split_once('/').ok_or_else(invalid)?;
+        let count: NonZeroU32 = count.trim().parse().map_err(|_| invalid())?;
+        let period = humantime::parse_duration(period.trim()).map_err(|_| invalid())?;
+        if (period / count.get()).is_zero() {
+            return Err(invalid());
+        }
+        Ok(Rate { count, period })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            self.count,
+            humantime::format_duration(self.period)
+        )
+    }
+}
+
+/// What a client address is limited in.
+#[derive(Debug, Clone, Copy)]
+pub enum AddressAction {
+    Register,
+    Login,
+}
+
+/// What a signed-in user is limited in.
+#[derive(Debug, Clone, Copy)]
+pub enum UserAction {
+    Post,
+    Reply,
+    Vote,
+    Follow,
+    RoomMessage,
+    InboxMessage,
+    Upload,
+}
+
+impl AddressAction {
+    const ALL: [AddressAction; 2] = [AddressAction::Register, AddressAction::Login];
+
+    fn what(self) -> &'static str {
+        match self {
+            AddressAction::Register => "sign-ups from your address",
+            AddressAction::Login => "login attempts from your address",
+        }
+    }
+
+    fn rate(self, config: &RateLimitConfig) -> Rate {
+        match self {
+            AddressAction::Register => config.register,
+            AddressAction::Login => config.login,
+        }
+    }
+}
+
+impl UserAction {
+    const ALL: [UserAction; 7] = [
+        UserAction::Post,
+        UserAction::Reply,
+        UserAction::Vote,
+        UserAction::Follow,
+        UserAction::RoomMessage,
+        UserAction::InboxMessage,
+        UserAction::Upload,
+    ];
+
+    fn what(self) -> &'static str {
+        match self {
+            UserAction::Post => "posts",
+            UserAction::Reply => "replies",
+            UserAction::Vote => "votes",
+            UserAction::Follow => "follows and unfollows",
+            UserAction::RoomMessage => "room messages",
+            UserAction::InboxMessage => "direct messages",
+            UserAction::Upload => "uploads",
+        }
+    }
+
+    fn rate(self, config: &RateLimitConfig) -> Rate {
+        match self {
+            UserAction::Post => config.posts,
+            UserAction::Reply => config.replies,
+            UserAction::Vote => config.votes,
+            UserAction::Follow => config.follows,
+            UserAction::RoomMessage => config.room_messages,
+            UserAction::InboxMessage => config.inbox_messages,
+            UserAction::Upload => config.uploads,
+        }
+    }
+}
+
+/// One keyed GCRA limiter per action (indexed by the action), or none when
+/// limits are off. Limits are per process: several nodes each allow the quota.
+pub struct RateLimits {
+    by_address: Vec<DefaultKeyedRateLimiter<IpAddr>>,
+    by_user: Vec<DefaultKeyedRateLimiter<i64>>,
+    trusted_proxies: Vec<IpAddr>,
+}
+
+impl RateLimits {
+    pub fn new(config: &RateLimitConfig) -> Self {
+        let on = config.mode == Switch::On;
+        RateLimits {
+            by_address: AddressAction::ALL
+                .iter()
+                .filter(|_| on)
+                .map(|a| RateLimiter::keyed(a.rate(config).quota()))
+                .collect(),
+            by_user: UserAction::ALL
+                .iter()
+                .filter(|_| on)
+                .map(|a| RateLimiter::keyed(a.rate(config).quota()))
+                .collect(),
+            trusted_proxies: config.trusted_proxies.clone(),
+        }
+    }
+
+    /// Counts one `action` from `address`, or 429 when over its limit.
+    pub fn check_address(&self, action: AddressAction, address: IpAddr) -> ApiResult<()> {
+        match self.by_address.get(action as usize) {
+            Some(limiter) => check(limiter, &address_key(address), action.what()),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts one `action` by `user_id`, or 429 when over its limit.
+    pub fn check_user(&self, action: UserAction, user_id: i64) -> ApiResult<()> {
+        match self.by_user.get(action as usize) {
+            Some(limiter) => check(limiter, &user_id, action.what()),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets keys whose quota is full again, so memory holds only the
+    /// clients seen within their recent periods.
+    pub fn evict_idle(&self) {
+        for limiter in &self.by_address {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        for limiter in &self.by_user {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.by_user.is_empty()
+    }
+
+    /// The client's address: the TCP peer, or, when the peer is a trusted
+    /// proxy, the nearest untrusted address in `X-Forwarded-For`.
+    fn client_address(&self, peer: IpAddr, parts: &Parts) -> IpAddr {
+        let trusted = |ip: &IpAddr| self.trusted_proxies.contains(&ip.to_canonical());
+        if !trusted(&peer) {
+            return peer;
+        }
+        // Each proxy appends the address it heard from, so read right to
+        // left; whatever lies left of the first untrusted hop is the
+        // client's own claim and is never read.
+        let forwarded: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .collect();
+        for entry in forwarded.into_iter().rev() {
+            match entry.trim().parse::<IpAddr>() {
+                Ok(ip) if trusted(&ip) => continue,
+                Ok(ip) => return ip,
+                Err(_) => break,
+            }
+        }
+        peer
+    }
+}
+
+fn check<K>(limiter: &DefaultKeyedRateLimiter<K>, key: &K, what: &str) -> ApiResult<()>
+where
+    K: std::hash::Hash + Eq + Clone,
+{
+    limiter.check_key(key).map_err(|not_until| {
+        ApiError::too_many_requests(what, not_until.wait_time_from(limiter.clock().now()))
+    })
+}
+
+/// IPv4 addresses count one by one; IPv6 by their /64 network, since one
+/// subscriber usually holds a whole /64 and could rotate through it.
+fn address_key(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(network))
+        }
+        v4 => v4,
+    }
+}
+
+/// Names the limit a marker type stands for.
+pub trait AddressLimit {
+    const ACTION: AddressAction;
+}
+
+/// Names the limit a marker type stands for.
+pub trait UserLimit {
+    const ACTION: UserAction;
+}
+
+/// A request from a client address still within the limit `L`. Runs
+/// before the body is parsed, so a limited client gets 429 whatever it sends.
+pub struct AddressRateLimited<L>(PhantomData<L>);
+
+impl<L: AddressLimit> FromRequestParts<AppState> for AddressRateLimited<L> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let ConnectInfo(peer) = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .copied()
+            .ok_or_else(|| ApiError::internal("the server did not record the client address"))?;
+        let limits = &state.rate_limits;
+        limits.check_address(L::ACTION, limits.client_address(peer.ip(), parts))?;
+        Ok(AddressRateLimited(PhantomData))
+    }
+}
+
+/// An authenticated caller still within the limit `L`: 401 first, then 429,
+/// both before the body is parsed.
+pub struct RateLimited<L>(pub AuthUser, pub PhantomData<L>);
+
+impl<L: UserLimit> FromRequestParts<AppState> for RateLimited<L> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        state.rate_limits.check_user(L::ACTION, user.id)?;
+        Ok(RateLimited(user, PhantomData))
+    }
+}
+
+/// Marker types naming each limit, for `RateLimited<limit::Posts>` and the like.
+pub mod limit {
+    use super::{AddressAction, AddressLimit, UserAction, UserLimit};
+
+    macro_rules! limits {
+        ($trait:ident, $action:ident: $($name:ident => $variant:ident),* $(,)?) => {$(
+            pub struct $name;
+            impl $trait for $name {
+                const ACTION: $action = $action::$variant;
+            }
+        )*};
+    }
+
+    limits!(AddressLimit, AddressAction: Registrations => Register, Logins => Login);
+    limits!(UserLimit, UserAction:
+        Posts => Post,
+        Replies => Reply,
+        Votes => Vote,
+        Follows => Follow,
+        RoomMessages => RoomMessage,
+        InboxMessages => InboxMessage,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_count_and_period() {
+        let rate: Rate = "300/3h".parse().unwrap();
+        assert_eq!(rate.count.get(), 300);
+        assert_eq!(rate.period, Duration::from_secs(3 * 3600));
+        assert_eq!("10/10s".parse::<Rate>().unwrap().to_string(), "10/10s");
+    }
+
+    #[test]
+    fn malformed_rates_are_rejected() {
+        for text in ["", "300", "0/1h", "x/1h", "5/", "5/soon", "10/1ns"] {
+            assert!(text.parse::<Rate>().is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_64_network() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(address_key(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_burst_is_allowed_then_refused_with_a_wait() {
+        let mut config = crate::Config::for_tests(".".into()).rate_limits;
+        config.mode = Switch::On;
+        config.votes = "2/1h".parse().unwrap();
+        let limits = RateLimits::new(&config);
+        assert!(limits.check_user(UserAction::Vote, 1).is_ok());
+        assert!(limits.check_user(UserAction::Vote, 1).is_ok());
+        match limits.check_user(UserAction::Vote, 1) {
+            Err(ApiError::TooManyRequests {
+                retry_after_secs, ..
+            }) => assert!((1..=1800).contains(&retry_after_secs), "{retry_after_secs}"),
+            other => panic!("expected 429, got {other:?}"),
+        }
+        assert!(
+            limits.check_user(UserAction::Vote, 2).is_ok(),
+            "other users are unaffected"
+        );
+        assert!(
+            limits.check_user(UserAction::Post, 1).is_ok(),
+            "other actions are unaffected"
+        );
+    }
+}
