@@ -13,6 +13,8 @@ mod redis;
 
 #[path = "../api/accounts.rs"]
 mod accounts;
+#[path = "../api/delete_account.rs"]
+mod delete_account;
 #[path = "../api/files.rs"]
 mod files;
 #[path = "../api/inbox.rs"]

@@ -30,9 +30,12 @@ pub use bulk::BulkImport;
 use self::writer::Writer;
 use super::{Page, StoreError, StoreResult};
 
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!(
-    "../../../migrations/sqlite/0001_initial.sql"
-))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("../../../migrations/sqlite/0001_initial.sql")),
+    M::up(include_str!(
+        "../../../migrations/sqlite/0002_account_deletion.sql"
+    )),
+];
 
 #[derive(Clone)]
 pub struct SqliteStore {
