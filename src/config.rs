@@ -106,3 +106,36 @@ impl Config {
         config
     }
 }
+
+/// The command line: the server's settings, and optionally a maintenance
+/// command. With no command, `mirage` serves.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "mirage", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Maintenance commands; they use the same settings (`--data-dir`,
+/// `--database`, `--files`), given before the command name.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Verifies every counter and reference in the database and reports
+    /// drift (exit status 1); with `--repair`, fixes it (exit status 0).
+    /// Safe while the server runs.
+    Check {
+        /// Fix what drifted, in one transaction.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Writes a consistent copy of the database to FILE while the server runs.
+    Backup {
+        /// Where the backup goes; it appears only once complete.
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+}

@@ -9,7 +9,9 @@
 //! statement is reused.
 
 mod accounts;
+mod backup;
 mod bulk;
+mod check;
 mod inbox;
 mod posts;
 mod rooms;
@@ -25,7 +27,9 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, Transaction};
 use rusqlite_migration::{M, Migrations};
 
+pub use backup::backup_database;
 pub use bulk::BulkImport;
+pub use check::{CheckReport, Drift, check_database};
 
 use self::writer::Writer;
 use super::{Page, StoreError, StoreResult};
