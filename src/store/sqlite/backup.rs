@@ -58,7 +58,9 @@ fn write_copy(database: &Path, partial: &Path) -> StoreResult<u64> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| other(format!("opening {}: {e}", database.display())))?;
-    source.busy_timeout(Duration::from_secs(30)).map_err(other)?;
+    source
+        .busy_timeout(Duration::from_secs(30))
+        .map_err(other)?;
     let partial_text = partial
         .to_str()
         .ok_or_else(|| StoreError::conflict("the backup path is not valid UTF-8"))?;

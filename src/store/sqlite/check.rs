@@ -264,7 +264,10 @@ fn find_drift(
         note(orphan.what, conn.query_row(&sql, [], |r| r.get(0))?);
     }
     let owned = format!("SELECT COUNT(*) FROM rooms WHERE {ORPHAN_OWNED_ROOMS_WHERE}");
-    note(ORPHAN_OWNED_ROOMS, conn.query_row(&owned, [], |r| r.get(0))?);
+    note(
+        ORPHAN_OWNED_ROOMS,
+        conn.query_row(&owned, [], |r| r.get(0))?,
+    );
     for counter in COUNTERS {
         note(
             counter.what,
