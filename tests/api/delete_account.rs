@@ -413,3 +413,129 @@ async fn delete_account_status_codes() {
     let r = delete_account(&app, &token, "password123").await;
     assert_error(r, StatusCode::UNAUTHORIZED).await;
 }
+
+/// Votes and follows by others on the posts and people the deleted user
+/// touched, racing the deletion: every acknowledged one is counted, the
+/// deleted user's are not.
+#[tokio::test]
+async fn counters_stay_right_when_others_write_during_the_deletion() {
+    const OTHERS: usize = 8;
+    let app = spawn_app().await;
+    let (ann, at) = app.new_user("annrace").await;
+    let (victim, vt) = app.new_user("gonerace").await;
+    let ann_posts = [
+        create_post(&app, &at, "one").await,
+        create_post(&app, &at, "two").await,
+    ];
+    for post in ann_posts {
+        ok(
+            &app,
+            "/api/vote_post",
+            &vt,
+            json!({"post_id": post, "vote_type": "up"}),
+        )
+        .await;
+        ok(
+            &app,
+            "/api/reply_to_post",
+            &vt,
+            json!({"post_id": post, "content": "mine"}),
+        )
+        .await;
+    }
+    ok(&app, "/api/follow", &vt, json!({ "username": ann })).await;
+    let victim_post = create_post(&app, &vt, "victim's post").await;
+    let mut others = Vec::new();
+    for _ in 0..OTHERS {
+        others.push(app.new_user("racer").await.1);
+    }
+
+    let writes = others.iter().enumerate().map(|(i, token)| {
+        let app = &app;
+        let victim = victim.clone();
+        let ann = ann.clone();
+        async move {
+            let vote = app
+                .post_json(
+                    "/api/vote_post",
+                    Some(token),
+                    json!({"post_id": ann_posts[i % 2], "vote_type": "up"}),
+                )
+                .await
+                .status();
+            let reply = app
+                .post_json(
+                    "/api/reply_to_post",
+                    Some(token),
+                    json!({"post_id": ann_posts[i % 2], "content": "racing"}),
+                )
+                .await
+                .status();
+            let follow_ann = app
+                .post_json("/api/follow", Some(token), json!({ "username": ann }))
+                .await
+                .status();
+            // These race the deletion: before it they succeed, after it
+            // the post or the user is not found.
+            let follow_victim = app
+                .post_json("/api/follow", Some(token), json!({ "username": victim }))
+                .await
+                .status();
+            let vote_victim = app
+                .post_json(
+                    "/api/vote_post",
+                    Some(token),
+                    json!({"post_id": victim_post, "vote_type": "down"}),
+                )
+                .await
+                .status();
+            (vote, reply, follow_ann, follow_victim, vote_victim)
+        }
+    });
+    let deletion = async {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        delete_account(&app, &vt, "password123").await.status()
+    };
+    let (statuses, deleted) = tokio::join!(futures_util::future::join_all(writes), deletion);
+    assert_eq!(deleted, StatusCode::OK);
+    for (vote, reply, follow_ann, follow_victim, vote_victim) in statuses {
+        assert_eq!(vote, StatusCode::OK);
+        assert_eq!(reply, StatusCode::CREATED);
+        assert_eq!(follow_ann, StatusCode::OK);
+        assert!(
+            [StatusCode::OK, StatusCode::NOT_FOUND].contains(&follow_victim),
+            "follow of the deleted user: {follow_victim}"
+        );
+        assert!(
+            [StatusCode::OK, StatusCode::NOT_FOUND].contains(&vote_victim),
+            "vote on the deleted user's post: {vote_victim}"
+        );
+    }
+
+    // Every racer's vote and reply counts; the victim's do not.
+    let per_post = (OTHERS / 2) as i64;
+    for post in ann_posts {
+        assert_eq!(post_counts(&app, post).await, (per_post, 0, per_post));
+    }
+    assert_eq!(
+        stats(&app, &ann).await,
+        json!({"followers": OTHERS, "following": 0, "posts": 2, "upvotes": OTHERS, "downvotes": 0})
+    );
+    let racer_names: Vec<String> = {
+        let v = body(app.get(&format!("/api/get_followers/{ann}"), None).await).await;
+        v["followers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["username"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(racer_names.len(), OTHERS);
+    for name in racer_names {
+        // Following ann only: a follow of the deleted user went with it.
+        assert_eq!(
+            stats(&app, &name).await,
+            json!({"followers": 0, "following": 1, "posts": 0, "upvotes": 0, "downvotes": 0})
+        );
+    }
+}

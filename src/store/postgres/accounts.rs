@@ -53,12 +53,14 @@ async fn require_user(conn: &mut PgConnection, username: &str) -> StoreResult<Us
 /// Locks the rows of the given users, in id order so that two transactions
 /// locking the same pair cannot deadlock. `NO KEY UPDATE` is what an
 /// `UPDATE` of a counter takes anyway, and it does not block foreign-key checks.
-pub(super) async fn lock_users(conn: &mut PgConnection, ids: &[i64]) -> StoreResult<()> {
-    query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
-        .bind(ids)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Returns how many of them still exist (a user deleted meanwhile is skipped).
+pub(super) async fn lock_users(conn: &mut PgConnection, ids: &[i64]) -> StoreResult<usize> {
+    let locked: Vec<i64> =
+        query_scalar("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
+    Ok(locked.len())
 }
 
 #[async_trait]
@@ -265,7 +267,10 @@ impl AccountStore for PostgresStore {
         if target.id == follower {
             return Err(StoreError::conflict("you cannot follow yourself"));
         }
-        lock_users(&mut tx, &[follower, target.id]).await?;
+        if lock_users(&mut tx, &[follower, target.id]).await? < 2 {
+            // Deleted while this waited for the lock.
+            return Err(StoreError::not_found("user not found"));
+        }
         let inserted = query(
             "INSERT INTO follows (follower_id, followee_id, created_at) VALUES ($1, $2, $3)
              ON CONFLICT (follower_id, followee_id) DO NOTHING",
@@ -290,7 +295,10 @@ impl AccountStore for PostgresStore {
     async fn unfollow(&self, follower: i64, followee: &str) -> StoreResult<UserRef> {
         let mut tx = self.pool.begin().await?;
         let target = require_user(&mut tx, followee).await?;
-        lock_users(&mut tx, &[follower, target.id]).await?;
+        if lock_users(&mut tx, &[follower, target.id]).await? < 2 {
+            // Deleted while this waited for the lock.
+            return Err(StoreError::not_found("user not found"));
+        }
         let removed = query("DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2")
             .bind(follower)
             .bind(target.id)
@@ -336,6 +344,17 @@ impl AccountStore for PostgresStore {
     /// adds to the recomputed total after it (`n = n + 1`), which is right.
     async fn delete_account(&self, user_id: i64) -> StoreResult<DeletedAccount> {
         let mut tx = self.pool.begin().await?;
+        // First the user's posts, then the user (the order a vote on one of
+        // them takes its post and its author): votes on them finish or wait.
+        // Holding the user's row, no follow of them commits before the
+        // deletion (`follow` locks both users), so the lists below are whole.
+        query("SELECT id FROM posts WHERE user_id = $1 ORDER BY id FOR NO KEY UPDATE")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if lock_users(&mut tx, &[user_id]).await? == 0 {
+            return Err(StoreError::not_found("user not found"));
+        }
         let touched_posts: Vec<i64> = query_scalar(
             "SELECT post_id FROM votes WHERE user_id = $1
              UNION SELECT post_id FROM replies WHERE user_id = $1
@@ -358,9 +377,7 @@ impl AccountStore for PostgresStore {
         .bind(user_id)
         .fetch_all(&mut *tx)
         .await?;
-        let mut locked = touched_users.clone();
-        locked.push(user_id);
-        lock_users(&mut tx, &locked).await?;
+        lock_users(&mut tx, &touched_users).await?;
         query(
             "UPDATE rooms SET created_by = (
                  SELECT m.user_id FROM room_members m
