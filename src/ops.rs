@@ -8,11 +8,7 @@ use std::{
 
 use crate::{
     config::Config,
-    store::{
-        StoreError,
-        blobs::open_file_store,
-        sqlite::{backup_database, check_database},
-    },
+    store::{StoreError, blobs::open_file_store, postgres, sqlite},
 };
 
 /// Temporary upload files older than this are left by a crash (an upload
@@ -45,29 +41,37 @@ impl CheckOutcome {
 /// Checks (and with `repair`, fixes) the embedded database and the file
 /// store; prints a report on stdout.
 pub async fn check(config: &Config, repair: bool) -> anyhow::Result<CheckOutcome> {
-    refuse_postgres(config, "check")?;
-    let database = config.data_dir.join("mirage.db");
     let files = open_file_store(config)?;
-    let runtime = tokio::runtime::Handle::current();
-    let blobs = files.clone();
-    let db = database.clone();
-    // SQLite blocks; the file store is async: the check runs on a blocking
-    // thread and asks the store through the runtime.
-    let (report, unreferenced) = tokio::task::spawn_blocking(move || {
-        check_database(&db, repair, |id| {
-            runtime
-                .block_on(blobs.open(id))
-                .map(|opened| opened.is_some())
-                .map_err(|e| StoreError::Other(format!("file store: {e}")))
-        })
-    })
-    .await??;
+    let (database, (report, unreferenced)) = match config.database.as_deref() {
+        Some(url) => (
+            redact(url),
+            postgres::check_database(url, repair, files.as_ref()).await?,
+        ),
+        None => {
+            let database = config.data_dir.join("mirage.db");
+            let runtime = tokio::runtime::Handle::current();
+            let blobs = files.clone();
+            let db = database.clone();
+            // SQLite blocks; the file store is async: the check runs on a
+            // blocking thread and asks the store through the runtime.
+            let checked = tokio::task::spawn_blocking(move || {
+                sqlite::check_database(&db, repair, |id| {
+                    runtime
+                        .block_on(blobs.open(id))
+                        .map(|opened| opened.is_some())
+                        .map_err(|e| StoreError::Other(format!("file store: {e}")))
+                })
+            })
+            .await??;
+            (database.display().to_string(), checked)
+        }
+    };
     for id in &unreferenced {
         files.delete(id).await?;
     }
     let stale_uploads = stale_temporary_uploads(config, repair)?;
 
-    println!("mirage check: {}", database.display());
+    println!("mirage check: {database}");
     for problem in &report.corruption {
         println!("  corruption: {problem}");
     }
@@ -127,20 +131,32 @@ fn stale_temporary_uploads(config: &Config, remove: bool) -> anyhow::Result<u64>
 
 /// Writes a consistent copy of the embedded database to `target`.
 pub async fn backup(config: &Config, target: &Path, force: bool) -> anyhow::Result<()> {
-    refuse_postgres(config, "backup")?;
+    refuse_postgres(config)?;
     let database = config.data_dir.join("mirage.db");
     let to = target.to_owned();
-    let size =
-        tokio::task::spawn_blocking(move || backup_database(&database, &to, force)).await??;
+    let size = tokio::task::spawn_blocking(move || sqlite::backup_database(&database, &to, force))
+        .await??;
     println!("mirage backup: {} ({size} bytes)", target.display());
     Ok(())
 }
 
-fn refuse_postgres(config: &Config, command: &str) -> anyhow::Result<()> {
+fn refuse_postgres(config: &Config) -> anyhow::Result<()> {
     anyhow::ensure!(
         config.database.is_none(),
-        "`mirage {command}` works on the embedded SQLite database; for PostgreSQL \
-         see \"Operations\" in the README (pg_dump for backups)"
+        "`mirage backup` copies the embedded SQLite database; back PostgreSQL up \
+         with `pg_dump --format=custom` (see \"Operations\" in the README)"
     );
     Ok(())
+}
+
+/// A database URL without its password, for the report.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
 }

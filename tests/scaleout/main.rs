@@ -5,6 +5,7 @@
 //! CI, the run fails instead).
 
 mod backend;
+mod check;
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod multinode;

@@ -12,6 +12,7 @@
 //! `libsqlite3-sys` that cannot share a lockfile with `rusqlite`'s.
 
 mod accounts;
+mod check;
 mod inbox;
 mod posts;
 mod rooms;
@@ -27,6 +28,8 @@ use sqlx_core::{
 use sqlx_postgres::{PgPool, Postgres};
 
 use super::{Page, StoreError, StoreResult};
+
+pub use check::check_database;
 
 /// The embedded migrations, in order (what `sqlx::migrate!` would embed).
 const MIGRATIONS: &[(i64, &str, &str)] = &[

@@ -29,7 +29,7 @@ use rusqlite_migration::{M, Migrations};
 
 pub use backup::backup_database;
 pub use bulk::BulkImport;
-pub use check::{CheckReport, Drift, check_database};
+pub use check::check_database;
 
 use self::writer::Writer;
 use super::{Page, StoreError, StoreResult};
