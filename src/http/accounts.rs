@@ -175,7 +175,7 @@ pub struct DeleteAccountRequest {
 #[utoipa::path(post, path = "/api/delete_account", tag = "accounts", request_body = DeleteAccountRequest,
     responses(
         (status = 200, description = "Account erased", body = MessageBody),
-        (status = 400, description = "Missing password", body = ErrorBody),
+        (status = 400, description = "Missing password or malformed body", body = ErrorBody),
         (status = 401, description = "Unknown token or wrong password", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody)))]
 async fn delete_account(
@@ -206,8 +206,10 @@ async fn delete_account(
             other => other.into(),
         })?;
     chat::end_sessions(&state, user.id, Sessions::All, "account deleted").await;
+    chat::announce_deleted_member(&state, &deleted.left_rooms, &user).await;
     // Outside the database: failures are logged, the account is gone anyway
-    // (`mirage check` reports what is left behind).
+    // (what is left are bytes no row points at, and Redis messages that
+    // expire with the room's TTL).
     if let Err(err) = state
         .messages
         .erase_messages_of(user.id, &deleted.deleted_rooms)

@@ -72,6 +72,9 @@ pub struct DeletedAccount {
     /// Rooms deleted with the account: those it created that no one else
     /// belonged to. Rooms with other members pass to the longest-standing one.
     pub deleted_rooms: Vec<i64>,
+    /// The rooms that remain which the user was a member of (id, name):
+    /// their other members are told the user left.
+    pub left_rooms: Vec<(i64, String)>,
 }
 
 #[async_trait]

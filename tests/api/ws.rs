@@ -706,6 +706,8 @@ async fn deleting_the_account_closes_every_stream() {
     let (name, first) = app.new_user("wsgone").await;
     let second = app.login(&name).await;
     let (_, other) = app.new_user("wsstay").await;
+    let room = create_room(&app, &other, &crate::helpers::unique_name("wsgoneroom")).await;
+    join(&app, &first, room).await;
     let mut first_ws = connect(&app, &first).await;
     let mut second_ws = connect(&app, &second).await;
     let mut other_ws = connect(&app, &other).await;
@@ -724,6 +726,12 @@ async fn deleting_the_account_closes_every_stream() {
             Some("account deleted")
         );
     }
+    // The other members see the deleted user leave the room.
+    let left = next_of_type(&mut other_ws, "member_left").await;
+    assert_eq!(
+        (&left["room_id"], &left["username"]),
+        (&json!(room), &json!(name))
+    );
     assert_nothing_pending(&mut other_ws).await;
 }
 

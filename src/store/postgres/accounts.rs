@@ -402,6 +402,13 @@ impl AccountStore for PostgresStore {
                 .bind(user_id)
                 .fetch_all(&mut *tx)
                 .await?;
+        let left_rooms: Vec<(i64, String)> = query_as(
+            "SELECT r.id, r.name FROM room_members m JOIN rooms r ON r.id = m.room_id
+             WHERE m.user_id = $1 ORDER BY r.id",
+        )
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await?;
         let deleted = query("DELETE FROM users WHERE id = $1")
             .bind(user_id)
             .execute(&mut *tx)
@@ -435,6 +442,7 @@ impl AccountStore for PostgresStore {
         Ok(DeletedAccount {
             file_ids,
             deleted_rooms,
+            left_rooms,
         })
     }
 }

@@ -410,6 +410,13 @@ fn erase_user(conn: &rusqlite::Connection, user_id: i64) -> StoreResult<DeletedA
         "DELETE FROM rooms WHERE created_by = ?1 RETURNING id",
         user_id,
     )?;
+    let left_rooms = conn
+        .prepare_cached(
+            "SELECT r.id, r.name FROM room_members m JOIN rooms r ON r.id = m.room_id
+             WHERE m.user_id = ?1 ORDER BY r.id",
+        )?
+        .query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
     if conn
         .prepare_cached("DELETE FROM users WHERE id = ?1")?
         .execute([user_id])?
@@ -441,6 +448,7 @@ fn erase_user(conn: &rusqlite::Connection, user_id: i64) -> StoreResult<DeletedA
     Ok(DeletedAccount {
         file_ids,
         deleted_rooms,
+        left_rooms,
     })
 }
 
