@@ -107,8 +107,10 @@ impl Config {
     }
 }
 
-/// The command line: the server's settings, and optionally a maintenance
-/// command. With no command, `mirage` serves.
+// The command line: the server's settings, and optionally a maintenance
+// command. With no command, `mirage` serves. (The doc comment below is the
+// `--help` text.)
+/// Mirage: a social network and chat server speaking a JSON HTTP API.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "mirage", version, about)]
 pub struct Cli {
@@ -118,13 +120,27 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+impl Cli {
+    /// Parses the process's arguments (exits with usage on an error). The
+    /// server settings are global, so `mirage check --data-dir X` works as
+    /// well as `mirage --data-dir X check`.
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command()
+            .mut_args(|arg| arg.global(true))
+            .get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+    }
+}
+
 /// Maintenance commands; they use the same settings (`--data-dir`,
-/// `--database`, `--files`), given before the command name.
+/// `--database`, `--files`), before or after the command name.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
     /// Verifies every counter and reference in the database and reports
     /// drift (exit status 1); with `--repair`, fixes it (exit status 0).
-    /// Safe while the server runs.
+    /// Exit status 2: corrupt, or the check could not run. Safe while the
+    /// server runs.
     Check {
         /// Fix what drifted, in one transaction.
         #[arg(long)]

@@ -1,4 +1,3 @@
-use clap::Parser;
 use mirage::{
     App,
     config::{Cli, Command},
@@ -29,7 +28,7 @@ fn return_large_blocks_to_the_os() {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let Cli { config, command } = Cli::parse();
+    let Cli { config, command } = Cli::parse_args();
     let logs = tracing_subscriber::fmt().with_env_filter(EnvFilter::try_new(&config.log)?);
     match command {
         None => logs.init(),
@@ -39,8 +38,15 @@ async fn run() -> anyhow::Result<()> {
     match command {
         None => {}
         Some(Command::Check { repair }) => {
-            let outcome = ops::check(&config, repair).await?;
-            std::process::exit(outcome.exit_code());
+            // 1 means drift: a check that could not run is 2.
+            let code = match ops::check(&config, repair).await {
+                Ok(outcome) => outcome.exit_code(),
+                Err(err) => {
+                    eprintln!("mirage check: {err:#}");
+                    2
+                }
+            };
+            std::process::exit(code);
         }
         Some(Command::Backup { file, force }) => return ops::backup(&config, &file, force).await,
     }

@@ -41,6 +41,13 @@ impl CheckOutcome {
 /// Checks (and with `repair`, fixes) the embedded database and the file
 /// store; prints a report on stdout.
 pub async fn check(config: &Config, repair: bool) -> anyhow::Result<CheckOutcome> {
+    let sqlite_path = config.data_dir.join("mirage.db");
+    // Before the file store, which would create the directory.
+    anyhow::ensure!(
+        config.database.is_some() || sqlite_path.exists(),
+        "no database at {} (is --data-dir right?)",
+        sqlite_path.display()
+    );
     let files = open_file_store(config)?;
     let (database, (report, unreferenced)) = match config.database.as_deref() {
         Some(url) => (
@@ -48,7 +55,7 @@ pub async fn check(config: &Config, repair: bool) -> anyhow::Result<CheckOutcome
             postgres::check_database(url, repair, files.as_ref()).await?,
         ),
         None => {
-            let database = config.data_dir.join("mirage.db");
+            let database = sqlite_path;
             let runtime = tokio::runtime::Handle::current();
             let blobs = files.clone();
             let db = database.clone();
