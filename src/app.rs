@@ -47,6 +47,12 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Rebuilds the trending counts from the stored hashtags (after posts
+    /// were deleted, which the incremental counts cannot see).
+    pub async fn recount_trending(&self) -> Result<(), StoreError> {
+        recount(&self.trending, self.store.as_ref()).await
+    }
+
     pub fn retention(&self) -> Retention {
         Retention {
             ttl_secs: self.config.room_message_ttl_secs as f64,

@@ -237,3 +237,52 @@ pub enum Switch {
     On,
     Off,
 }
+
+// The command line: the server's settings, and optionally a maintenance
+// command. With no command, `mirage` serves. (The doc comment below is the
+// `--help` text.)
+/// Mirage: a social network and chat server speaking a JSON HTTP API.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "mirage", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+impl Cli {
+    /// Parses the process's arguments (exits with usage on an error). The
+    /// server settings are global, so `mirage check --data-dir X` works as
+    /// well as `mirage --data-dir X check`.
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command()
+            .mut_args(|arg| arg.global(true))
+            .get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+    }
+}
+
+/// Maintenance commands; they use the same settings (`--data-dir`,
+/// `--database`, `--files`), before or after the command name.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Verifies every counter and reference in the database and reports
+    /// drift (exit status 1); with `--repair`, fixes it (exit status 0).
+    /// Exit status 2: corrupt, or the check could not run. Safe while the
+    /// server runs.
+    Check {
+        /// Fix what drifted, in one transaction.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Writes a consistent copy of the database to FILE while the server runs.
+    Backup {
+        /// Where the backup goes; it appears only once complete.
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+}

@@ -1,5 +1,8 @@
-use clap::Parser;
-use mirage::{App, Config};
+use mirage::{
+    App,
+    config::{Cli, Command},
+    ops,
+};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
@@ -26,10 +29,28 @@ fn return_large_blocks_to_the_os() {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&config.log)?)
-        .init();
+    let Cli { config, command } = Cli::parse_args();
+    let logs = tracing_subscriber::fmt().with_env_filter(EnvFilter::try_new(&config.log)?);
+    match command {
+        None => logs.init(),
+        // Stdout carries the command's report.
+        Some(_) => logs.with_writer(std::io::stderr).init(),
+    }
+    match command {
+        None => {}
+        Some(Command::Check { repair }) => {
+            // 1 means drift: a check that could not run is 2.
+            let code = match ops::check(&config, repair).await {
+                Ok(outcome) => outcome.exit_code(),
+                Err(err) => {
+                    eprintln!("mirage check: {err:#}");
+                    2
+                }
+            };
+            std::process::exit(code);
+        }
+        Some(Command::Backup { file, force }) => return ops::backup(&config, &file, force).await,
+    }
 
     let app = App::build(config.clone()).await?;
     tracing::info!(

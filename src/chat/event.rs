@@ -93,6 +93,8 @@ pub enum Route {
 pub enum Sessions {
     One([u8; 32]),
     AllBut([u8; 32]),
+    /// Every session (the account was deleted).
+    All,
 }
 
 impl Sessions {
@@ -100,6 +102,7 @@ impl Sessions {
         match self {
             Sessions::One(hash) => hash == token_hash,
             Sessions::AllBut(hash) => hash != token_hash,
+            Sessions::All => true,
         }
     }
 }

@@ -163,7 +163,7 @@ pub async fn post_to_room(
 pub async fn join_room(state: &AppState, room: &Room, user: &AuthUser) -> ApiResult<()> {
     let _order = state.chat.rooms.lock(room.id).await;
     if state.store.add_member(room.id, user.id).await? {
-        publish_membership(state, room, user, true).await;
+        publish_membership(state, room.id, &room.name, user, true).await;
     }
     Ok(())
 }
@@ -173,7 +173,7 @@ pub async fn leave_room(state: &AppState, room: &Room, user: &AuthUser) -> ApiRe
     let _order = state.chat.rooms.lock(room.id).await;
     let left = state.store.remove_member(room.id, user.id).await?;
     if left {
-        publish_membership(state, room, user, false).await;
+        publish_membership(state, room.id, &room.name, user, false).await;
     }
     Ok(left)
 }
@@ -182,13 +182,28 @@ pub async fn leave_room(state: &AppState, room: &Room, user: &AuthUser) -> ApiRe
 /// streams receive the room at once.
 pub async fn announce_creator(state: &AppState, room: &Room, user: &AuthUser) {
     let _order = state.chat.rooms.lock(room.id).await;
-    publish_membership(state, room, user, true).await;
+    publish_membership(state, room.id, &room.name, user, true).await;
+}
+
+/// Tells the other members of each room (id, name) that the user, whose
+/// account was just deleted, left it.
+pub async fn announce_deleted_member(state: &AppState, rooms: &[(i64, String)], user: &AuthUser) {
+    for (room_id, room_name) in rooms {
+        let _order = state.chat.rooms.lock(*room_id).await;
+        publish_membership(state, *room_id, room_name, user, false).await;
+    }
 }
 
 /// `member_joined` / `member_left`, routed so that the user's streams
 /// enter or leave the room's audience in order with its messages.
-async fn publish_membership(state: &AppState, room: &Room, user: &AuthUser, joined: bool) {
-    let (room_id, room_name, username) = (room.id, room.name.clone(), user.username.clone());
+async fn publish_membership(
+    state: &AppState,
+    room_id: i64,
+    room_name: &str,
+    user: &AuthUser,
+    joined: bool,
+) {
+    let (room_name, username) = (room_name.to_owned(), user.username.clone());
     let (route, event) = if joined {
         let route = Route::Join {
             room_id,

@@ -12,12 +12,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{MessageBody, extract::JsonBody};
 use crate::{
     app::AppState,
-    auth::{hash_token, header_token, new_token},
+    auth::{AuthUser, hash_token, header_token, new_token},
     chat::{self, event::Sessions},
     domain::{account, validate::required},
     error::{ApiError, ApiResult, ErrorBody},
     rate_limit::{AddressRateLimited, limit},
-    store::accounts::NewUser,
+    store::{StoreError, accounts::NewUser},
 };
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -25,6 +25,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(register))
         .routes(routes!(login))
         .routes(routes!(logout))
+        .routes(routes!(delete_account))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -156,4 +157,79 @@ async fn logout(
         .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
     chat::end_sessions(&state, user_id, Sessions::One(token_hash), "logged out").await;
     Ok(MessageBody::new("logged out successfully"))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DeleteAccountRequest {
+    /// The account's current password, asked again so that a stolen token
+    /// alone cannot erase the account.
+    password: Option<String>,
+}
+
+/// POST /api/delete_account
+///
+/// Erases the caller's account and everything of theirs: sessions, posts
+/// with their votes and replies, their votes and replies elsewhere (and
+/// replies to those), follows, memberships, room messages, direct messages
+/// sent and received, and uploads. Rooms they created pass to the
+/// longest-standing other member, or are deleted with their messages and
+/// files when no one else is in them. Counters of other users and posts
+/// are corrected in the same transaction; the username becomes free.
+#[utoipa::path(post, path = "/api/delete_account", tag = "accounts", request_body = DeleteAccountRequest,
+    responses(
+        (status = 200, description = "Account erased", body = MessageBody),
+        (status = 400, description = "Missing password or malformed body", body = ErrorBody),
+        (status = 401, description = "Unknown token or wrong password", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 429, description = "Over the login rate limit (it checks a password); see Retry-After", body = ErrorBody)))]
+async fn delete_account(
+    State(state): State<AppState>,
+    user: AuthUser,
+    // A stolen token must not buy unlimited password guesses.
+    _: AddressRateLimited<limit::Logins>,
+    JsonBody(body): JsonBody<DeleteAccountRequest>,
+) -> ApiResult<Json<MessageBody>> {
+    let password = required(&body.password, "password")?;
+    let record = state
+        .store
+        .login_record(&user.username)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
+    if !state
+        .passwords
+        .verify(password, &record.password_hash)
+        .await?
+    {
+        return Err(ApiError::unauthorized("wrong password"));
+    }
+    let deleted = state
+        .store
+        .delete_account(user.id)
+        .await
+        .map_err(|err| match err {
+            // Deleted by a concurrent request: this token died with it.
+            StoreError::NotFound(_) => ApiError::unauthorized("invalid or expired token"),
+            other => other.into(),
+        })?;
+    chat::end_sessions(&state, user.id, Sessions::All, "account deleted").await;
+    chat::announce_deleted_member(&state, &deleted.left_rooms, &user).await;
+    // Outside the database: failures are logged, the account is gone anyway
+    // (what is left are bytes no row points at, and Redis messages that
+    // expire with the room's TTL).
+    if let Err(err) = state
+        .messages
+        .erase_messages_of(user.id, &deleted.deleted_rooms)
+        .await
+    {
+        tracing::error!(%err, user_id = user.id, "erasing room messages of a deleted account failed");
+    }
+    for file_id in &deleted.file_ids {
+        if let Err(err) = state.files.delete(file_id).await {
+            tracing::error!(%err, file_id, "deleting an erased upload failed");
+        }
+    }
+    if let Err(err) = state.recount_trending().await {
+        tracing::warn!(%err, "recounting trending hashtags failed");
+    }
+    Ok(MessageBody::new("account deleted"))
 }

@@ -63,6 +63,20 @@ pub struct UserSummary {
     pub avatar_url: String,
 }
 
+/// What deleting an account removed that lives outside the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeletedAccount {
+    /// Uploads whose rows are gone: the caller removes their bytes from the
+    /// `FileStore` (the user's own uploads, and every upload in a deleted room).
+    pub file_ids: Vec<String>,
+    /// Rooms deleted with the account: those it created that no one else
+    /// belonged to. Rooms with other members pass to the longest-standing one.
+    pub deleted_rooms: Vec<i64>,
+    /// The rooms that remain which the user was a member of (id, name):
+    /// their other members are told the user left.
+    pub left_rooms: Vec<(i64, String)>,
+}
+
 #[async_trait]
 pub trait AccountStore: Send + Sync {
     /// Conflict "username already taken" / "email already taken" (ignoring case).
@@ -99,4 +113,14 @@ pub trait AccountStore: Send + Sync {
     /// Most recent first; NotFound for an unknown user. The cursor is a follow id.
     async fn followers(&self, username: &str, page: PageRequest) -> StoreResult<Page<UserSummary>>;
     async fn following(&self, username: &str, page: PageRequest) -> StoreResult<Page<UserSummary>>;
+
+    /// Erases a user in one transaction: sessions, posts (with their votes,
+    /// replies and hashtags), votes and replies on others' posts (replies
+    /// to those replies too), follows both ways, memberships, room
+    /// messages, direct messages sent and received, and file rows; rooms
+    /// the user created pass to their longest-standing other member or, with
+    /// none, are deleted. Every counter of other users and posts that
+    /// counted the erased rows is recomputed in the same transaction.
+    /// NotFound when the user no longer exists.
+    async fn delete_account(&self, user_id: i64) -> StoreResult<DeletedAccount>;
 }

@@ -71,8 +71,13 @@ impl LocalFiles {
 #[async_trait]
 impl FileStore for LocalFiles {
     async fn put_file(&self, id: &str, temp: &Path) -> anyhow::Result<()> {
+        // The bytes reach the disk before the name does, and the name before
+        // the metadata row (committed after this returns) can point at it:
+        // after a power loss a file URL never serves a truncated file.
+        tokio::fs::File::open(temp).await?.sync_all().await?;
         // The temporary file lives under the same directory: an atomic rename.
         tokio::fs::rename(temp, self.dir.join(id)).await?;
+        tokio::fs::File::open(&self.dir).await?.sync_all().await?;
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod blobs;
 pub mod inbox;
+pub mod integrity;
 pub mod postgres;
 pub mod posts;
 pub mod redis;

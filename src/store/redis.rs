@@ -41,10 +41,25 @@ redis.call('PUBLISH', ARGV[7], cjson.encode({k = 'msg', r = tonumber(ARGV[8]), i
 return {sid, c}
 "#;
 
+/// KEYS: room stream. ARGV: user id. Deletes the user's entries.
+const ERASE_AUTHOR: &str = r#"
+local erased = 0
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'u' and fields[i + 1] == ARGV[1] then
+      erased = erased + redis.call('XDEL', KEYS[1], entry[1])
+    end
+  end
+end
+return erased
+"#;
+
 pub struct RedisRoomMessages {
     conn: ConnectionManager,
     prefix: String,
     add: Script,
+    erase_author: Script,
 }
 
 impl RedisRoomMessages {
@@ -53,6 +68,7 @@ impl RedisRoomMessages {
             conn,
             prefix: prefix.to_owned(),
             add: Script::new(ADD_MESSAGE),
+            erase_author: Script::new(ERASE_AUTHOR),
         }
     }
 
@@ -163,5 +179,47 @@ impl RoomMessageStore for RedisRoomMessages {
     /// reads skip expired entries: nothing to reclaim here.
     async fn purge_expired_messages(&self, _now: f64, _retention: Retention) -> StoreResult<u64> {
         Ok(0)
+    }
+
+    /// Every room stream is visited (the user may have left rooms they
+    /// wrote in); a deleted room's stream goes whole, since SQLite may give
+    /// its id to a new room.
+    async fn erase_messages_of(&self, user_id: i64, deleted_rooms: &[i64]) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        for room_id in deleted_rooms {
+            redis::cmd("DEL")
+                .arg(self.room_key(*room_id))
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(redis_error)?;
+        }
+        let pattern = format!("{}:room:*:messages", self.prefix);
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        for key in keys {
+            self.erase_author
+                .key(key)
+                .arg(user_id)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map_err(redis_error)?;
+        }
+        Ok(())
     }
 }

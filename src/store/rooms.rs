@@ -109,4 +109,8 @@ pub trait RoomMessageStore: Send + Sync {
     ) -> StoreResult<Vec<RoomMessage>>;
     /// Deletes messages expired at `now` in every room; returns how many.
     async fn purge_expired_messages(&self, now: f64, retention: Retention) -> StoreResult<u64>;
+    /// Removes every retained message the user sent, in any room, and
+    /// every message of `deleted_rooms` (account deletion). A store in the
+    /// database has done so already in `delete_account`'s transaction.
+    async fn erase_messages_of(&self, user_id: i64, deleted_rooms: &[i64]) -> StoreResult<()>;
 }

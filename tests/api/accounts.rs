@@ -136,6 +136,7 @@ async fn the_openapi_document_lists_every_route() {
         ("post", "/api/register"),
         ("post", "/api/login"),
         ("post", "/api/logout"),
+        ("post", "/api/delete_account"),
         ("get", "/api/usercount"),
         ("get", "/api/ping"),
         ("get", "/api/openapi.json"),

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod backend;
+mod delete_account;
 mod edge;
 mod files;
 mod helpers;

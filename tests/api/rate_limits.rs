@@ -453,3 +453,35 @@ async fn uploads_over_the_limit_store_nothing() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(room_messages(&app, &alice_token, room).await.len(), 3);
 }
+
+#[tokio::test]
+async fn password_guesses_through_delete_account_share_the_login_limit() {
+    // new_user logs in once: that and two guesses use up the quota.
+    let app = spawn_limited(|limits| limits.login = "3/1h".parse().unwrap()).await;
+    let (name, token) = app.new_user("del").await;
+    for _ in 0..2 {
+        let resp = app
+            .post_json(
+                "/api/delete_account",
+                Some(&token),
+                json!({"password": "wrong guess"}),
+            )
+            .await;
+        assert_error(resp, StatusCode::UNAUTHORIZED).await;
+    }
+    let resp = app
+        .post_json(
+            "/api/delete_account",
+            Some(&token),
+            json!({"password": "password123"}),
+        )
+        .await;
+    assert_limited(resp).await;
+    // Nothing was erased: the account and its session still work.
+    let resp = app.get(&format!("/api/user/{name}"), None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        app.get("/api/inbox", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+}

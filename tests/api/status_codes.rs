@@ -1135,6 +1135,11 @@ async fn every_authenticated_endpoint_is_401_without_a_valid_token() {
             json!({"message_id": inbox_id}),
         ),
         (Method::GET, "/api/inbox_count".into(), Value::Null),
+        (
+            Method::POST,
+            "/api/delete_account".into(),
+            json!({"password": "password123"}),
+        ),
     ];
     let bad_tokens: [Option<&str>; 6] = [
         None,

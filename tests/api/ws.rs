@@ -701,6 +701,41 @@ async fn ending_a_session_closes_its_streams_and_only_those() {
 }
 
 #[tokio::test]
+async fn deleting_the_account_closes_every_stream() {
+    let app = spawn_app().await;
+    let (name, first) = app.new_user("wsgone").await;
+    let second = app.login(&name).await;
+    let (_, other) = app.new_user("wsstay").await;
+    let room = create_room(&app, &other, &crate::helpers::unique_name("wsgoneroom")).await;
+    join(&app, &first, room).await;
+    let mut first_ws = connect(&app, &first).await;
+    let mut second_ws = connect(&app, &second).await;
+    let mut other_ws = connect(&app, &other).await;
+
+    let resp = app
+        .post_json(
+            "/api/delete_account",
+            Some(&first),
+            json!({"password": "password123"}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    for socket in [&mut first_ws, &mut second_ws] {
+        assert_eq!(
+            read_until_closed(socket).await.as_deref(),
+            Some("account deleted")
+        );
+    }
+    // The other members see the deleted user leave the room.
+    let left = next_of_type(&mut other_ws, "member_left").await;
+    assert_eq!(
+        (&left["room_id"], &left["username"]),
+        (&json!(room), &json!(name))
+    );
+    assert_nothing_pending(&mut other_ws).await;
+}
+
+#[tokio::test]
 async fn an_upload_reaches_the_room_as_a_message_with_its_url() {
     let app = spawn_app().await;
     let (alice, alice_token) = app.new_user("wsup").await;

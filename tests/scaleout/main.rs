@@ -5,6 +5,7 @@
 //! CI, the run fails instead).
 
 mod backend;
+mod check;
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod multinode;
@@ -13,6 +14,8 @@ mod redis;
 
 #[path = "../api/accounts.rs"]
 mod accounts;
+#[path = "../api/delete_account.rs"]
+mod delete_account;
 #[path = "../api/files.rs"]
 mod files;
 #[path = "../api/inbox.rs"]

@@ -7,7 +7,10 @@ use sqlx_postgres::PgConnection;
 use super::{PostgresStore, into_page, unique_violation};
 use crate::store::{
     Page, PageRequest, StoreError, StoreResult,
-    accounts::{AccountStore, LoginRecord, NewUser, Profile, SettingsChange, UserRef, UserSummary},
+    accounts::{
+        AccountStore, DeletedAccount, LoginRecord, NewUser, Profile, SettingsChange, UserRef,
+        UserSummary,
+    },
 };
 
 fn now() -> i64 {
@@ -50,12 +53,14 @@ async fn require_user(conn: &mut PgConnection, username: &str) -> StoreResult<Us
 /// Locks the rows of the given users, in id order so that two transactions
 /// locking the same pair cannot deadlock. `NO KEY UPDATE` is what an
 /// `UPDATE` of a counter takes anyway, and it does not block foreign-key checks.
-pub(super) async fn lock_users(conn: &mut PgConnection, ids: &[i64]) -> StoreResult<()> {
-    query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
-        .bind(ids)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Returns how many of them still exist (a user deleted meanwhile is skipped).
+pub(super) async fn lock_users(conn: &mut PgConnection, ids: &[i64]) -> StoreResult<usize> {
+    let locked: Vec<i64> =
+        query_scalar("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
+    Ok(locked.len())
 }
 
 #[async_trait]
@@ -262,7 +267,10 @@ impl AccountStore for PostgresStore {
         if target.id == follower {
             return Err(StoreError::conflict("you cannot follow yourself"));
         }
-        lock_users(&mut tx, &[follower, target.id]).await?;
+        if lock_users(&mut tx, &[follower, target.id]).await? < 2 {
+            // Deleted while this waited for the lock.
+            return Err(StoreError::not_found("user not found"));
+        }
         let inserted = query(
             "INSERT INTO follows (follower_id, followee_id, created_at) VALUES ($1, $2, $3)
              ON CONFLICT (follower_id, followee_id) DO NOTHING",
@@ -287,7 +295,10 @@ impl AccountStore for PostgresStore {
     async fn unfollow(&self, follower: i64, followee: &str) -> StoreResult<UserRef> {
         let mut tx = self.pool.begin().await?;
         let target = require_user(&mut tx, followee).await?;
-        lock_users(&mut tx, &[follower, target.id]).await?;
+        if lock_users(&mut tx, &[follower, target.id]).await? < 2 {
+            // Deleted while this waited for the lock.
+            return Err(StoreError::not_found("user not found"));
+        }
         let removed = query("DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2")
             .bind(follower)
             .bind(target.id)
@@ -325,6 +336,114 @@ impl AccountStore for PostgresStore {
     async fn following(&self, username: &str, page: PageRequest) -> StoreResult<Page<UserSummary>> {
         self.follow_list(username, page, FollowSide::Following)
             .await
+    }
+
+    /// Locks what it recounts, posts before users (the order votes take
+    /// them), so no concurrent vote or follow on those rows commits between
+    /// a recount and this commit; a vote on another post of the same author
+    /// adds to the recomputed total after it (`n = n + 1`), which is right.
+    async fn delete_account(&self, user_id: i64) -> StoreResult<DeletedAccount> {
+        let mut tx = self.pool.begin().await?;
+        // First the user's posts, then the user (the order a vote on one of
+        // them takes its post and its author): votes on them finish or wait.
+        // Holding the user's row, no follow of them commits before the
+        // deletion (`follow` locks both users), so the lists below are whole.
+        query("SELECT id FROM posts WHERE user_id = $1 ORDER BY id FOR NO KEY UPDATE")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if lock_users(&mut tx, &[user_id]).await? == 0 {
+            return Err(StoreError::not_found("user not found"));
+        }
+        let touched_posts: Vec<i64> = query_scalar(
+            "SELECT post_id FROM votes WHERE user_id = $1
+             UNION SELECT post_id FROM replies WHERE user_id = $1
+             EXCEPT SELECT id FROM posts WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        query("SELECT id FROM posts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+            .bind(&touched_posts)
+            .execute(&mut *tx)
+            .await?;
+        // Authors' vote totals, and follow counts on the other side.
+        let touched_users: Vec<i64> = query_scalar(
+            "SELECT p.user_id FROM votes v JOIN posts p ON p.id = v.post_id
+             WHERE v.user_id = $1 AND p.user_id != $1
+             UNION SELECT followee_id FROM follows WHERE follower_id = $1
+             UNION SELECT follower_id FROM follows WHERE followee_id = $1",
+        )
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        lock_users(&mut tx, &touched_users).await?;
+        query(
+            "UPDATE rooms SET created_by = (
+                 SELECT m.user_id FROM room_members m
+                 WHERE m.room_id = rooms.id AND m.user_id != $1 ORDER BY m.seq LIMIT 1)
+             WHERE created_by = $1
+               AND EXISTS (SELECT 1 FROM room_members m
+                           WHERE m.room_id = rooms.id AND m.user_id != $1)",
+        )
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        let file_ids: Vec<String> = query_scalar(
+            "DELETE FROM files
+             WHERE user_id = $1 OR room_id IN (SELECT id FROM rooms WHERE created_by = $1)
+             RETURNING id",
+        )
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let deleted_rooms: Vec<i64> =
+            query_scalar("DELETE FROM rooms WHERE created_by = $1 RETURNING id")
+                .bind(user_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let left_rooms: Vec<(i64, String)> = query_as(
+            "SELECT r.id, r.name FROM room_members m JOIN rooms r ON r.id = m.room_id
+             WHERE m.user_id = $1 ORDER BY r.id",
+        )
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let deleted = query("DELETE FROM users WHERE id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::not_found("user not found"));
+        }
+        query(
+            "UPDATE posts SET
+                 upvotes = (SELECT COUNT(*) FROM votes v WHERE v.post_id = posts.id AND v.kind = 1),
+                 downvotes = (SELECT COUNT(*) FROM votes v WHERE v.post_id = posts.id AND v.kind = -1),
+                 replies = (SELECT COUNT(*) FROM replies r WHERE r.post_id = posts.id)
+             WHERE id = ANY($1)",
+        )
+        .bind(&touched_posts)
+        .execute(&mut *tx)
+        .await?;
+        query(
+            "UPDATE users SET
+                 followers = (SELECT COUNT(*) FROM follows f WHERE f.followee_id = users.id),
+                 following = (SELECT COUNT(*) FROM follows f WHERE f.follower_id = users.id),
+                 upvotes = (SELECT COALESCE(SUM(p.upvotes), 0) FROM posts p WHERE p.user_id = users.id),
+                 downvotes = (SELECT COALESCE(SUM(p.downvotes), 0) FROM posts p WHERE p.user_id = users.id)
+             WHERE id = ANY($1)",
+        )
+        .bind(&touched_users)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(DeletedAccount {
+            file_ids,
+            deleted_rooms,
+            left_rooms,
+        })
     }
 }
 

@@ -12,6 +12,7 @@
 //! `libsqlite3-sys` that cannot share a lockfile with `rusqlite`'s.
 
 mod accounts;
+mod check;
 mod inbox;
 mod posts;
 mod rooms;
@@ -28,12 +29,21 @@ use sqlx_postgres::{PgPool, Postgres};
 
 use super::{Page, StoreError, StoreResult};
 
+pub use check::check_database;
+
 /// The embedded migrations, in order (what `sqlx::migrate!` would embed).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "account deletion",
+        include_str!("../../../migrations/postgres/0002_account_deletion.sql"),
+    ),
+];
 
 fn migrator() -> Migrator {
     let migrations = MIGRATIONS

@@ -6,7 +6,10 @@ use rusqlite::{OptionalExtension, params};
 use super::{SqliteStore, into_page, is_unique_violation};
 use crate::store::{
     Page, PageRequest, StoreError, StoreResult, UnixSeconds,
-    accounts::{AccountStore, LoginRecord, NewUser, Profile, SettingsChange, UserRef, UserSummary},
+    accounts::{
+        AccountStore, DeletedAccount, LoginRecord, NewUser, Profile, SettingsChange, UserRef,
+        UserSummary,
+    },
 };
 
 fn now() -> i64 {
@@ -349,6 +352,109 @@ impl AccountStore for SqliteStore {
         self.follow_list(username, page, FollowSide::Following)
             .await
     }
+
+    async fn delete_account(&self, user_id: i64) -> StoreResult<DeletedAccount> {
+        let deleted = self.write(move |tx| erase_user(tx, user_id)).await?;
+        self.recent.forget_author(user_id);
+        Ok(deleted)
+    }
+}
+
+/// The ids a one-parameter query returns.
+fn ids<T: rusqlite::types::FromSql>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    user_id: i64,
+) -> StoreResult<Vec<T>> {
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_map([user_id], |r| r.get(0))?
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Deletes the user and everything that is theirs, then recomputes the
+/// counters of the other users and posts that counted any of it. The
+/// schema's `ON DELETE CASCADE`s remove the rows; recomputing (rather than
+/// decrementing) also covers rows the cascades reach indirectly, such as
+/// other people's replies to the user's replies.
+fn erase_user(conn: &rusqlite::Connection, user_id: i64) -> StoreResult<DeletedAccount> {
+    let touched_posts: Vec<i64> = ids(
+        conn,
+        "SELECT post_id FROM votes WHERE user_id = ?1
+         UNION SELECT post_id FROM replies WHERE user_id = ?1
+         EXCEPT SELECT id FROM posts WHERE user_id = ?1",
+        user_id,
+    )?;
+    // Authors' vote totals, and follow counts on the other side.
+    let touched_users: Vec<i64> = ids(
+        conn,
+        "SELECT p.user_id FROM votes v JOIN posts p ON p.id = v.post_id
+         WHERE v.user_id = ?1 AND p.user_id != ?1
+         UNION SELECT followee_id FROM follows WHERE follower_id = ?1
+         UNION SELECT follower_id FROM follows WHERE followee_id = ?1",
+        user_id,
+    )?;
+    conn.prepare_cached(
+        "UPDATE rooms SET created_by = (
+             SELECT m.user_id FROM room_members m
+             WHERE m.room_id = rooms.id AND m.user_id != ?1 ORDER BY m.seq LIMIT 1)
+         WHERE created_by = ?1
+           AND EXISTS (SELECT 1 FROM room_members m
+                       WHERE m.room_id = rooms.id AND m.user_id != ?1)",
+    )?
+    .execute([user_id])?;
+    let file_ids: Vec<String> = ids(
+        conn,
+        "DELETE FROM files
+         WHERE user_id = ?1 OR room_id IN (SELECT id FROM rooms WHERE created_by = ?1)
+         RETURNING id",
+        user_id,
+    )?;
+    let deleted_rooms: Vec<i64> = ids(
+        conn,
+        "DELETE FROM rooms WHERE created_by = ?1 RETURNING id",
+        user_id,
+    )?;
+    let left_rooms = conn
+        .prepare_cached(
+            "SELECT r.id, r.name FROM room_members m JOIN rooms r ON r.id = m.room_id
+             WHERE m.user_id = ?1 ORDER BY r.id",
+        )?
+        .query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    if conn
+        .prepare_cached("DELETE FROM users WHERE id = ?1")?
+        .execute([user_id])?
+        == 0
+    {
+        return Err(StoreError::not_found("user not found"));
+    }
+    let mut recount_post = conn.prepare_cached(
+        "UPDATE posts SET
+             upvotes = (SELECT COUNT(*) FROM votes v WHERE v.post_id = posts.id AND v.kind = 1),
+             downvotes = (SELECT COUNT(*) FROM votes v WHERE v.post_id = posts.id AND v.kind = -1),
+             replies = (SELECT COUNT(*) FROM replies r WHERE r.post_id = posts.id)
+         WHERE id = ?1",
+    )?;
+    for post_id in touched_posts {
+        recount_post.execute([post_id])?;
+    }
+    let mut recount_user = conn.prepare_cached(
+        "UPDATE users SET
+             followers = (SELECT COUNT(*) FROM follows f WHERE f.followee_id = users.id),
+             following = (SELECT COUNT(*) FROM follows f WHERE f.follower_id = users.id),
+             upvotes = (SELECT COALESCE(SUM(p.upvotes), 0) FROM posts p WHERE p.user_id = users.id),
+             downvotes = (SELECT COALESCE(SUM(p.downvotes), 0) FROM posts p WHERE p.user_id = users.id)
+         WHERE id = ?1",
+    )?;
+    for other in touched_users {
+        recount_user.execute([other])?;
+    }
+    Ok(DeletedAccount {
+        file_ids,
+        deleted_rooms,
+        left_rooms,
+    })
 }
 
 enum FollowSide {

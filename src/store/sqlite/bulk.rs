@@ -10,6 +10,7 @@ use super::{Durability, SqliteStore, accounts, configure, inbox, other, posts, r
 use crate::store::{
     StoreResult, UnixSeconds,
     accounts::NewUser,
+    integrity::{RECOUNT_POSTS, RECOUNT_USERS},
     posts::VoteKind,
     rooms::{NewRoom, Retention},
 };
@@ -47,43 +48,17 @@ impl SqliteStore {
     /// returns how many rows (users and posts) held a wrong value. Zero
     /// means every writer kept them right.
     pub async fn recount_counters(&self) -> StoreResult<u64> {
-        self.write(|tx| {
-            // Posts first: the users' vote totals are summed from them.
-            let posts = tx.execute(
-                "UPDATE posts SET upvotes = c.up, downvotes = c.down, replies = c.replies
-                 FROM (SELECT p.id,
-                              (SELECT COUNT(*) FROM votes v WHERE v.post_id = p.id AND v.kind = 1) AS up,
-                              (SELECT COUNT(*) FROM votes v WHERE v.post_id = p.id AND v.kind = -1) AS down,
-                              (SELECT COUNT(*) FROM replies r WHERE r.post_id = p.id) AS replies
-                       FROM posts p) AS c
-                 WHERE c.id = posts.id
-                   AND (posts.upvotes != c.up OR posts.downvotes != c.down
-                        OR posts.replies != c.replies)",
-                [],
-            )?;
-            let users = tx.execute(
-                "UPDATE users SET followers = c.followers, following = c.following,
-                                  posts = c.posts, upvotes = c.up, downvotes = c.down,
-                                  last_post_id = c.last_post_id
-                 FROM (SELECT u.id,
-                              (SELECT COUNT(*) FROM follows f WHERE f.followee_id = u.id) AS followers,
-                              (SELECT COUNT(*) FROM follows f WHERE f.follower_id = u.id) AS following,
-                              COALESCE(p.posts, 0) AS posts, COALESCE(p.up, 0) AS up,
-                              COALESCE(p.down, 0) AS down, COALESCE(p.last_post_id, 0) AS last_post_id
-                       FROM users u
-                       LEFT JOIN (SELECT user_id, COUNT(*) AS posts, SUM(upvotes) AS up,
-                                         SUM(downvotes) AS down, MAX(id) AS last_post_id
-                                  FROM posts GROUP BY user_id) AS p ON p.user_id = u.id) AS c
-                 WHERE c.id = users.id
-                   AND (users.followers != c.followers OR users.following != c.following
-                        OR users.posts != c.posts OR users.upvotes != c.up
-                        OR users.downvotes != c.down OR users.last_post_id != c.last_post_id)",
-                [],
-            )?;
-            Ok((posts + users) as u64)
-        })
-        .await
+        self.write(|tx| Ok(recount_all(tx)?)).await
     }
+}
+
+/// Sets every denormalized counter to what the rows say; returns how many
+/// rows (users and posts) held a wrong value. Used by `recount_counters`
+/// and by `mirage check --repair`.
+pub(super) fn recount_all(tx: &Connection) -> rusqlite::Result<u64> {
+    let posts = tx.execute(RECOUNT_POSTS, [])?;
+    let users = tx.execute(RECOUNT_USERS, [])?;
+    Ok((posts + users) as u64)
 }
 
 impl BulkImport {

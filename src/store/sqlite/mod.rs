@@ -9,7 +9,9 @@
 //! statement is reused.
 
 mod accounts;
+mod backup;
 mod bulk;
+mod check;
 mod inbox;
 mod posts;
 mod recent;
@@ -26,14 +28,19 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, Transaction};
 use rusqlite_migration::{M, Migrations};
 
+pub use backup::backup_database;
 pub use bulk::BulkImport;
+pub use check::check_database;
 
 use self::{recent::RecentPosts, writer::Writer};
 use super::{Page, StoreError, StoreResult};
 
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!(
-    "../../../migrations/sqlite/0001_initial.sql"
-))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("../../../migrations/sqlite/0001_initial.sql")),
+    M::up(include_str!(
+        "../../../migrations/sqlite/0002_account_deletion.sql"
+    )),
+];
 
 #[derive(Clone)]
 pub struct SqliteStore {

@@ -77,6 +77,13 @@ impl RecentPosts {
         inner.set_last_post(post.author, last);
     }
 
+    /// Forgets a deleted user's posts.
+    pub fn forget_author(&self, author: i64) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner.newest.retain(|p| p.author != author);
+        inner.set_last_post(author, 0);
+    }
+
     /// Runs `read` with the newest posts (oldest first) and a lookup of
     /// each user's last post id.
     pub fn read<T>(&self, read: impl FnOnce(&VecDeque<RecentPost>, &dyn Fn(i64) -> i64) -> T) -> T {
@@ -149,5 +156,8 @@ mod tests {
             assert_eq!(last(5), 0);
             assert_eq!(last(1_000_000), 0);
         });
+        recent.forget_author(3);
+        assert_eq!(ids(&recent), vec![11]);
+        recent.read(|_, last| assert_eq!(last(3), 0));
     }
 }

@@ -1,0 +1,541 @@
+//! `POST /api/delete_account`: the account and everything of it goes, and
+//! every counter of the people and posts it touched stays right.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn create_post(app: &TestApp, token: &str, content: &str) -> i64 {
+    let r = app
+        .post_json(
+            "/api/create_post",
+            Some(token),
+            json!({ "content": content }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    body(r).await["id"].as_i64().unwrap()
+}
+
+async fn ok(app: &TestApp, path: &str, token: &str, request: Value) -> Value {
+    let r = app.post_json(path, Some(token), request.clone()).await;
+    let status = r.status();
+    let value = body(r).await;
+    assert!(status.is_success(), "{path} {request}: {status} {value}");
+    value
+}
+
+async fn stats(app: &TestApp, name: &str) -> Value {
+    let r = app.get(&format!("/api/user/{name}"), None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    body(r).await["stats"].clone()
+}
+
+async fn post_counts(app: &TestApp, post_id: i64) -> (i64, i64, i64) {
+    let r = app
+        .get(&format!("/api/get_post_by_id/{post_id}"), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v = body(r).await;
+    (
+        v["upvotes"].as_i64().unwrap(),
+        v["downvotes"].as_i64().unwrap(),
+        v["replies"].as_i64().unwrap(),
+    )
+}
+
+async fn delete_account(app: &TestApp, token: &str, password: &str) -> reqwest::Response {
+    app.post_json(
+        "/api/delete_account",
+        Some(token),
+        json!({ "password": password }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn deleting_an_account_erases_its_data_and_keeps_every_counter_right() {
+    let app = spawn_app().await;
+    let (victim, vt) = app.new_user("gone").await;
+    let second_session = app.login(&victim).await;
+    let (ann, at) = app.new_user("ann").await;
+    let (bob, bt) = app.new_user("bob").await;
+
+    // Follows both ways.
+    ok(&app, "/api/follow", &vt, json!({ "username": ann })).await;
+    ok(&app, "/api/follow", &bt, json!({ "username": victim })).await;
+    ok(&app, "/api/follow", &bt, json!({ "username": ann })).await;
+
+    // Votes and replies on someone else's post, including a reply to the
+    // victim's reply (it goes with it).
+    let ann_post = create_post(&app, &at, "ann's post #annstag").await;
+    ok(
+        &app,
+        "/api/vote_post",
+        &vt,
+        json!({"post_id": ann_post, "vote_type": "up"}),
+    )
+    .await;
+    ok(
+        &app,
+        "/api/vote_post",
+        &bt,
+        json!({"post_id": ann_post, "vote_type": "down"}),
+    )
+    .await;
+    let victim_reply = ok(
+        &app,
+        "/api/reply_to_post",
+        &vt,
+        json!({"post_id": ann_post, "content": "victim's reply"}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    ok(
+        &app,
+        "/api/reply_to_post",
+        &bt,
+        json!({"post_id": ann_post, "content": "answering the victim", "parent_id": victim_reply}),
+    )
+    .await;
+    ok(
+        &app,
+        "/api/reply_to_post",
+        &at,
+        json!({"post_id": ann_post, "content": "ann's own reply"}),
+    )
+    .await;
+    assert_eq!(post_counts(&app, ann_post).await, (1, 1, 3));
+
+    // The victim's own posts, voted and replied on by others, with a tag
+    // that trends.
+    let victim_posts = [
+        create_post(&app, &vt, "first #victimtag").await,
+        create_post(&app, &vt, "second #victimtag").await,
+    ];
+    ok(
+        &app,
+        "/api/vote_post",
+        &at,
+        json!({"post_id": victim_posts[0], "vote_type": "up"}),
+    )
+    .await;
+    ok(
+        &app,
+        "/api/reply_to_post",
+        &at,
+        json!({"post_id": victim_posts[0], "content": "ann replies to the victim"}),
+    )
+    .await;
+    let trending = body(app.get("/api/fyp", Some(&at)).await).await["trending_topics"].clone();
+    assert_eq!(trending, json!(["#victimtag", "#annstag"]));
+
+    // Direct messages both ways.
+    ok(
+        &app,
+        "/api/send_inbox_message",
+        &vt,
+        json!({"recipient": ann, "message": "from victim"}),
+    )
+    .await;
+    ok(
+        &app,
+        "/api/send_inbox_message",
+        &at,
+        json!({"recipient": victim, "message": "to victim"}),
+    )
+    .await;
+    ok(
+        &app,
+        "/api/send_inbox_message",
+        &bt,
+        json!({"recipient": ann, "message": "from bob"}),
+    )
+    .await;
+
+    // A room shared with ann (it stays, hers now), a room of the victim's
+    // own (it goes), messages and uploads.
+    let shared = ok(
+        &app,
+        "/api/create_room",
+        &vt,
+        json!({"room_name": "Shared"}),
+    )
+    .await["room_id"]
+        .as_i64()
+        .unwrap();
+    let solo = ok(
+        &app,
+        "/api/create_room",
+        &vt,
+        json!({"room_name": "Solo", "is_private": 1, "password": "secret"}),
+    )
+    .await["room_id"]
+        .as_i64()
+        .unwrap();
+    ok(
+        &app,
+        "/api/join_room",
+        &at,
+        json!({"room_id": shared, "password": ""}),
+    )
+    .await;
+    ok(
+        &app,
+        "/api/send_room_message",
+        &vt,
+        json!({"room_id": shared, "message": "victim says hi"}),
+    )
+    .await;
+    ok(
+        &app,
+        "/api/send_room_message",
+        &at,
+        json!({"room_id": shared, "message": "ann says hi"}),
+    )
+    .await;
+    let victim_file = app
+        .upload(&vt, shared, "victim.txt", b"victim's bytes")
+        .await;
+    let solo_file = app.upload(&vt, solo, "solo.txt", b"solo bytes").await;
+    let ann_file = app.upload(&at, shared, "ann.txt", b"ann's bytes").await;
+    for url in [&victim_file, &solo_file, &ann_file] {
+        assert_eq!(
+            app.client.get(url).send().await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+
+    let users_before: i64 = app
+        .get("/api/usercount", None)
+        .await
+        .text()
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    let r = delete_account(&app, &vt, "password123").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(body(r).await, json!({"message": "account deleted"}));
+
+    // Every session is dead at once.
+    for token in [&vt, &second_session] {
+        let r = app.get("/api/fyp", Some(token)).await;
+        assert_error(r, StatusCode::UNAUTHORIZED).await;
+    }
+    let users_after: i64 = app
+        .get("/api/usercount", None)
+        .await
+        .text()
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(users_after, users_before - 1);
+    assert_error(
+        app.get(&format!("/api/user/{victim}"), None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let login = app
+        .post_json(
+            "/api/login",
+            None,
+            json!({"username": victim, "password": "password123"}),
+        )
+        .await;
+    assert_error(login, StatusCode::NOT_FOUND).await;
+
+    // Counters of the others.
+    assert_eq!(
+        stats(&app, &ann).await,
+        json!({"followers": 1, "following": 0, "posts": 1, "upvotes": 0, "downvotes": 1})
+    );
+    assert_eq!(
+        stats(&app, &bob).await,
+        json!({"followers": 0, "following": 1, "posts": 0, "upvotes": 0, "downvotes": 0})
+    );
+    assert_eq!(post_counts(&app, ann_post).await, (0, 1, 1));
+    let replies = body(app.get(&format!("/api/get_replies/{ann_post}"), None).await).await;
+    let replies = replies["replies"].as_array().unwrap();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0]["content"], "ann's own reply");
+    let followers = body(app.get(&format!("/api/get_followers/{ann}"), None).await).await;
+    assert_eq!(
+        followers["followers"],
+        json!([{"username": bob, "avatar_url": ""}])
+    );
+
+    // The victim's posts, trending tag, messages and files are gone.
+    for post in victim_posts {
+        let r = app.get(&format!("/api/get_post_by_id/{post}"), None).await;
+        assert_error(r, StatusCode::NOT_FOUND).await;
+        let r = app.get(&format!("/api/get_replies/{post}"), None).await;
+        assert_error(r, StatusCode::NOT_FOUND).await;
+    }
+    let feed = body(app.get("/api/fyp", Some(&at)).await).await;
+    assert_eq!(feed["trending_topics"], json!(["#annstag"]));
+    assert!(
+        feed["posts"].as_array().unwrap().is_empty(),
+        "only ann's own post is left: {feed}"
+    );
+    let inbox = body(app.get("/api/inbox", Some(&at)).await).await;
+    let inbox = inbox["messages"].as_array().unwrap();
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    assert_eq!(inbox[0]["sender"], bob.as_str());
+    assert_eq!(
+        body(app.get("/api/inbox_count", Some(&at)).await).await["inbox_count"],
+        1
+    );
+
+    let members = body(
+        app.get(&format!("/api/room_members/{shared}"), Some(&at))
+            .await,
+    )
+    .await;
+    assert_eq!(members["members"], json!([ann]));
+    let messages = body(
+        app.get(
+            &format!("/api/get_room_messages?room_id={shared}"),
+            Some(&at),
+        )
+        .await,
+    )
+    .await;
+    let senders: Vec<&str> = messages["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(senders, [ann.as_str(), ann.as_str()], "{messages}");
+    let r = app
+        .post_json(
+            "/api/join_room",
+            Some(&bt),
+            json!({"room_id": solo, "password": "secret"}),
+        )
+        .await;
+    assert_error(r, StatusCode::NOT_FOUND).await;
+    for url in [&victim_file, &solo_file] {
+        let r = app.client.get(url).send().await.unwrap();
+        assert_error(r, StatusCode::NOT_FOUND).await;
+    }
+    let r = app.client.get(&ann_file).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"ann's bytes");
+
+    // The name is free again, for a new account with nothing of the old one.
+    assert_eq!(app.register(&victim).await.status(), StatusCode::CREATED);
+    let newcomer = app.login(&victim).await;
+    assert_eq!(
+        stats(&app, &victim).await,
+        json!({"followers": 0, "following": 0, "posts": 0, "upvotes": 0, "downvotes": 0})
+    );
+    let posts = body(app.get(&format!("/api/get_posts/{victim}"), None).await).await;
+    assert_eq!(posts["posts"], json!([]));
+    let inbox = body(app.get("/api/inbox", Some(&newcomer)).await).await;
+    assert_eq!(inbox["messages"], json!([]));
+    let rooms = body(app.get("/api/user_rooms", Some(&newcomer)).await).await;
+    assert_eq!(rooms["rooms"], json!([]));
+    let check = body(
+        app.get(
+            &format!("/api/check_follow?username={ann}"),
+            Some(&newcomer),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(check["is_following"], false);
+}
+
+#[tokio::test]
+async fn delete_account_status_codes() {
+    let app = spawn_app().await;
+    let (name, token) = app.new_user("del").await;
+
+    let r = delete_account(&app, "not-a-token", "password123").await;
+    assert_error(r, StatusCode::UNAUTHORIZED).await;
+    let r = app
+        .post_json(
+            "/api/delete_account",
+            None,
+            json!({"password": "password123"}),
+        )
+        .await;
+    assert_error(r, StatusCode::UNAUTHORIZED).await;
+
+    let r = app
+        .post_json("/api/delete_account", Some(&token), json!({}))
+        .await;
+    assert_eq!(
+        assert_error(r, StatusCode::BAD_REQUEST).await,
+        "password is required"
+    );
+    let r = app
+        .post_json(
+            "/api/delete_account",
+            Some(&token),
+            json!({"password": 12345678}),
+        )
+        .await;
+    assert_error(r, StatusCode::BAD_REQUEST).await;
+    let r = app
+        .client
+        .post(app.url("/api/delete_account"))
+        .header("Authorization", &token)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::BAD_REQUEST).await;
+
+    let r = delete_account(&app, &token, "wrong password").await;
+    assert_eq!(
+        assert_error(r, StatusCode::UNAUTHORIZED).await,
+        "wrong password"
+    );
+    // Nothing happened: the account and the token still work.
+    assert_eq!(
+        app.get(&format!("/api/user/{name}"), None).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get("/api/fyp", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+
+    let r = delete_account(&app, &token, "password123").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // The token died with the account.
+    let r = delete_account(&app, &token, "password123").await;
+    assert_error(r, StatusCode::UNAUTHORIZED).await;
+}
+
+/// Votes and follows by others on the posts and people the deleted user
+/// touched, racing the deletion: every acknowledged one is counted, the
+/// deleted user's are not.
+#[tokio::test]
+async fn counters_stay_right_when_others_write_during_the_deletion() {
+    const OTHERS: usize = 8;
+    let app = spawn_app().await;
+    let (ann, at) = app.new_user("annrace").await;
+    let (victim, vt) = app.new_user("gonerace").await;
+    let ann_posts = [
+        create_post(&app, &at, "one").await,
+        create_post(&app, &at, "two").await,
+    ];
+    for post in ann_posts {
+        ok(
+            &app,
+            "/api/vote_post",
+            &vt,
+            json!({"post_id": post, "vote_type": "up"}),
+        )
+        .await;
+        ok(
+            &app,
+            "/api/reply_to_post",
+            &vt,
+            json!({"post_id": post, "content": "mine"}),
+        )
+        .await;
+    }
+    ok(&app, "/api/follow", &vt, json!({ "username": ann })).await;
+    let victim_post = create_post(&app, &vt, "victim's post").await;
+    let mut others = Vec::new();
+    for _ in 0..OTHERS {
+        others.push(app.new_user("racer").await.1);
+    }
+
+    let writes = others.iter().enumerate().map(|(i, token)| {
+        let app = &app;
+        let victim = victim.clone();
+        let ann = ann.clone();
+        async move {
+            let vote = app
+                .post_json(
+                    "/api/vote_post",
+                    Some(token),
+                    json!({"post_id": ann_posts[i % 2], "vote_type": "up"}),
+                )
+                .await
+                .status();
+            let reply = app
+                .post_json(
+                    "/api/reply_to_post",
+                    Some(token),
+                    json!({"post_id": ann_posts[i % 2], "content": "racing"}),
+                )
+                .await
+                .status();
+            let follow_ann = app
+                .post_json("/api/follow", Some(token), json!({ "username": ann }))
+                .await
+                .status();
+            // These race the deletion: before it they succeed, after it
+            // the post or the user is not found.
+            let follow_victim = app
+                .post_json("/api/follow", Some(token), json!({ "username": victim }))
+                .await
+                .status();
+            let vote_victim = app
+                .post_json(
+                    "/api/vote_post",
+                    Some(token),
+                    json!({"post_id": victim_post, "vote_type": "down"}),
+                )
+                .await
+                .status();
+            (vote, reply, follow_ann, follow_victim, vote_victim)
+        }
+    });
+    let deletion = async {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        delete_account(&app, &vt, "password123").await.status()
+    };
+    let (statuses, deleted) = tokio::join!(futures_util::future::join_all(writes), deletion);
+    assert_eq!(deleted, StatusCode::OK);
+    for (vote, reply, follow_ann, follow_victim, vote_victim) in statuses {
+        assert_eq!(vote, StatusCode::OK);
+        assert_eq!(reply, StatusCode::CREATED);
+        assert_eq!(follow_ann, StatusCode::OK);
+        assert!(
+            [StatusCode::OK, StatusCode::NOT_FOUND].contains(&follow_victim),
+            "follow of the deleted user: {follow_victim}"
+        );
+        assert!(
+            [StatusCode::OK, StatusCode::NOT_FOUND].contains(&vote_victim),
+            "vote on the deleted user's post: {vote_victim}"
+        );
+    }
+
+    // Every racer's vote and reply counts; the victim's do not.
+    let per_post = (OTHERS / 2) as i64;
+    for post in ann_posts {
+        assert_eq!(post_counts(&app, post).await, (per_post, 0, per_post));
+    }
+    assert_eq!(
+        stats(&app, &ann).await,
+        json!({"followers": OTHERS, "following": 0, "posts": 2, "upvotes": OTHERS, "downvotes": 0})
+    );
+    let racer_names: Vec<String> = {
+        let v = body(app.get(&format!("/api/get_followers/{ann}"), None).await).await;
+        v["followers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["username"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(racer_names.len(), OTHERS);
+    for name in racer_names {
+        // Following ann only: a follow of the deleted user went with it.
+        assert_eq!(
+            stats(&app, &name).await,
+            json!({"followers": 0, "following": 1, "posts": 0, "upvotes": 0, "downvotes": 0})
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! `mirage check` beside a running server: a clean database passes; drift
+//! written behind the server's back is reported, then repaired.
+
+use rusqlite::Connection;
+use serde_json::json;
+
+use crate::process::*;
+
+#[tokio::test]
+async fn check_reports_drift_and_repair_fixes_it_while_the_server_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let ann = server.new_user("ann").await;
+    let bob = server.new_user("bob").await;
+    server
+        .ok("/api/follow", &bob, json!({"username": "ann"}))
+        .await;
+    let post = server
+        .ok("/api/create_post", &ann, json!({"content": "hello #check"}))
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    server
+        .ok(
+            "/api/vote_post",
+            &bob,
+            json!({"post_id": post, "vote_type": "up"}),
+        )
+        .await;
+    server
+        .ok(
+            "/api/reply_to_post",
+            &bob,
+            json!({"post_id": post, "content": "hi"}),
+        )
+        .await;
+
+    let clean = mirage(dir.path(), &["check"]);
+    assert_eq!(clean.status.code(), Some(0), "{}", stdout(&clean));
+    assert!(stdout(&clean).contains("ok: every counter and reference is right"));
+
+    // Drift an outside writer could cause: with foreign keys off, orphans
+    // get in.
+    let db = Connection::open(database(dir.path())).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    db.execute_batch(&format!(
+        "PRAGMA foreign_keys = OFF;
+         UPDATE posts SET upvotes = 5 WHERE id = {post};
+         UPDATE users SET followers = 0 WHERE username = 'ann';
+         INSERT INTO votes (post_id, user_id, kind) VALUES (999999, 1, 1);
+         INSERT INTO follows (follower_id, followee_id, created_at) VALUES (888888, 1, 0);
+         INSERT INTO files (id, room_id, user_id, filename, content_type, size, created_at)
+             VALUES ('nobytes', 1, 1, 'a.txt', 'text/plain', 3, 0);"
+    ))
+    .unwrap();
+
+    let drift = mirage(dir.path(), &["check"]);
+    let report = stdout(&drift);
+    assert_eq!(drift.status.code(), Some(1), "{report}");
+    for expected in [
+        "posts.upvotes differs from its up votes",
+        "users.followers differs from their followers",
+        "votes on a missing post or by a missing user",
+        "follows with a missing side",
+        "files in a missing room or by a missing user",
+        "files whose bytes are missing",
+    ] {
+        assert!(report.contains(expected), "no {expected:?} in:\n{report}");
+    }
+    // Reporting changed nothing.
+    let r = server
+        .get(&format!("/api/get_post_by_id/{post}"), None)
+        .await;
+    assert_eq!(r["upvotes"], 5);
+
+    // The settings may follow the command name too.
+    let repair = std::process::Command::new(BINARY)
+        .args(["check", "--repair", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(repair.status.code(), Some(0), "{}", stdout(&repair));
+    assert!(stdout(&repair).contains("repaired"), "{}", stdout(&repair));
+    let again = mirage(dir.path(), &["check"]);
+    assert_eq!(again.status.code(), Some(0), "{}", stdout(&again));
+
+    // The running server serves the repaired values.
+    let r = server
+        .get(&format!("/api/get_post_by_id/{post}"), None)
+        .await;
+    assert_eq!(
+        (r["upvotes"].as_i64(), r["replies"].as_i64()),
+        (Some(1), Some(1))
+    );
+    let stats = server.get("/api/user/ann", None).await["stats"].clone();
+    assert_eq!(
+        stats,
+        json!({"followers": 1, "following": 0, "posts": 1, "upvotes": 1, "downvotes": 0})
+    );
+    let orphans: i64 = db
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM votes WHERE post_id = 999999)
+                  + (SELECT COUNT(*) FROM follows WHERE follower_id = 888888)
+                  + (SELECT COUNT(*) FROM files WHERE id = 'nobytes')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(orphans, 0);
+}
+
+#[test]
+fn check_refuses_a_missing_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mirage(&dir.path().join("nothing-here"), &["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no database at"));
+    assert!(!dir.path().join("nothing-here").exists());
+}
