@@ -18,6 +18,7 @@ use crate::{
         trending::{self, Trending},
     },
     http,
+    metrics::Metrics,
     store::{
         Store, StoreError,
         postgres::PostgresStore,
@@ -41,6 +42,8 @@ pub struct AppState {
     pub chat: Chat,
     /// Hashtag counts over the last day, for the feed's trending topics.
     pub trending: Arc<Trending>,
+    /// Request counts, latencies and open connections, for `GET /metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -77,6 +80,7 @@ impl App {
             passwords: Passwords::new(hashing_threads),
             chat: Chat::new(hub),
             trending,
+            metrics: Arc::new(Metrics::new()?),
             config: Arc::new(config),
         };
         let listener = TcpListener::bind(state.config.listen).await?;

@@ -28,7 +28,7 @@ use rusqlite_migration::{M, Migrations};
 pub use bulk::BulkImport;
 
 use self::writer::Writer;
-use super::{Page, StoreError, StoreResult};
+use super::{Page, PoolFigures, PoolStats, StoreError, StoreResult};
 
 const MIGRATIONS: &[M<'static>] = &[M::up(include_str!(
     "../../../migrations/sqlite/0001_initial.sql"
@@ -132,6 +132,21 @@ impl SqliteStore {
     {
         let conn = self.readers.get().map_err(other)?;
         work(&conn)
+    }
+}
+
+impl super::Store for SqliteStore {
+    fn pool_stats(&self) -> PoolStats {
+        let readers = self.readers.state();
+        PoolStats {
+            pools: vec![PoolFigures {
+                name: "sqlite_readers",
+                open: readers.connections,
+                idle: readers.idle_connections,
+                max: self.readers.max_size(),
+            }],
+            queued_writes: Some(("sqlite", self.writer.queued() as u64)),
+        }
     }
 }
 
