@@ -108,7 +108,9 @@ impl Metrics {
         // CPU, memory, open files and threads of this process, read from
         // /proc when scraped (Linux only).
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Metrics {
             registry,
             requests,
@@ -209,12 +211,7 @@ mod tests {
     #[test]
     fn renders_requests_errors_latency_and_pools() {
         let metrics = Metrics::new().unwrap();
-        metrics.record_request(
-            "/api/ping",
-            "GET",
-            StatusCode::OK,
-            Duration::from_millis(3),
-        );
+        metrics.record_request("/api/ping", "GET", StatusCode::OK, Duration::from_millis(3));
         metrics.record_request(
             UNMATCHED_ROUTE,
             method_label(&Method::from_bytes(b"BREW").unwrap()),

@@ -17,6 +17,8 @@ mod accounts;
 mod files;
 #[path = "../api/inbox.rs"]
 mod inbox;
+#[path = "../api/metrics.rs"]
+mod metrics;
 #[path = "../api/posts.rs"]
 mod posts;
 #[path = "../api/profiles.rs"]
