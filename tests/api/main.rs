@@ -10,5 +10,6 @@ mod posts;
 mod profiles;
 mod quickstart;
 mod rooms;
+mod security;
 mod status_codes;
 mod ws;
