@@ -11,5 +11,6 @@ mod profiles;
 mod quickstart;
 mod rooms;
 mod security;
+mod security_access;
 mod status_codes;
 mod ws;
