@@ -27,6 +27,10 @@ mod profiles;
 mod quickstart;
 #[path = "../api/rooms.rs"]
 mod rooms;
+#[path = "../api/security.rs"]
+mod security;
+#[path = "../api/security_access.rs"]
+mod security_access;
 #[path = "../api/status_codes.rs"]
 mod status_codes;
 #[path = "../api/ws.rs"]
