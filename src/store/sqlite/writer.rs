@@ -238,6 +238,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn counts_the_writes_waiting_for_the_writer() {
+        let (_dir, writer, _path) = writer();
+        let writer = std::sync::Arc::new(writer);
+        // The first write holds the writer thread until released.
+        let (release, hold) = mpsc::channel::<()>();
+        let (started, has_started) = oneshot::channel();
+        let first = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .run(move |_| {
+                        let _ = started.send(());
+                        hold.recv()
+                            .map_err(|_| StoreError::Other("released".into()))
+                    })
+                    .await
+            }
+        });
+        has_started.await.expect("first write started");
+        assert_eq!(writer.queued(), 0);
+        let second = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.run(|_| Ok(())).await }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while writer.queued() != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second write never queued"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        release.send(()).expect("released");
+        first.await.unwrap().expect("first write");
+        second.await.unwrap().expect("second write");
+        assert_eq!(writer.queued(), 0);
+    }
+
+    #[tokio::test]
     async fn answers_only_after_the_commit() {
         let (_dir, writer, path) = writer();
         writer
