@@ -112,9 +112,20 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(cors)
         // Outermost, so that it times everything the server does for a request.
         .layer(metrics::RecordLayer::new(state.metrics.clone()))
         .with_state(state)
+}
+
+/// The span of one request. It names the path but never the query string,
+/// which can hold a session token (`GET /api/ws?token=…`).
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        version = ?request.version(),
+    )
 }

@@ -5,6 +5,7 @@ mod backend;
 mod files;
 mod helpers;
 mod inbox;
+mod logs;
 mod metrics;
 mod posts;
 mod profiles;
