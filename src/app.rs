@@ -18,6 +18,7 @@ use crate::{
         trending::{self, Trending},
     },
     http,
+    metrics::Metrics,
     rate_limit::RateLimits,
     store::{
         Store, StoreError,
@@ -44,6 +45,8 @@ pub struct AppState {
     pub trending: Arc<Trending>,
     /// Per-address and per-user abuse limits (empty when turned off).
     pub rate_limits: Arc<RateLimits>,
+    /// Request counts, latencies and open connections, for `GET /metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -87,6 +90,7 @@ impl App {
             chat: Chat::new(hub),
             trending,
             rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
+            metrics: Arc::new(Metrics::new()?),
             config: Arc::new(config),
         };
         let listener = TcpListener::bind(state.config.listen).await?;

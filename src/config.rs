@@ -120,6 +120,11 @@ pub struct Config {
     #[command(flatten)]
     pub rate_limits: RateLimitConfig,
 
+    /// Turns on `GET /metrics` (Prometheus text) for scrapers that send
+    /// `Authorization: Bearer <this token>`. Unset: `/metrics` is 404.
+    #[arg(long, env = "MIRAGE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `mirage=debug`.
     #[arg(long, env = "MIRAGE_LOG", default_value = "info")]
     pub log: String,

@@ -6,6 +6,7 @@ pub mod extract;
 pub mod feed;
 pub mod files;
 pub mod inbox;
+pub mod metrics;
 pub mod posts;
 pub mod profiles;
 pub mod rooms;
@@ -19,6 +20,7 @@ use axum::{
     Router,
     http::{HeaderName, Method, header},
     middleware,
+    routing::get,
 };
 use serde::Serialize;
 use tower_http::{
@@ -114,6 +116,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(json_api)
         .merge(streaming_api)
+        // Not in the OpenAPI document: its body is Prometheus text, not JSON.
+        .route("/metrics", get(metrics::metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(TraceLayer::new_for_http().make_span_with(edge::request_span))
@@ -127,5 +131,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::map_request(edge::drop_unusable_request_id))
         .layer(edge::security_headers())
+        // Outermost, so that it times everything the server does for a request.
+        .layer(metrics::RecordLayer::new(state.metrics.clone()))
         .with_state(state)
 }

@@ -221,6 +221,7 @@ impl Connection {
         mut subscription: Subscription,
         backfill: Vec<Message>,
     ) {
+        let _open = self.state.metrics.websocket_opened();
         let (mut sink, stream) = socket.split();
         let closed = self
             .serve(&mut subscription, &mut sink, stream, backfill)

@@ -20,9 +20,31 @@ pub use posts::PostStore;
 pub use rooms::RoomStore;
 
 /// Everything Mirage stores. Implemented by every backend.
-pub trait Store: AccountStore + PostStore + RoomStore + InboxStore + Send + Sync + 'static {}
+pub trait Store: AccountStore + PostStore + RoomStore + InboxStore + Send + Sync + 'static {
+    /// How busy the backend's connections are now, for `/metrics`.
+    fn pool_stats(&self) -> PoolStats;
+}
 
-impl<T: AccountStore + PostStore + RoomStore + InboxStore + Send + Sync + 'static> Store for T {}
+/// The connection pools of a backend, as monitoring sees them.
+#[derive(Debug, Clone, Default)]
+pub struct PoolStats {
+    pub pools: Vec<PoolFigures>,
+    /// Writes waiting for a single writer (SQLite): the database's name
+    /// and the queue's length. `None` where writes do not queue in-process.
+    pub queued_writes: Option<(&'static str, u64)>,
+}
+
+/// One connection pool's figures.
+#[derive(Debug, Clone)]
+pub struct PoolFigures {
+    /// Which pool, e.g. `sqlite_readers` (a metric label).
+    pub name: &'static str,
+    /// Connections open now, busy or idle.
+    pub open: u32,
+    pub idle: u32,
+    /// The most it opens.
+    pub max: u32,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -20,6 +20,8 @@ mod delete_account;
 mod files;
 #[path = "../api/inbox.rs"]
 mod inbox;
+#[path = "../api/metrics.rs"]
+mod metrics;
 #[path = "../api/posts.rs"]
 mod posts;
 #[path = "../api/profiles.rs"]
@@ -28,6 +30,10 @@ mod profiles;
 mod quickstart;
 #[path = "../api/rooms.rs"]
 mod rooms;
+#[path = "../api/security.rs"]
+mod security;
+#[path = "../api/security_access.rs"]
+mod security_access;
 #[path = "../api/status_codes.rs"]
 mod status_codes;
 #[path = "../api/ws.rs"]

@@ -27,7 +27,7 @@ use sqlx_core::{
 };
 use sqlx_postgres::{PgPool, Postgres};
 
-use super::{Page, StoreError, StoreResult};
+use super::{Page, PoolFigures, PoolStats, StoreError, StoreResult};
 
 pub use check::check_database;
 
@@ -93,6 +93,21 @@ impl PostgresStore {
             .await
             .map_err(|e| StoreError::Other(format!("migrating the database: {e}")))?;
         Ok(PostgresStore { pool })
+    }
+}
+
+impl super::Store for PostgresStore {
+    fn pool_stats(&self) -> PoolStats {
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        PoolStats {
+            pools: vec![PoolFigures {
+                name: "postgres",
+                open: self.pool.size(),
+                idle,
+                max: self.pool.options().get_max_connections(),
+            }],
+            queued_writes: None,
+        }
     }
 }
 

@@ -33,7 +33,7 @@ pub use bulk::BulkImport;
 pub use check::check_database;
 
 use self::{recent::RecentPosts, writer::Writer};
-use super::{Page, StoreError, StoreResult};
+use super::{Page, PoolFigures, PoolStats, StoreError, StoreResult};
 
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../../migrations/sqlite/0001_initial.sql")),
@@ -175,6 +175,21 @@ impl SqliteStore {
         let result = work(&conn);
         conn.prepare_cached("COMMIT")?.execute([])?;
         result
+    }
+}
+
+impl super::Store for SqliteStore {
+    fn pool_stats(&self) -> PoolStats {
+        let readers = self.readers.state();
+        PoolStats {
+            pools: vec![PoolFigures {
+                name: "sqlite_readers",
+                open: readers.connections,
+                idle: readers.idle_connections,
+                max: self.readers.max_size(),
+            }],
+            queued_writes: Some(("sqlite", self.writer.queued() as u64)),
+        }
     }
 }
 

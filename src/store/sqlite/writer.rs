@@ -13,7 +13,11 @@
 
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
-    sync::mpsc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     thread,
     time::Duration,
 };
@@ -39,6 +43,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
+    /// Jobs sent and not yet taken into a batch (for monitoring).
+    queued: Arc<AtomicUsize>,
     /// Dropped with the writer, which stops the checkpointer.
     _checkpoints: mpsc::Sender<()>,
 }
@@ -51,15 +57,18 @@ impl Writer {
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
             .map_err(std::io::Error::other)?;
         let (jobs, queue) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = queued.clone();
         thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || serve(conn, queue))?;
+            .spawn(move || serve(conn, queue, &taken))?;
         let (checkpoints, stop) = mpsc::channel();
         thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || checkpoint(checkpointer, stop))?;
         Ok(Writer {
             jobs,
+            queued,
             _checkpoints: checkpoints,
         })
     }
@@ -86,8 +95,17 @@ impl Writer {
             });
             (completion, sound)
         });
-        self.jobs.send(job).map_err(|_| stopped())?;
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.jobs.send(job).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(stopped());
+        }
         answered.await.map_err(|_| stopped())?
+    }
+
+    /// How many writes wait for the writer thread now.
+    pub(super) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 }
 
@@ -132,7 +150,7 @@ fn checkpoint(conn: Connection, stop: mpsc::Receiver<()>) {
     }
 }
 
-fn serve(mut conn: Connection, queue: mpsc::Receiver<Job>) {
+fn serve(mut conn: Connection, queue: mpsc::Receiver<Job>, queued: &AtomicUsize) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -141,6 +159,7 @@ fn serve(mut conn: Connection, queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        queued.fetch_sub(batch.len(), Ordering::Relaxed);
         let (completions, commit) =
             match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
                 Ok(tx) => {
@@ -222,6 +241,45 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(stored, (0..200).step_by(2).collect::<Vec<i64>>());
+    }
+
+    #[tokio::test]
+    async fn counts_the_writes_waiting_for_the_writer() {
+        let (_dir, writer, _path) = writer();
+        let writer = std::sync::Arc::new(writer);
+        // The first write holds the writer thread until released.
+        let (release, hold) = mpsc::channel::<()>();
+        let (started, has_started) = oneshot::channel();
+        let first = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .run(move |_| {
+                        let _ = started.send(());
+                        hold.recv()
+                            .map_err(|_| StoreError::Other("released".into()))
+                    })
+                    .await
+            }
+        });
+        has_started.await.expect("first write started");
+        assert_eq!(writer.queued(), 0);
+        let second = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.run(|_| Ok(())).await }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while writer.queued() != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second write never queued"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        release.send(()).expect("released");
+        first.await.unwrap().expect("first write");
+        second.await.unwrap().expect("second write");
+        assert_eq!(writer.queued(), 0);
     }
 
     #[tokio::test]
