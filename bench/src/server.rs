@@ -45,6 +45,9 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--log", "warn"])
+            // TODO(rate limits): once the rate-limit flag lands (issue 6,
+            // another branch), pass it here to turn limits off: the bench and
+            // the soak send far more per user and per address than a person.
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;

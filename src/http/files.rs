@@ -368,7 +368,8 @@ mod tests {
         fn urlencoded_names_are_header_safe_and_decode_back(name in any::<String>()) {
             let encoded = urlencode(&name);
             prop_assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)));
-            prop_assert!(HeaderValue::from_str(&format!("attachment; filename=\"{encoded}\"")).is_ok());
+            let disposition = format!("attachment; filename=\"{encoded}\"");
+            prop_assert!(HeaderValue::from_str(&disposition).is_ok());
             prop_assert_eq!(url_decode(&encoded), Some(name.into_bytes()));
         }
 
