@@ -5,6 +5,7 @@ mod backend;
 mod files;
 mod helpers;
 mod inbox;
+mod openapi;
 mod posts;
 mod profiles;
 mod quickstart;
