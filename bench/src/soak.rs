@@ -78,6 +78,8 @@ pub async fn soak(shared: Arc<Shared>, pid: u32, plan: &SoakPlan) -> Result<(Val
     let tally = Arc::new(Tally::default());
     let start = Instant::now();
     let end = start + plan.duration;
+    // The load outlasts the last sample, so no sample sees connections closing.
+    let load_end = end + plan.sample_every;
     let per_conn_interval = (plan.rate > 0.0)
         .then(|| Duration::from_secs_f64(plan.connections as f64 / plan.rate));
     let connections = plan.connections;
@@ -95,10 +97,10 @@ pub async fn soak(shared: Arc<Shared>, pid: u32, plan: &SoakPlan) -> Result<(Val
                 ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 ticks
             });
-            while Instant::now() < end {
+            while Instant::now() < load_end {
                 if let Some(ticks) = pace.as_mut() {
                     ticks.tick().await;
-                    if Instant::now() >= end {
+                    if Instant::now() >= load_end {
                         break;
                     }
                 }
@@ -159,7 +161,13 @@ pub async fn soak(shared: Arc<Shared>, pid: u32, plan: &SoakPlan) -> Result<(Val
             ok: tally.ok.swap(0, Ordering::Relaxed),
             errors: tally.errors.swap(0, Ordering::Relaxed),
         };
-        let rps = (sample.ok + sample.errors) as f64 / now.duration_since(last).as_secs_f64();
+        // The first tick is at once: no window to divide by yet.
+        let window = now.duration_since(last).as_secs_f64();
+        let rps = if window < 0.5 {
+            0.0
+        } else {
+            (sample.ok + sample.errors) as f64 / window
+        };
         last = now;
         println!(
             "{:>7.0} {:>9.1} {:>5} {:>5} {:>7} {:>8.0} {:>7}",
@@ -222,7 +230,7 @@ pub async fn soak(shared: Arc<Shared>, pid: u32, plan: &SoakPlan) -> Result<(Val
         failures.push("too few samples to judge growth (run longer)".into());
     }
 
-    let secs = plan.duration.as_secs_f64();
+    let secs = start.elapsed().as_secs_f64();
     println!(
         "\nsoak: {ok} requests ok, {errors} failed, {:.0} req/s over {secs:.0} s on {} connections",
         (ok + errors) as f64 / secs,
@@ -253,6 +261,7 @@ pub async fn soak(shared: Arc<Shared>, pid: u32, plan: &SoakPlan) -> Result<(Val
     }
     let report = json!({
         "plan": plan,
+        "load_secs": secs,
         "requests_ok": ok,
         "requests_failed": errors,
         "errors_by_status": by_status,
