@@ -80,8 +80,8 @@ pub async fn soak(shared: Arc<Shared>, pid: u32, plan: &SoakPlan) -> Result<(Val
     let end = start + plan.duration;
     // The load outlasts the last sample, so no sample sees connections closing.
     let load_end = end + plan.sample_every;
-    let per_conn_interval = (plan.rate > 0.0)
-        .then(|| Duration::from_secs_f64(plan.connections as f64 / plan.rate));
+    let per_conn_interval =
+        (plan.rate > 0.0).then(|| Duration::from_secs_f64(plan.connections as f64 / plan.rate));
     let connections = plan.connections;
     let mut tasks = tokio::task::JoinSet::new();
     for slot in 0..connections {
@@ -327,7 +327,12 @@ fn established_tcp(pid: u32) -> usize {
         .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
         .filter_map(|target| {
             let target = target.to_string_lossy();
-            Some(target.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
         })
         .collect();
     ["tcp", "tcp6"]
@@ -339,7 +344,8 @@ fn established_tcp(pid: u32) -> usize {
                 .filter(|line| {
                     let fields: Vec<&str> = line.split_whitespace().collect();
                     // Field 3 is the state (01 = ESTABLISHED), field 9 the inode.
-                    fields.get(3) == Some(&"01") && fields.get(9).is_some_and(|i| inodes.contains(*i))
+                    fields.get(3) == Some(&"01")
+                        && fields.get(9).is_some_and(|i| inodes.contains(*i))
                 })
                 .count()
         })
