@@ -351,3 +351,53 @@ fn established_tcp(pid: u32) -> usize {
         })
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(rss_kib: u64, fds: usize, tcp_connections: usize) -> Sample {
+        Sample {
+            secs: 0.0,
+            rss_kib,
+            fds,
+            tcp_connections,
+            threads: 10,
+            ok: 0,
+            errors: 0,
+        }
+    }
+
+    #[test]
+    fn growth_is_measured_over_the_second_half_between_medians() {
+        // Start-up growth in the first half does not count; one spike does not either.
+        let samples: Vec<Sample> = [1000, 2000, 2000, 2000, 9000, 2000, 2000, 2000]
+            .iter()
+            .map(|&rss| sample(rss, 40, 16))
+            .collect();
+        let flat = second_half_growth(&samples);
+        assert_eq!((flat.rss_from_kib, flat.rss_to_kib), (2000, 2000));
+        assert_eq!((flat.fds, flat.tcp_connections), (0, 0));
+
+        let leaking: Vec<Sample> = (0..8)
+            .map(|i| sample(2000 + i * 100, 40 + i as usize, 16 + i as usize / 2))
+            .collect();
+        let growth = second_half_growth(&leaking);
+        assert_eq!((growth.rss_from_kib, growth.rss_to_kib), (2500, 2600));
+        assert!((growth.rss_percent - 4.0).abs() < 1e-9);
+        assert_eq!((growth.fds, growth.tcp_connections), (1, 1));
+    }
+
+    #[test]
+    fn this_process_has_open_files_and_its_tcp_connections_are_counted() {
+        let pid = std::process::id();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let before = established_tcp(pid);
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server_side, _) = listener.accept().unwrap();
+        // Both ends live in this process.
+        assert_eq!(established_tcp(pid), before + 2);
+        assert!(open_fds(pid) >= 3);
+        drop((client, server_side));
+    }
+}
