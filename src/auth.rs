@@ -58,8 +58,14 @@ pub fn header_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
-        .ok()?
-        .trim();
+        .ok()?;
+    authorization_token(value)
+}
+
+/// The token in an `Authorization` value: `<token>` or `Bearer <token>`
+/// (scheme in any case), surrounding white space ignored; None when empty.
+pub fn authorization_token(value: &str) -> Option<&str> {
+    let value = value.trim();
     let token = match value.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
         _ => value,
@@ -222,5 +228,43 @@ mod tests {
         assert_eq!(uuid::Uuid::parse_str(&token).unwrap().get_version_num(), 4);
         assert_eq!(hash_token(&token), hash_token(&token));
         assert_ne!(hash_token(&token), hash_token(&new_token()));
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any header text parses without panicking into either nothing or
+        /// a non-empty token without surrounding white space.
+        #[test]
+        fn any_authorization_value_parses_to_a_trimmed_token_or_none(
+            value in prop_oneof![any::<String>(), "[ \\t]{0,2}(?i:bearer)[ \\t]{0,3}\\PC{0,12}"],
+        ) {
+            if let Some(token) = authorization_token(&value) {
+                prop_assert!(!token.is_empty());
+                prop_assert_eq!(token.trim(), token);
+                prop_assert!(value.contains(token));
+            } else {
+                prop_assert!(value.trim().is_empty(), "{value:?} lost its token");
+            }
+        }
+
+        /// A real token comes back unchanged, bare or after `Bearer` in any
+        /// case and spacing, and through a real header map.
+        #[test]
+        fn a_session_token_round_trips_bare_or_as_bearer(
+            scheme in "[bB][eE][aA][rR][eE][rR]",
+            before in "[ \t]{0,3}", gap in " [ \t]{0,3}", after in "[ \t]{0,3}",
+        ) {
+            let token = new_token();
+            let bare = format!("{before}{token}{after}");
+            prop_assert_eq!(authorization_token(&bare), Some(token.as_str()));
+            let value = format!("{before}{scheme}{gap}{token}{after}");
+            prop_assert_eq!(authorization_token(&value), Some(token.as_str()));
+            let mut headers = HeaderMap::new();
+            headers.insert(axum::http::header::AUTHORIZATION, value.parse().unwrap());
+            prop_assert_eq!(header_token(&headers), Some(token.as_str()));
+        }
     }
 }

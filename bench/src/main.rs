@@ -13,6 +13,7 @@ mod dataset;
 mod report;
 mod scenarios;
 mod server;
+mod soak;
 
 use std::{
     path::{Path, PathBuf},
@@ -82,6 +83,33 @@ struct Args {
     /// each loaded from scratch, and the throughput ratio.
     #[arg(long)]
     growth: bool,
+    /// Instead of the load phase: the soak, the mixed load at a steady rate
+    /// for --soak-secs, sampling the server's memory, open files and
+    /// connections; exits non-zero on any error or on growth over the
+    /// second half. Give it a smaller dataset (docs/PERFORMANCE.md, "Soak").
+    #[arg(long)]
+    soak: bool,
+    /// Soak length in seconds.
+    #[arg(long, default_value_t = 600)]
+    soak_secs: u64,
+    /// Soak connections (keep-alive, each paced to its share of the rate).
+    #[arg(long, default_value_t = 32)]
+    soak_connections: usize,
+    /// Soak requests per second over all connections (0: as fast as answered).
+    #[arg(long, default_value_t = 400.0)]
+    soak_rate: f64,
+    /// Seconds between the soak's samples of the server.
+    #[arg(long, default_value_t = 5)]
+    soak_sample_secs: u64,
+    /// Most the server's RSS may grow over the soak's second half, in percent.
+    #[arg(long, default_value_t = 10.0)]
+    soak_max_rss_growth_percent: f64,
+    /// Most the server's open files may grow over the soak's second half.
+    #[arg(long, default_value_t = 2)]
+    soak_max_fd_growth: i64,
+    /// Most the server's established TCP connections may grow over the soak's second half.
+    #[arg(long, default_value_t = 2)]
+    soak_max_connection_growth: i64,
     /// JSON results file (the SVG plot goes next to it).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -145,6 +173,13 @@ async fn main() -> Result<()> {
         "flags": args,
         "server_bin": bin.display().to_string(),
     });
+    if args.soak {
+        let passed = run_soak(&args, &bin, &password_hash, &out, doc).await?;
+        if !passed {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let title;
     let summaries = if args.growth {
         let mut sets = Vec::new();
@@ -211,16 +246,57 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// Loads a dataset of `posts` posts into a fresh data dir, starts the
-/// server on it and runs the load phase (or the growth subset); returns
-/// the dataset description (with extra results) and the measured rows.
-async fn load_and_measure(
+/// Loads the dataset into a fresh data dir, starts the server on it and
+/// soaks it; writes the JSON report to `out`; returns whether it passed.
+async fn run_soak(
     args: &Args,
     bin: &Path,
     password_hash: &str,
+    out: &Path,
+    mut doc: Value,
+) -> Result<bool> {
+    let (data_dir, ds, set) = load_dataset(args, password_hash, args.posts).await?;
+    let server = Server::start(bin, data_dir.path()).await?;
+    let pid = server.pid();
+    println!("server pid {pid} on {}", server.addr);
+    let plan = soak::SoakPlan {
+        duration: Duration::from_secs(args.soak_secs),
+        connections: args.soak_connections.max(1),
+        rate: args.soak_rate,
+        sample_every: Duration::from_secs(args.soak_sample_secs.max(1)),
+        seed: args.seed,
+        limits: soak::GrowthLimits {
+            rss_percent: args.soak_max_rss_growth_percent,
+            fds: args.soak_max_fd_growth,
+            tcp_connections: args.soak_max_connection_growth,
+        },
+    };
+    println!(
+        "soak: {} s, {} connections, {} req/s, a sample every {} s",
+        plan.duration.as_secs(),
+        plan.connections,
+        plan.rate,
+        plan.sample_every.as_secs()
+    );
+    let shared = Arc::new(Shared::new(Arc::new(ds), server.addr));
+    let (report, passed) = soak::soak(shared, pid, &plan).await?;
+    drop(server);
+    doc["dataset"] = set;
+    doc["soak"] = report;
+    doc["finished_at"] = json!(chrono::Utc::now().to_rfc3339());
+    std::fs::write(out, serde_json::to_string_pretty(&doc)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("results: {}", out.display());
+    Ok(passed)
+}
+
+/// Loads a dataset of `posts` posts into a fresh data dir (removed when
+/// the returned guard drops); returns it, the dataset, and its description.
+async fn load_dataset(
+    args: &Args,
+    password_hash: &str,
     posts: usize,
-    growth: bool,
-) -> Result<(Value, Vec<Row>)> {
+) -> Result<(tempfile::TempDir, dataset::Dataset, Value)> {
     let data_dir = tempfile::Builder::new()
         .prefix("mirage-bench-")
         .tempdir()
@@ -275,8 +351,21 @@ async fn load_and_measure(
         "the loader left {} rows with wrong counters",
         l.counters_corrected
     );
-    let mut set = json!({ "sizes": sizes, "loaded": ds.loaded.clone() });
+    let set = json!({ "sizes": sizes, "loaded": ds.loaded.clone() });
+    Ok((data_dir, ds, set))
+}
 
+/// Loads a dataset of `posts` posts into a fresh data dir, starts the
+/// server on it and runs the load phase (or the growth subset); returns
+/// the dataset description (with extra results) and the measured rows.
+async fn load_and_measure(
+    args: &Args,
+    bin: &Path,
+    password_hash: &str,
+    posts: usize,
+    growth: bool,
+) -> Result<(Value, Vec<Row>)> {
+    let (data_dir, ds, mut set) = load_dataset(args, password_hash, posts).await?;
     let server = Server::start(bin, data_dir.path()).await?;
     let pid = server.pid();
     println!("server pid {pid} on {}", server.addr);

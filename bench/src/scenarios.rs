@@ -22,7 +22,7 @@ use crate::{
 
 /// Any request slower than this counts as an error (status 0) and the
 /// connection is reopened: every loop is bounded in time.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Error bodies kept per measurement, to show what went wrong.
 const ERROR_SAMPLES: usize = 3;
 
@@ -154,7 +154,7 @@ impl Shared {
 }
 
 /// One connection's request generator.
-struct Worker {
+pub struct Worker {
     scenario: Scenario,
     /// This connection's own session user for follow/unfollow.
     slot: usize,
@@ -164,12 +164,22 @@ struct Worker {
 }
 
 impl Worker {
+    /// The generator of connection `slot`, seeded per connection and scenario.
+    pub fn new(scenario: Scenario, slot: usize, seed: u64) -> Worker {
+        Worker {
+            scenario,
+            slot,
+            rng: StdRng::seed_from_u64(seed ^ ((slot as u64) << 32) ^ scenario as u64),
+            pending_unfollow: None,
+        }
+    }
+
     fn session<'a>(&mut self, ds: &'a Dataset) -> &'a crate::dataset::SessionUser {
         &ds.sessions[self.rng.random_range(0..ds.sessions.len())]
     }
 
     /// The next request and the status that means success.
-    fn next(&mut self, shared: &Shared) -> (Req, u16) {
+    pub fn next(&mut self, shared: &Shared) -> (Req, u16) {
         let ds = &*shared.ds;
         let scenario = match self.scenario {
             Scenario::Mixed if self.rng.random_bool(0.9) => {
@@ -326,12 +336,7 @@ pub async fn closed_loop(
     let mut tasks = tokio::task::JoinSet::new();
     for (i, conn) in conns.into_iter().enumerate() {
         let shared = shared.clone();
-        let mut worker = Worker {
-            scenario,
-            slot: i,
-            rng: StdRng::seed_from_u64(seed ^ ((i as u64) << 32) ^ scenario as u64),
-            pending_unfollow: None,
-        };
+        let mut worker = Worker::new(scenario, i, seed);
         tasks.spawn(async move {
             let mut conn = Some(conn);
             let mut outcome = Outcome {

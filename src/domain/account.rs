@@ -102,4 +102,45 @@ mod tests {
         assert!(description(&"word ".repeat(501)).is_err());
         assert!(description(&"w".repeat(5001)).is_err());
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn usernames_are_3_to_32_of_the_allowed_characters(name in "\\PC{0,40}|[A-Za-z0-9_.-]{0,40}") {
+            let allowed = name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            let len = name.chars().count();
+            prop_assert_eq!(username(&name).is_ok(), allowed && (3..=32).contains(&len));
+        }
+
+        /// Passwords are counted in characters: 8 to 128 of anything.
+        #[test]
+        fn passwords_accept_exactly_8_to_128_characters(chars in proptest::collection::vec(any::<char>(), 0..140)) {
+            let text: String = chars.iter().collect();
+            prop_assert_eq!(password(&text).is_ok(), (8..=128).contains(&chars.len()));
+        }
+
+        #[test]
+        fn emails_need_one_at_between_non_empty_parts_and_no_white_space(
+            local in "\\PC{0,6}", domain in "\\PC{0,6}",
+        ) {
+            let address = format!("{local}@{domain}");
+            let expected = !local.is_empty() && !domain.is_empty() && !local.contains('@')
+                && !domain.contains('@') && !address.chars().any(char::is_whitespace);
+            prop_assert_eq!(email(&address).is_ok(), expected);
+            prop_assert!(email(&address.replace('@', "")).is_err());
+        }
+
+        #[test]
+        fn descriptions_are_limited_in_words_and_characters(
+            words in proptest::collection::vec("\\PC{1,3}", 0..600),
+        ) {
+            let text = words.join(" ");
+            let ok = text.split_whitespace().count() <= MAX_DESCRIPTION_WORDS
+                && text.chars().count() <= MAX_DESCRIPTION_CHARS;
+            prop_assert_eq!(description(&text).is_ok(), ok);
+        }
+    }
 }

@@ -42,4 +42,40 @@ mod tests {
         assert!(required(&None, "content").is_err());
         assert_eq!(required(&Some(" a ".into()), "content").unwrap(), " a ");
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A limit of `max` accepts exactly the texts of at most `max`
+        /// characters, however many bytes each character takes.
+        #[test]
+        fn max_chars_accepts_exactly_up_to_the_limit_in_characters(
+            chars in proptest::collection::vec(any::<char>(), 0..40),
+            max in 0usize..40,
+        ) {
+            let text: String = chars.iter().collect();
+            prop_assert_eq!(char_len(&text), chars.len());
+            let result = max_chars(&text, max, "field");
+            prop_assert_eq!(result.is_ok(), chars.len() <= max);
+            if let Err(err) = result {
+                prop_assert!(err.to_string().contains("field"));
+            }
+        }
+
+        /// Required means at least one character that is not white space,
+        /// and the value passes through untouched.
+        #[test]
+        fn required_accepts_exactly_non_blank_text(text in any::<String>()) {
+            let value = Some(text.clone());
+            match required(&value, "field") {
+                Ok(v) => {
+                    prop_assert!(text.chars().any(|c| !c.is_whitespace()));
+                    prop_assert_eq!(v, text.as_str());
+                }
+                Err(_) => prop_assert!(text.chars().all(char::is_whitespace)),
+            }
+        }
+    }
 }

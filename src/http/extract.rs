@@ -113,11 +113,26 @@ impl QueryParams {
     }
 }
 
+/// The `limit` and `before` query parameters of list endpoints, for the
+/// OpenAPI document (the handlers read them through [`QueryParams::page`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PageParams {
+    /// Page size: default 50, larger values are capped at 200; not a positive integer is 400.
+    #[param(minimum = 1)]
+    limit: Option<u32>,
+    /// Cursor: only items older than this id (the previous page's `next`); not an integer is 400.
+    #[param(minimum = 0)]
+    before: Option<i64>,
+}
+
 pub const DEFAULT_PAGE_LIMIT: u32 = 50;
 pub const MAX_PAGE_LIMIT: u32 = 200;
 
 /// A path segment as text (ids are parsed by the handler, so a
 /// non-numeric id reads as "not found" rather than a framework error).
+/// A segment that does not decode (bad UTF-8) names nothing either: 404.
 pub struct PathText(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for PathText {
@@ -127,7 +142,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PathText {
         let axum::extract::Path(value) =
             axum::extract::Path::<String>::from_request_parts(parts, state)
                 .await
-                .map_err(|_| ApiError::bad_request("invalid path parameter"))?;
+                .map_err(|_| ApiError::not_found("not found: the path does not decode as UTF-8"))?;
         Ok(PathText(value))
     }
 }

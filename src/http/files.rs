@@ -90,25 +90,19 @@ async fn upload_file(
                         let mut out = tokio::fs::File::create(&temp_path)
                             .await
                             .map_err(ApiError::internal)?;
-                        let mut size = 0u64;
                         received = Some(Received {
                             temp_path,
                             filename,
-                            size,
+                            size: 0,
                         });
+                        let mut budget = UploadBudget::new(state.config.max_upload_bytes);
                         while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                            size += chunk.len() as u64;
-                            if size > state.config.max_upload_bytes {
-                                return Err(ApiError::PayloadTooLarge(format!(
-                                    "file exceeds {} bytes",
-                                    state.config.max_upload_bytes
-                                )));
-                            }
+                            budget.take(chunk.len())?;
                             out.write_all(&chunk).await.map_err(ApiError::internal)?;
                         }
                         out.flush().await.map_err(ApiError::internal)?;
                         if let Some(r) = received.as_mut() {
-                            r.size = size;
+                            r.size = budget.received();
                         }
                     }
                     _ => {}
@@ -205,11 +199,42 @@ fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
     }
 }
 
-/// The last path component, without control characters.
+/// Counts an upload's bytes as they arrive and refuses the chunk that
+/// takes it over the limit, before that chunk is written anywhere.
+struct UploadBudget {
+    max: u64,
+    received: u64,
+}
+
+impl UploadBudget {
+    fn new(max: u64) -> Self {
+        UploadBudget { max, received: 0 }
+    }
+
+    fn take(&mut self, chunk_len: usize) -> ApiResult<()> {
+        let total = self.received.saturating_add(chunk_len as u64);
+        if total > self.max {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "file exceeds {} bytes",
+                self.max
+            )));
+        }
+        self.received = total;
+        Ok(())
+    }
+
+    fn received(&self) -> u64 {
+        self.received
+    }
+}
+
+/// The last path component, without control characters. A name of only
+/// dots becomes `file` too: as the last segment of the file URL, `.` or
+/// `..` would be resolved away by every client.
 fn safe_filename(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
-    if cleaned.trim().is_empty() {
+    if cleaned.trim().is_empty() || cleaned.chars().all(|c| c == '.') {
         "file".into()
     } else {
         cleaned
@@ -264,11 +289,16 @@ fn file_content_security_policy(content_type: &str) -> &'static str {
 
 /// GET /api/files/{id}/{name}
 #[utoipa::path(get, path = "/api/files/{id}/{name}", tag = "files",
+    params(("id" = String, Path, description = "The file's unguessable id"),
+        ("name" = String, Path, description = "The file's name (not checked: the id alone names the file)")),
     responses((status = 200, description = "The file's bytes"), (status = 404, body = ErrorBody)))]
 async fn get_file(
     State(state): State<AppState>,
-    axum::extract::Path((id, _name)): axum::extract::Path<(String, String)>,
+    path: Result<axum::extract::Path<(String, String)>, axum::extract::rejection::PathRejection>,
 ) -> ApiResult<Response> {
+    // A path that does not decode (bad UTF-8) names no file.
+    let axum::extract::Path((id, _name)) =
+        path.map_err(|_| ApiError::not_found("file not found"))?;
     let file = state
         .store
         .file(&id)
@@ -319,4 +349,89 @@ async fn get_file(
         ))?,
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn url_decode(text: &str) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut bytes = text.bytes();
+        while let Some(b) = bytes.next() {
+            if b == b'%' {
+                let hex = [bytes.next()?, bytes.next()?];
+                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+            } else {
+                out.push(b);
+            }
+        }
+        Some(out)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever name a client sends, the stored name is one usable path
+        /// segment: no separators, no control characters, not blank, not a
+        /// dot segment.
+        #[test]
+        fn any_filename_becomes_one_safe_path_segment(
+            name in prop_oneof![any::<String>(), "[./\\\\a\\x00-\\x1f ]{0,8}"],
+        ) {
+            let safe = safe_filename(&name);
+            prop_assert!(!safe.trim().is_empty());
+            prop_assert!(!safe.contains(['/', '\\']));
+            prop_assert!(!safe.chars().any(char::is_control));
+            prop_assert!(safe != "." && safe != "..");
+            prop_assert_eq!(safe_filename(&safe), safe.clone(), "not idempotent");
+        }
+
+        /// A plain name is kept as it is.
+        #[test]
+        fn a_plain_filename_is_kept(name in "[\\p{L}\\p{N}_ -]{0,10}\\.[a-z]{1,4}") {
+            prop_assert_eq!(safe_filename(&name), name.clone());
+            prop_assert_eq!(safe_filename(&format!("C:\\\\dir/../{name}")), name);
+        }
+
+        /// Names in URLs and headers are plain ASCII that decodes back to
+        /// the exact bytes, so they cannot break out of a path segment or
+        /// a quoted header parameter.
+        #[test]
+        fn urlencoded_names_are_header_safe_and_decode_back(name in any::<String>()) {
+            let encoded = urlencode(&name);
+            prop_assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)));
+            let disposition = format!("attachment; filename=\"{encoded}\"");
+            prop_assert!(HeaderValue::from_str(&disposition).is_ok());
+            prop_assert_eq!(url_decode(&encoded), Some(name.into_bytes()));
+        }
+
+        /// The budget lets through exactly the uploads of at most `max`
+        /// bytes, and refuses the first chunk that would pass it.
+        #[test]
+        fn uploads_are_refused_exactly_past_the_size_limit(
+            chunks in proptest::collection::vec(0usize..5_000, 0..20),
+            max in 0u64..60_000,
+        ) {
+            let mut budget = UploadBudget::new(max);
+            let mut accepted = 0u64;
+            let mut refused = false;
+            for &chunk in &chunks {
+                match budget.take(chunk) {
+                    Ok(()) => accepted += chunk as u64,
+                    Err(err) => {
+                        prop_assert!(matches!(err, ApiError::PayloadTooLarge(_)));
+                        prop_assert!(accepted + chunk as u64 > max);
+                        refused = true;
+                        break;
+                    }
+                }
+            }
+            let total: u64 = chunks.iter().map(|&c| c as u64).sum();
+            prop_assert_eq!(refused, total > max);
+            prop_assert!(accepted <= max);
+            prop_assert_eq!(budget.received(), accepted);
+        }
+    }
 }

@@ -7,7 +7,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     MessageBody,
-    extract::{JsonBody, QueryParams, optional_id},
+    extract::{JsonBody, PageParams, QueryParams, optional_id},
 };
 use crate::{
     app::AppState,
@@ -77,7 +77,9 @@ pub struct InboxBody {
 
 /// GET /api/inbox
 #[utoipa::path(get, path = "/api/inbox", tag = "inbox",
-    responses((status = 200, body = InboxBody), (status = 401, body = ErrorBody)))]
+    params(PageParams),
+    responses((status = 200, body = InboxBody), (status = 400, description = "Bad `limit` or `before`", body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
 async fn inbox(
     State(state): State<AppState>,
     user: AuthUser,

@@ -76,13 +76,42 @@ fn streaming_routes() -> OpenApiRouter<AppState> {
 /// The OpenAPI document of every route the router serves.
 pub fn openapi() -> &'static utoipa::openapi::OpenApi {
     static SPEC: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(|| {
-        OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+        let mut spec = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
             .merge(json_routes())
             .merge(streaming_routes())
             .split_for_parts()
-            .1
+            .1;
+        document_body_limits(&mut spec);
+        spec
     });
     &SPEC
+}
+
+/// Every route that takes a body refuses an oversized one with 413 (the
+/// JSON limit is a middleware, so the handlers' annotations cannot say it).
+fn document_body_limits(spec: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let too_large = ResponseBuilder::new()
+        .description("Request body too large")
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    for item in spec.paths.paths.values_mut() {
+        let Some(operation) = item.post.as_mut() else {
+            continue;
+        };
+        if operation.request_body.is_some() {
+            operation
+                .responses
+                .responses
+                .entry("413".into())
+                .or_insert_with(|| RefOr::T(too_large.clone()));
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{JsonBody, PathText, QueryParams, optional_id, path_id};
+use super::extract::{JsonBody, PageParams, PathText, QueryParams, optional_id, path_id};
 use crate::{
     app::AppState,
     domain::{
@@ -96,7 +96,9 @@ pub struct PostsBody {
 
 /// GET /api/get_posts/{username}
 #[utoipa::path(get, path = "/api/get_posts/{username}", tag = "posts",
-    responses((status = 200, body = PostsBody), (status = 404, body = ErrorBody)))]
+    params(("username" = String, Path), PageParams),
+    responses((status = 200, body = PostsBody), (status = 400, description = "Bad `limit` or `before`", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn get_posts(
     State(state): State<AppState>,
     PathText(username): PathText,
@@ -111,6 +113,7 @@ async fn get_posts(
 
 /// GET /api/get_post_by_id/{id}
 #[utoipa::path(get, path = "/api/get_post_by_id/{id}", tag = "posts",
+    params(("id" = i64, Path, description = "Post id; anything but a number names no post (404)")),
     responses((status = 200, body = PostBody), (status = 404, body = ErrorBody)))]
 async fn get_post_by_id(
     State(state): State<AppState>,
@@ -238,7 +241,9 @@ pub struct RepliesBody {
 
 /// GET /api/get_replies/{post_id}
 #[utoipa::path(get, path = "/api/get_replies/{post_id}", tag = "posts",
-    responses((status = 200, body = RepliesBody), (status = 404, body = ErrorBody)))]
+    params(("post_id" = i64, Path, description = "Post id; anything but a number names no post (404)"), PageParams),
+    responses((status = 200, body = RepliesBody), (status = 400, description = "Bad `limit` or `before`", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn get_replies(
     State(state): State<AppState>,
     PathText(post_id): PathText,

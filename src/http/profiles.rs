@@ -7,7 +7,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     MessageBody,
-    extract::{JsonBody, PathText, QueryParams},
+    extract::{JsonBody, PageParams, PathText, QueryParams},
 };
 use crate::{
     app::AppState,
@@ -52,6 +52,7 @@ pub struct ProfileBody {
 
 /// GET /api/user/{username}
 #[utoipa::path(get, path = "/api/user/{username}", tag = "profiles",
+    params(("username" = String, Path)),
     responses((status = 200, body = ProfileBody), (status = 404, body = ErrorBody)))]
 async fn profile(
     State(state): State<AppState>,
@@ -232,7 +233,9 @@ fn entries(users: Vec<UserSummary>) -> Vec<UserListEntry> {
 
 /// GET /api/get_followers/{username}
 #[utoipa::path(get, path = "/api/get_followers/{username}", tag = "profiles",
-    responses((status = 200, body = FollowersBody), (status = 404, body = ErrorBody)))]
+    params(("username" = String, Path), PageParams),
+    responses((status = 200, body = FollowersBody), (status = 400, description = "Bad `limit` or `before`", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn followers(
     State(state): State<AppState>,
     PathText(username): PathText,
@@ -247,7 +250,9 @@ async fn followers(
 
 /// GET /api/get_following/{username}
 #[utoipa::path(get, path = "/api/get_following/{username}", tag = "profiles",
-    responses((status = 200, body = FollowingBody), (status = 404, body = ErrorBody)))]
+    params(("username" = String, Path), PageParams),
+    responses((status = 200, body = FollowingBody), (status = 400, description = "Bad `limit` or `before`", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn following(
     State(state): State<AppState>,
     PathText(username): PathText,

@@ -252,6 +252,7 @@ pub struct MembersBody {
 
 /// GET /api/room_members/{room_id}
 #[utoipa::path(get, path = "/api/room_members/{room_id}", tag = "rooms",
+    params(("room_id" = i64, Path, description = "Room id; anything but a number names no room (404)")),
     responses((status = 200, body = MembersBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn room_members(

@@ -198,3 +198,29 @@ async fn an_unknown_file_is_404() {
         .await;
     assert_error(got, StatusCode::NOT_FOUND).await;
 }
+
+#[tokio::test]
+async fn a_file_id_or_name_that_does_not_decode_is_a_json_404() {
+    let app = spawn_app().await;
+    for path in [
+        "/api/files/%FF/x.txt",
+        "/api/files/0123456789abcdef0123456789abcdef/%FF%FE",
+    ] {
+        let got = app.get(path, None).await;
+        assert_error(got, StatusCode::NOT_FOUND).await;
+    }
+}
+
+#[tokio::test]
+async fn a_file_named_only_dots_gets_a_url_that_clients_keep() {
+    let app = spawn_app().await;
+    let (_, t) = app.new_user("dots").await;
+    let room = room_for(&app, &t).await;
+    for name in ["..", ".", "..."] {
+        let url = app.upload(&t, room, name, b"dotted").await;
+        assert!(url.ends_with("/file"), "{name:?} gave {url}");
+        let got = app.client.get(&url).send().await.unwrap();
+        assert_eq!(got.status(), StatusCode::OK, "{url}");
+        assert_eq!(got.bytes().await.unwrap().as_ref(), b"dotted");
+    }
+}

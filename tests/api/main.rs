@@ -9,6 +9,7 @@ mod helpers;
 mod inbox;
 mod logs;
 mod metrics;
+mod openapi;
 mod posts;
 mod profiles;
 mod quickstart;
