@@ -3,17 +3,8 @@
 use axum::{
     extract::Request,
     http::{HeaderName, HeaderValue, header},
+    response::Response,
 };
-use tower::{
-    ServiceBuilder,
-    layer::util::{Identity, Stack},
-};
-use tower_http::set_header::SetResponseHeaderLayer;
-
-type H = SetResponseHeaderLayer<HeaderValue>;
-/// The five header layers of `security_headers`.
-pub type SecurityHeaders =
-    ServiceBuilder<Stack<H, Stack<H, Stack<H, Stack<H, Stack<H, Identity>>>>>>;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -21,28 +12,29 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// strictest policy. File downloads set their own (see `files.rs`).
 pub const API_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
 
-/// Headers set on every response, errors and CORS preflights included.
-pub fn security_headers() -> SecurityHeaders {
-    let always = |name: HeaderName, value: &'static str| {
-        SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
-    };
-    let unless_set = |name: HeaderName, value: &'static str| {
-        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
-    };
-    ServiceBuilder::new()
-        .layer(always(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .layer(always(header::X_FRAME_OPTIONS, "DENY"))
-        .layer(always(header::REFERRER_POLICY, "no-referrer"))
-        .layer(unless_set(
-            header::CONTENT_SECURITY_POLICY,
-            API_CONTENT_SECURITY_POLICY,
-        ))
-        // Checked by browsers only for no-cors loads (`<script src>`,
-        // `<img>`): CORS calls to the API are unaffected.
-        .layer(unless_set(
-            HeaderName::from_static("cross-origin-resource-policy"),
-            "same-origin",
-        ))
+/// Sets the security headers on every response, errors and CORS
+/// preflights included (`axum::middleware::map_response`). One function
+/// rather than a layer per header: every layer wraps every route and costs
+/// a clone and a future per request.
+pub async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    // File downloads set their own (see `files.rs`).
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(API_CONTENT_SECURITY_POLICY));
+    // Checked by browsers only for no-cors loads (`<script src>`, `<img>`):
+    // CORS calls to the API are unaffected.
+    headers
+        .entry(HeaderName::from_static("cross-origin-resource-policy"))
+        .or_insert(HeaderValue::from_static("same-origin"));
+    response
 }
 
 /// Longest client-supplied request id that is kept.

@@ -159,7 +159,7 @@ pub fn router(state: AppState) -> Router {
             MakeRequestUuid,
         ))
         .layer(middleware::map_request(edge::drop_unusable_request_id))
-        .layer(edge::security_headers())
+        .layer(middleware::map_response(edge::security_headers))
         // Outermost, so that it times everything the server does for a request.
         .layer(metrics::RecordLayer::new(state.metrics.clone()))
         .with_state(state)
