@@ -40,6 +40,9 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!(
         "../../../migrations/sqlite/0002_account_deletion.sql"
     )),
+    M::up(include_str!(
+        "../../../migrations/sqlite/0003_profile_page_index.sql"
+    )),
 ];
 
 #[derive(Clone)]

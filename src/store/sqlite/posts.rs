@@ -181,14 +181,26 @@ impl PostStore for SqliteStore {
         self.read(move |conn| {
             let user = user_by_name(conn, &username)?
                 .ok_or_else(|| StoreError::not_found("user not found"))?;
+            // Every column is in posts_by_user_with_columns (migration
+            // 0003): the page is read from the index alone.
             let rows = conn
-                .prepare_cached(&format!(
-                    "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id
-                     WHERE p.user_id = ?1 AND p.id < ?2 ORDER BY p.id DESC LIMIT ?3 + 0"
-                ))?
+                .prepare_cached(
+                    "SELECT id, content, created_at, upvotes, downvotes, replies FROM posts
+                     WHERE user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3 + 0",
+                )?
                 .query_map(
                     params![user.id, page.before.unwrap_or(i64::MAX), page.limit + 1],
-                    post_from_row,
+                    |r| {
+                        Ok(Post {
+                            id: r.get(0)?,
+                            username: user.username.clone(),
+                            content: r.get(1)?,
+                            created_at: r.get(2)?,
+                            upvotes: r.get(3)?,
+                            downvotes: r.get(4)?,
+                            replies: r.get(5)?,
+                        })
+                    },
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(into_page(rows, page.limit, |p| p.id))
