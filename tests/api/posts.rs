@@ -258,10 +258,12 @@ async fn a_viewer_following_many_active_users_gets_their_newest_posts() {
             .await;
         followees.push(token);
     }
-    // Everyone posts once, then the first 15 post again: 46 posts, all
-    // followed, so the feed is exactly the 30 newest.
+    // Everyone posts once, the first 15 post again, then one of them six
+    // more times (more posts than the server keeps in memory per user):
+    // 52 posts, all followed, so the feed is exactly the 30 newest.
+    let heavy = vec![followees[0].clone(); 6];
     let mut ids = Vec::new();
-    for (round, posters) in [(0, &followees[..]), (1, &followees[..15])] {
+    for (round, posters) in [(0, &followees[..]), (1, &followees[..15]), (2, &heavy[..])] {
         for token in posters {
             let resp = app
                 .post_json(

@@ -3,7 +3,12 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{SqliteStore, accounts::user_by_name, into_page, recent::RecentPost};
+use super::{
+    SqliteStore,
+    accounts::user_by_name,
+    into_page,
+    recent::{KEPT_PER_USER, RecentPost},
+};
 use crate::store::{
     Page, PageRequest, StoreError, StoreResult, UnixSeconds,
     posts::{FeedCandidates, FeedQuery, Post, PostStore, Reply, TagUse, VoteCounts, VoteKind},
@@ -283,47 +288,73 @@ impl PostStore for SqliteStore {
                 .collect::<Result<_, _>>()?;
             followees.sort_unstable();
             // The newest followed posts come from the followees who posted
-            // most recently, so only that many followees' indexes are read.
+            // most recently, so only that many followees are looked at.
             // When there are that many, each of them has a post at or above
             // the last one's newest, so nothing older can make the list.
-            let (active, floor, global, window_floor) = recent.read(|newest, last_post| {
-                let mut active: Vec<(i64, i64)> = followees
-                    .iter()
-                    .map(|&user| (last_post(user), user))
-                    .filter(|&(last, _)| last > 0)
-                    .collect();
-                let floor = if active.len() >= q.followed && q.followed > 0 {
-                    active.select_nth_unstable_by(q.followed - 1, |a, b| b.cmp(a));
-                    active.truncate(q.followed);
-                    active.iter().map(|&(last, _)| last).min().unwrap_or(0)
-                } else {
-                    0
-                };
-                // The global window: the newest posts, none older than its start.
-                let in_window = newest
-                    .iter()
-                    .rev()
-                    .take(q.window_posts.max(0) as usize)
-                    .take_while(|p| p.created_at >= q.window_start);
-                let window_floor = in_window
-                    .clone()
-                    .last()
-                    .map_or(newest.back().map_or(0, |p| p.id) + 1, |p| p.id);
-                let global: Vec<i64> = in_window
-                    .filter(|p| p.author != q.viewer && followees.binary_search(&p.author).is_err())
-                    .take(q.global)
-                    .map(|p| p.id)
-                    .collect();
-                (active, floor, global, window_floor)
-            });
-            let mut followed: Vec<i64> = Vec::with_capacity(active.len() * 2);
-            let mut newest_of = conn.prepare_cached(
-                "SELECT id FROM posts WHERE user_id = ?1 AND id >= ?2 ORDER BY id DESC LIMIT ?3 + 0",
-            )?;
-            for (_, user) in active {
-                let ids = newest_of.query_map(params![user, floor, q.followed as i64], |r| r.get(0))?;
-                for id in ids {
-                    followed.push(id?);
+            let (mut followed, unknown, global, window_floor) =
+                recent.read(|newest, last_posts| {
+                    let mut active: Vec<(i64, i64)> = followees
+                        .iter()
+                        .map(|&user| (last_posts(user)[0], user))
+                        .filter(|&(last, _)| last > 0)
+                        .collect();
+                    let mut floor = if active.len() >= q.followed && q.followed > 0 {
+                        active.select_nth_unstable_by(q.followed - 1, |a, b| b.cmp(a));
+                        active.truncate(q.followed);
+                        active.iter().map(|&(last, _)| last).min().unwrap_or(0)
+                    } else {
+                        0
+                    };
+                    // Their newest posts are in memory...
+                    let mut followed: Vec<i64> = active
+                        .iter()
+                        .flat_map(|&(_, user)| last_posts(user))
+                        .filter(|&id| id > 0 && id >= floor)
+                        .collect();
+                    if q.followed > 0 && followed.len() >= q.followed {
+                        followed.select_nth_unstable_by(q.followed - 1, |a, b| b.cmp(a));
+                        followed.truncate(q.followed);
+                        floor = floor.max(followed.iter().copied().min().unwrap_or(0));
+                    }
+                    // ...except for a followee whose every kept id is above the
+                    // floor: older posts of theirs may be too (id range to read).
+                    let unknown: Vec<(i64, i64, i64)> = active
+                        .iter()
+                        .filter_map(|&(_, user)| {
+                            let oldest_kept = last_posts(user)[KEPT_PER_USER - 1];
+                            (oldest_kept > floor).then_some((user, floor, oldest_kept))
+                        })
+                        .collect();
+                    // The global window: the newest posts, none older than its start.
+                    let in_window = newest
+                        .iter()
+                        .rev()
+                        .take(q.window_posts.max(0) as usize)
+                        .take_while(|p| p.created_at >= q.window_start);
+                    let window_floor = in_window
+                        .clone()
+                        .last()
+                        .map_or(newest.back().map_or(0, |p| p.id) + 1, |p| p.id);
+                    let global: Vec<i64> = in_window
+                        .filter(|p| {
+                            p.author != q.viewer && followees.binary_search(&p.author).is_err()
+                        })
+                        .take(q.global)
+                        .map(|p| p.id)
+                        .collect();
+                    (followed, unknown, global, window_floor)
+                });
+            if !unknown.is_empty() {
+                let mut older_of = conn.prepare_cached(
+                    "SELECT id FROM posts WHERE user_id = ?1 AND id >= ?2 AND id < ?3
+                     ORDER BY id DESC LIMIT ?4 + 0",
+                )?;
+                for (user, floor, below) in unknown {
+                    let ids = older_of
+                        .query_map(params![user, floor, below, q.followed as i64], |r| r.get(0))?;
+                    for id in ids {
+                        followed.push(id?);
+                    }
                 }
             }
             followed.sort_unstable_by(|a, b| b.cmp(a));

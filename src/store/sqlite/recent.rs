@@ -1,16 +1,23 @@
-//! The newest posts and each user's latest post id, kept in memory for the feed.
+//! The newest posts and each user's newest post ids, kept in memory for the feed.
 //!
-//! Every feed request asks which posts are the newest and which of the
-//! viewer's followees posted last. Answered from SQLite, that took hundreds
-//! of B-tree descents per request (a join of the viewer's follows with
-//! `users`, and a scan of the newest posts checking each author against the
-//! follows); here it is a walk over a short array. Only this process writes
-//! the database, so once loaded at open and updated after each commit, the
-//! copy stays exact.
+//! Every feed request asks which posts are the newest and which posts of
+//! the viewer's followees are the newest. Answered from SQLite, that took
+//! dozens of B-tree descents per request (one index read per followee, and
+//! a scan of the newest posts checking each author against the follows);
+//! here it is a walk over short arrays. Only this process writes the
+//! database, so once loaded at open and updated after each commit, the copy
+//! stays exact.
 
 use std::{collections::VecDeque, sync::RwLock};
 
 use rusqlite::Connection;
+
+/// How many of each user's newest post ids are kept. A followee who posted
+/// more than this since the feed's cut-off is read from the index.
+pub(super) const KEPT_PER_USER: usize = 4;
+
+/// A user's newest post ids, newest first; 0 fills the unused places.
+pub(super) type LastPosts = [i64; KEPT_PER_USER];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct RecentPost {
@@ -28,12 +35,12 @@ pub(super) struct RecentPosts {
 struct Inner {
     /// At most `capacity` posts, oldest first, ids ascending.
     newest: VecDeque<RecentPost>,
-    /// Indexed by user id: the id of the user's newest post, 0 for none.
-    last_post: Vec<i64>,
+    /// Indexed by user id.
+    last_posts: Vec<LastPosts>,
 }
 
 impl RecentPosts {
-    /// Reads the newest `capacity` posts and every user's last post id.
+    /// Reads the newest `capacity` posts and every user's newest post ids.
     pub fn load(conn: &Connection, capacity: usize) -> rusqlite::Result<Self> {
         let mut inner = Inner::default();
         let mut newest = conn
@@ -48,11 +55,18 @@ impl RecentPosts {
         for post in rows {
             inner.newest.push_front(post?);
         }
-        let mut last = conn.prepare("SELECT id, last_post_id FROM users WHERE last_post_id > 0")?;
-        let rows = last.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
-        for row in rows {
-            let (user, post) = row?;
-            inner.set_last_post(user, post);
+        // One index seek per user who has posted.
+        let mut posters = conn.prepare("SELECT id FROM users WHERE last_post_id > 0")?;
+        let posters = posters
+            .query_map([], |r| r.get::<_, i64>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut newest_of =
+            conn.prepare("SELECT id FROM posts WHERE user_id = ?1 ORDER BY id DESC LIMIT ?2 + 0")?;
+        for user in posters {
+            let ids = newest_of.query_map([user, KEPT_PER_USER as i64], |r| r.get(0))?;
+            for id in ids {
+                inner.add_post(user, id?);
+            }
         }
         Ok(RecentPosts {
             capacity,
@@ -73,42 +87,56 @@ impl RecentPosts {
         if inner.newest.len() > self.capacity {
             inner.newest.pop_front();
         }
-        let last = inner.last_post(post.author).max(post.id);
-        inner.set_last_post(post.author, last);
+        inner.add_post(post.author, post.id);
     }
 
     /// Forgets a deleted user's posts.
     pub fn forget_author(&self, author: i64) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         inner.newest.retain(|p| p.author != author);
-        inner.set_last_post(author, 0);
+        if let Some(kept) = inner.slot(author) {
+            *kept = [0; KEPT_PER_USER];
+        }
     }
 
     /// Runs `read` with the newest posts (oldest first) and a lookup of
-    /// each user's last post id.
-    pub fn read<T>(&self, read: impl FnOnce(&VecDeque<RecentPost>, &dyn Fn(i64) -> i64) -> T) -> T {
+    /// each user's newest post ids.
+    pub fn read<T>(
+        &self,
+        read: impl FnOnce(&VecDeque<RecentPost>, &dyn Fn(i64) -> LastPosts) -> T,
+    ) -> T {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        read(&inner.newest, &|user| inner.last_post(user))
+        read(&inner.newest, &|user| inner.last_posts(user))
     }
 }
 
 impl Inner {
-    fn last_post(&self, user: i64) -> i64 {
+    fn last_posts(&self, user: i64) -> LastPosts {
         usize::try_from(user)
             .ok()
-            .and_then(|i| self.last_post.get(i).copied())
-            .unwrap_or(0)
+            .and_then(|i| self.last_posts.get(i).copied())
+            .unwrap_or_default()
     }
 
-    fn set_last_post(&mut self, user: i64, post: i64) {
-        let Ok(i) = usize::try_from(user) else { return };
-        if i >= self.last_post.len() {
-            if post == 0 {
-                return;
-            }
-            self.last_post.resize(i + 1, 0);
+    /// The user's slot, grown into if needed; `None` for an id no array can index.
+    fn slot(&mut self, user: i64) -> Option<&mut LastPosts> {
+        let i = usize::try_from(user).ok()?;
+        if i >= self.last_posts.len() {
+            self.last_posts.resize(i + 1, [0; KEPT_PER_USER]);
         }
-        self.last_post[i] = post;
+        self.last_posts.get_mut(i)
+    }
+
+    /// Puts `post` among the user's newest ids if it is one of them.
+    fn add_post(&mut self, user: i64, post: i64) {
+        let Some(kept) = self.slot(user) else { return };
+        if kept.contains(&post) {
+            return;
+        }
+        if let Some(at) = kept.iter().position(|&id| id < post) {
+            kept.copy_within(at..KEPT_PER_USER - 1, at + 1);
+            kept[at] = post;
+        }
     }
 }
 
@@ -145,19 +173,20 @@ mod tests {
     }
 
     #[test]
-    fn tracks_each_users_last_post() {
+    fn tracks_each_users_newest_post_ids() {
         let recent = empty(2);
-        recent.record(post(10, 3));
-        recent.record(post(8, 3));
-        recent.record(post(11, 4));
+        for id in [10, 8, 11, 2, 9, 12, 1] {
+            recent.record(post(id, 3));
+        }
+        recent.record(post(13, 4));
         recent.read(|_, last| {
-            assert_eq!(last(3), 10);
-            assert_eq!(last(4), 11);
-            assert_eq!(last(5), 0);
-            assert_eq!(last(1_000_000), 0);
+            assert_eq!(last(3), [12, 11, 10, 9]);
+            assert_eq!(last(4), [13, 0, 0, 0]);
+            assert_eq!(last(5), [0; KEPT_PER_USER]);
+            assert_eq!(last(1_000_000), [0; KEPT_PER_USER]);
         });
         recent.forget_author(3);
-        assert_eq!(ids(&recent), vec![11]);
-        recent.read(|_, last| assert_eq!(last(3), 0));
+        assert_eq!(ids(&recent), vec![13]);
+        recent.read(|_, last| assert_eq!(last(3), [0; KEPT_PER_USER]));
     }
 }
