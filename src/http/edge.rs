@@ -1,10 +1,6 @@
 //! What every response carries: security headers and a request id that every log line of the request shows.
 
-use axum::{
-    extract::Request,
-    http::{HeaderName, HeaderValue, header},
-    response::Response,
-};
+use axum::http::{HeaderName, HeaderValue, Request, Response, header};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -13,10 +9,8 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const API_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
 
 /// Sets the security headers on every response, errors and CORS
-/// preflights included (`axum::middleware::map_response`). One function
-/// rather than a layer per header: every layer wraps every route and costs
-/// a clone and a future per request.
-pub async fn security_headers(mut response: Response) -> Response {
+/// preflights included. One function rather than a layer per header.
+pub fn security_headers<B>(mut response: Response<B>) -> Response<B> {
     let headers = response.headers_mut();
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -42,7 +36,7 @@ const MAX_CLIENT_REQUEST_ID: usize = 64;
 
 /// Drops a client's `x-request-id` unless it is short and printable ASCII,
 /// so that what reaches the logs is safe to print; a fresh one replaces it.
-pub async fn drop_unusable_request_id(mut request: Request) -> Request {
+pub fn drop_unusable_request_id<B>(mut request: Request<B>) -> Request<B> {
     let usable = |value: &HeaderValue| {
         let bytes = value.as_bytes();
         !bytes.is_empty()
@@ -59,7 +53,7 @@ pub async fn drop_unusable_request_id(mut request: Request) -> Request {
 
 /// The span of one request: its id, method and path. The query is left out
 /// on purpose: `GET /api/ws?token=` carries a session token.
-pub fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+pub fn request_span<B>(request: &Request<B>) -> tracing::Span {
     let request_id = request
         .headers()
         .get(&X_REQUEST_ID)

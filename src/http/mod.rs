@@ -23,6 +23,7 @@ use axum::{
     routing::get,
 };
 use serde::Serialize;
+use tower::ServiceBuilder;
 use tower_http::{
     cors::{Any, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
@@ -141,26 +142,36 @@ pub fn router(state: AppState) -> Router {
         .max_age(Duration::from_secs(600));
     let body_read_timeout = Duration::from_secs(state.config.body_read_timeout_secs);
 
-    // Layers run outermost (last) first on the way in.
-    Router::new()
+    let routes = Router::new()
         .merge(json_api)
         .merge(streaming_api)
         // Not in the OpenAPI document: its body is Prometheus text, not JSON.
         .route("/metrics", get(metrics::metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(TraceLayer::new_for_http().make_span_with(edge::request_span))
-        // A body that stalls this long between chunks fails to read (408).
-        .layer(RequestBodyTimeoutLayer::new(body_read_timeout))
-        .layer(cors)
-        .layer(PropagateRequestIdLayer::new(edge::X_REQUEST_ID.clone()))
+        // Labels requests with their route template, which only routing
+        // knows, so this is the one layer applied to every route.
+        .layer(metrics::RecordLayer::new(state.metrics.clone()))
+        .with_state(state);
+
+    // The rest wraps the router once. A layer given to `Router::layer` is
+    // copied onto every route, and costs a clone of the route and a boxed
+    // future per request and layer: with eight of them, a quarter of the
+    // CPU of `GET /api/ping`. Outermost first.
+    let edge = ServiceBuilder::new()
+        .map_response(edge::security_headers)
+        .map_request(edge::drop_unusable_request_id)
         .layer(SetRequestIdLayer::new(
             edge::X_REQUEST_ID.clone(),
             MakeRequestUuid,
         ))
-        .layer(middleware::map_request(edge::drop_unusable_request_id))
-        .layer(middleware::map_response(edge::security_headers))
-        // Outermost, so that it times everything the server does for a request.
-        .layer(metrics::RecordLayer::new(state.metrics.clone()))
-        .with_state(state)
+        .layer(PropagateRequestIdLayer::new(edge::X_REQUEST_ID.clone()))
+        .layer(cors)
+        // CORS answers preflights itself, so it needs a body type it can create.
+        .map_response(|response: axum::http::Response<_>| response.map(axum::body::Body::new))
+        // A body that stalls this long between chunks fails to read (408).
+        .layer(RequestBodyTimeoutLayer::new(body_read_timeout))
+        .layer(TraceLayer::new_for_http().make_span_with(edge::request_span))
+        .service(routes);
+    Router::new().fallback_service(edge)
 }
