@@ -11,19 +11,21 @@ use crate::store::{
 
 /// Each side is read through its own index; UNION also folds a message to
 /// oneself into one row. Rows are joined only for the page's ids.
+/// Both halves are read from their covering indexes (migration 0004);
+/// `INDEXED BY` because the planner, without statistics, prefers the
+/// smaller inbox_by_* indexes and then reads every row from the table.
 const INBOX_PAGE: &str = "
-    WITH ids AS (
-        SELECT id FROM (SELECT id FROM inbox_messages
-                        WHERE recipient_id = ?1 AND recipient_deleted = 0 AND id < ?2
-                        ORDER BY id DESC LIMIT ?3 + 0)
-        UNION
-        SELECT id FROM (SELECT id FROM inbox_messages
-                        WHERE sender_id = ?1 AND sender_deleted = 0 AND id < ?2
-                        ORDER BY id DESC LIMIT ?3 + 0)
-        ORDER BY id DESC LIMIT ?3 + 0)
     SELECT m.id, s.username, r.username, m.message, m.created_at, s.avatar_url
-    FROM ids
-    JOIN inbox_messages m ON m.id = ids.id
+    FROM (SELECT * FROM (SELECT id, sender_id, recipient_id, message, created_at
+                         FROM inbox_messages INDEXED BY inbox_received
+                         WHERE recipient_id = ?1 AND recipient_deleted = 0 AND id < ?2
+                         ORDER BY id DESC LIMIT ?3 + 0)
+          UNION
+          SELECT * FROM (SELECT id, sender_id, recipient_id, message, created_at
+                         FROM inbox_messages INDEXED BY inbox_sent
+                         WHERE sender_id = ?1 AND sender_deleted = 0 AND id < ?2
+                         ORDER BY id DESC LIMIT ?3 + 0)
+          ORDER BY id DESC LIMIT ?3 + 0) m
     JOIN users s ON s.id = m.sender_id
     JOIN users r ON r.id = m.recipient_id
     ORDER BY m.id DESC";

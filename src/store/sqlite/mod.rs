@@ -43,6 +43,9 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!(
         "../../../migrations/sqlite/0003_profile_page_index.sql"
     )),
+    M::up(include_str!(
+        "../../../migrations/sqlite/0004_inbox_page_indexes.sql"
+    )),
 ];
 
 #[derive(Clone)]
