@@ -31,10 +31,15 @@ async fn each_login_is_its_own_session_and_logout_ends_one() {
     let app = spawn_app().await;
     let (name, first) = app.new_user("lo").await;
     let second = app.login(&name).await;
+    // Used once before, so the server has resolved (and may cache) it.
+    let r = app.get("/api/inbox_count", Some(&first)).await;
+    assert_eq!(r.status(), StatusCode::OK);
     let r = app
         .post_json("/api/logout", None, json!({"token": first}))
         .await;
     assert_eq!(body(r).await, json!({"message": "logged out successfully"}));
+    let r = app.get("/api/inbox_count", Some(&first)).await;
+    assert_error(r, StatusCode::UNAUTHORIZED).await;
     let r = app.post_json("/api/logout", Some(&first), json!({})).await;
     assert_error(r, StatusCode::UNAUTHORIZED).await;
     assert_error(

@@ -79,6 +79,9 @@ async fn a_password_change_ends_the_other_sessions_only() {
     let app = spawn_app().await;
     let (name, keep) = app.new_user("pw").await;
     let other = app.login(&name).await;
+    // Used once before, so the server has resolved (and may cache) it.
+    let r = app.get("/api/inbox_count", Some(&other)).await;
+    assert_eq!(r.status(), StatusCode::OK);
     let resp = app
         .post_json(
             "/api/user/settings",

@@ -179,34 +179,46 @@ impl AccountStore for SqliteStore {
     }
 
     async fn session_user(&self, token_hash: [u8; 32]) -> StoreResult<Option<UserRef>> {
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT u.id, u.username FROM sessions s JOIN users u ON u.id = s.user_id
-                     WHERE s.token_hash = ?1",
-                )?
-                .query_row([&token_hash[..]], |r| {
-                    Ok(UserRef {
-                        id: r.get(0)?,
-                        username: r.get(1)?,
+        let miss = match self.sessions.get(&token_hash) {
+            Ok(user) => return Ok(Some(user)),
+            Err(miss) => miss,
+        };
+        let user = self
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT u.id, u.username FROM sessions s JOIN users u ON u.id = s.user_id
+                         WHERE s.token_hash = ?1",
+                    )?
+                    .query_row([&token_hash[..]], |r| {
+                        Ok(UserRef {
+                            id: r.get(0)?,
+                            username: r.get(1)?,
+                        })
                     })
-                })
-                .optional()?)
-        })
-        .await
+                    .optional()?)
+            })
+            .await?;
+        if let Some(user) = &user {
+            self.sessions.fill(token_hash, user.clone(), miss);
+        }
+        Ok(user)
     }
 
     async fn end_session(&self, token_hash: [u8; 32]) -> StoreResult<Option<i64>> {
-        self.write(move |tx| {
-            Ok(tx
-                .query_row(
-                    "DELETE FROM sessions WHERE token_hash = ?1 RETURNING user_id",
-                    [&token_hash[..]],
-                    |r| r.get(0),
-                )
-                .optional()?)
-        })
-        .await
+        let ended = self
+            .write(move |tx| {
+                Ok(tx
+                    .query_row(
+                        "DELETE FROM sessions WHERE token_hash = ?1 RETURNING user_id",
+                        [&token_hash[..]],
+                        |r| r.get(0),
+                    )
+                    .optional()?)
+            })
+            .await?;
+        self.sessions.forget(|token, _| token == &token_hash);
+        Ok(ended)
     }
 
     async fn profile(&self, username: &str) -> StoreResult<Option<Profile>> {
@@ -244,46 +256,52 @@ impl AccountStore for SqliteStore {
         change: SettingsChange,
         keep_session: [u8; 32],
     ) -> StoreResult<()> {
-        self.write(move |tx| {
-            if let Some(email) = &change.email {
-                let taken: bool = tx
-                    .prepare_cached(
-                        "SELECT EXISTS(SELECT 1 FROM users WHERE email_key = ?1 AND id != ?2)",
-                    )?
-                    .query_row(params![email.to_lowercase(), user_id], |r| r.get(0))?;
-                if taken {
-                    return Err(StoreError::conflict("email already taken"));
-                }
-                tx.execute(
-                    "UPDATE users SET email = ?1, email_key = ?2 WHERE id = ?3",
-                    params![email, email.to_lowercase(), user_id],
-                )?;
-            }
-            let columns = [
-                ("avatar_url", &change.avatar_url),
-                ("description", &change.description),
-                ("custom_css", &change.custom_css),
-                ("background_image", &change.background_image),
-                ("password_hash", &change.password_hash),
-            ];
-            for (column, value) in columns {
-                if let Some(value) = value {
-                    // Column names come from the fixed list above, never from input.
+        let sessions_ended = self
+            .write(move |tx| {
+                if let Some(email) = &change.email {
+                    let taken: bool = tx
+                        .prepare_cached(
+                            "SELECT EXISTS(SELECT 1 FROM users WHERE email_key = ?1 AND id != ?2)",
+                        )?
+                        .query_row(params![email.to_lowercase(), user_id], |r| r.get(0))?;
+                    if taken {
+                        return Err(StoreError::conflict("email already taken"));
+                    }
                     tx.execute(
-                        &format!("UPDATE users SET {column} = ?1 WHERE id = ?2"),
-                        params![value, user_id],
+                        "UPDATE users SET email = ?1, email_key = ?2 WHERE id = ?3",
+                        params![email, email.to_lowercase(), user_id],
                     )?;
                 }
-            }
-            if change.password_hash.is_some() {
-                tx.execute(
-                    "DELETE FROM sessions WHERE user_id = ?1 AND token_hash != ?2",
-                    params![user_id, &keep_session[..]],
-                )?;
-            }
-            Ok(())
-        })
-        .await
+                let columns = [
+                    ("avatar_url", &change.avatar_url),
+                    ("description", &change.description),
+                    ("custom_css", &change.custom_css),
+                    ("background_image", &change.background_image),
+                    ("password_hash", &change.password_hash),
+                ];
+                for (column, value) in columns {
+                    if let Some(value) = value {
+                        // Column names come from the fixed list above, never from input.
+                        tx.execute(
+                            &format!("UPDATE users SET {column} = ?1 WHERE id = ?2"),
+                            params![value, user_id],
+                        )?;
+                    }
+                }
+                if change.password_hash.is_some() {
+                    tx.execute(
+                        "DELETE FROM sessions WHERE user_id = ?1 AND token_hash != ?2",
+                        params![user_id, &keep_session[..]],
+                    )?;
+                }
+                Ok(change.password_hash.is_some())
+            })
+            .await?;
+        if sessions_ended {
+            self.sessions
+                .forget(|token, user| user.id == user_id && token != &keep_session);
+        }
+        Ok(())
     }
 
     async fn follow(&self, follower: i64, followee: &str) -> StoreResult<UserRef> {
@@ -356,6 +374,7 @@ impl AccountStore for SqliteStore {
     async fn delete_account(&self, user_id: i64) -> StoreResult<DeletedAccount> {
         let deleted = self.write(move |tx| erase_user(tx, user_id)).await?;
         self.recent.forget_author(user_id);
+        self.sessions.forget(|_, user| user.id == user_id);
         Ok(deleted)
     }
 }

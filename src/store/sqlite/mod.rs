@@ -16,6 +16,7 @@ mod inbox;
 mod posts;
 mod recent;
 mod rooms;
+mod sessions;
 mod writer;
 
 use std::{
@@ -32,7 +33,7 @@ pub use backup::backup_database;
 pub use bulk::BulkImport;
 pub use check::check_database;
 
-use self::{recent::RecentPosts, writer::Writer};
+use self::{recent::RecentPosts, sessions::SessionCache, writer::Writer};
 use super::{Page, PoolFigures, PoolStats, StoreError, StoreResult};
 
 const MIGRATIONS: &[M<'static>] = &[
@@ -55,6 +56,8 @@ pub struct SqliteStore {
     readers: r2d2::Pool<SqliteConnectionManager>,
     /// What the feed asks of every request, in memory (see `recent`).
     recent: Arc<RecentPosts>,
+    /// Sessions already resolved (see `sessions`).
+    sessions: Arc<SessionCache>,
 }
 
 /// Distinct SQL texts a connection keeps prepared; above the number of
@@ -142,6 +145,7 @@ impl SqliteStore {
             writer: Arc::new(Writer::start(writer, checkpointer).map_err(other)?),
             readers,
             recent: Arc::new(recent),
+            sessions: Arc::default(),
         })
     }
 
