@@ -167,24 +167,73 @@ async fn each_room_keeps_its_own_newest_messages_across_a_restart() {
             json!({"room_id": busy, "message": format!("m{i}")}),
         )
         .await;
+        if i == 2 {
+            // Read once midway, so that later sends update what was read.
+            let texts = room_texts(&app, &t, busy).await;
+            assert_eq!(texts, ["m0", "m1", "m2"]);
+        }
     }
+    assert_eq!(
+        room_texts(&app, &t, busy).await,
+        ["m3", "m4", "m5", "m6", "m7"]
+    );
     app.restart().await;
-    let v = body(
-        app.get(&format!("/api/get_room_messages?room_id={busy}"), Some(&t))
-            .await,
-    )
-    .await;
-    let texts: Vec<&str> = v["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["message"].as_str().unwrap())
-        .collect();
-    assert_eq!(texts, ["m3", "m4", "m5", "m6", "m7"]);
+    assert_eq!(
+        room_texts(&app, &t, busy).await,
+        ["m3", "m4", "m5", "m6", "m7"]
+    );
     let v = body(
         app.get(&format!("/api/get_room_messages?room_id={quiet}"), Some(&t))
             .await,
     )
     .await;
     assert_eq!(v["messages"][0]["message"], "still here");
+}
+
+async fn room_texts(app: &TestApp, token: &str, room_id: i64) -> Vec<String> {
+    let v = body(
+        app.get(
+            &format!("/api/get_room_messages?room_id={room_id}"),
+            Some(token),
+        )
+        .await,
+    )
+    .await;
+    v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn messages_disappear_when_they_expire_even_from_a_room_just_read() {
+    let app = spawn_app_with(|c| c.room_message_ttl_secs = 2).await;
+    let (_, t) = app.new_user("rx").await;
+    let room = body(
+        app.post_json("/api/create_room", Some(&t), json!({"room_name": "brief"}))
+            .await,
+    )
+    .await["room_id"]
+        .as_i64()
+        .unwrap();
+    for text in ["first", "second"] {
+        app.post_json(
+            "/api/send_room_message",
+            Some(&t),
+            json!({"room_id": room, "message": text}),
+        )
+        .await;
+    }
+    assert_eq!(room_texts(&app, &t, room).await, ["first", "second"]);
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    assert!(room_texts(&app, &t, room).await.is_empty());
+    app.post_json(
+        "/api/send_room_message",
+        Some(&t),
+        json!({"room_id": room, "message": "third"}),
+    )
+    .await;
+    assert_eq!(room_texts(&app, &t, room).await, ["third"]);
 }

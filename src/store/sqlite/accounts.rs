@@ -375,6 +375,7 @@ impl AccountStore for SqliteStore {
         let deleted = self.write(move |tx| erase_user(tx, user_id)).await?;
         self.recent.forget_author(user_id);
         self.sessions.forget(|_, user| user.id == user_id);
+        self.room_messages.clear();
         Ok(deleted)
     }
 }

@@ -15,6 +15,7 @@ mod check;
 mod inbox;
 mod posts;
 mod recent;
+mod room_cache;
 mod rooms;
 mod sessions;
 mod writer;
@@ -33,7 +34,9 @@ pub use backup::backup_database;
 pub use bulk::BulkImport;
 pub use check::check_database;
 
-use self::{recent::RecentPosts, sessions::SessionCache, writer::Writer};
+use self::{
+    recent::RecentPosts, room_cache::RoomMessageCache, sessions::SessionCache, writer::Writer,
+};
 use super::{Page, PoolFigures, PoolStats, StoreError, StoreResult};
 
 const MIGRATIONS: &[M<'static>] = &[
@@ -58,6 +61,8 @@ pub struct SqliteStore {
     recent: Arc<RecentPosts>,
     /// Sessions already resolved (see `sessions`).
     sessions: Arc<SessionCache>,
+    /// Rooms' retained messages once read (see `room_cache`).
+    room_messages: Arc<RoomMessageCache>,
 }
 
 /// Distinct SQL texts a connection keeps prepared; above the number of
@@ -146,6 +151,7 @@ impl SqliteStore {
             readers,
             recent: Arc::new(recent),
             sessions: Arc::default(),
+            room_messages: Arc::default(),
         })
     }
 

@@ -3,7 +3,9 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{SqliteStore, is_unique_violation};
+use std::sync::Arc;
+
+use super::{SqliteStore, is_unique_violation, room_cache};
 use crate::store::{
     StoreError, StoreResult, UnixSeconds,
     accounts::UserRef,
@@ -316,18 +318,22 @@ impl RoomMessageStore for SqliteStore {
         now: f64,
         retention: Retention,
     ) -> StoreResult<RoomMessage> {
-        self.write(move |tx| {
-            let (id, created_at) =
-                insert_room_message(tx, room_id, author.id, &message, now, retention)?;
-            Ok(RoomMessage {
-                id,
-                room_id,
-                username: author.username,
-                message,
-                created_at,
+        let stored = self
+            .write(move |tx| {
+                let (id, created_at) =
+                    insert_room_message(tx, room_id, author.id, &message, now, retention)?;
+                Ok(RoomMessage {
+                    id,
+                    room_id,
+                    username: author.username,
+                    message,
+                    created_at,
+                })
             })
-        })
-        .await
+            .await?;
+        self.room_messages
+            .added(&stored, retention.max_messages as usize);
+        Ok(stored)
     }
 
     async fn room_messages(
@@ -338,33 +344,42 @@ impl RoomMessageStore for SqliteStore {
         retention: Retention,
     ) -> StoreResult<Vec<RoomMessage>> {
         let oldest = (now - retention.ttl_secs).max(since.unwrap_or(f64::MIN));
-        self.read(move |conn| {
-            let mut rows = conn
-                .prepare_cached(
-                    "SELECT m.id, m.room_id, u.username, m.message, m.created_at
-                     FROM room_messages m JOIN users u ON u.id = m.user_id
-                     WHERE m.room_id = ?1 AND m.created_at > ?2
-                     ORDER BY m.id DESC LIMIT ?3 + 0",
-                )?
-                .query_map(
-                    params![room_id, oldest, retention.max_messages],
-                    message_from_row,
-                )?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows.reverse();
-            Ok(rows)
-        })
-        .await
+        let limit = retention.max_messages as usize;
+        let miss = match self.room_messages.get(room_id) {
+            Ok(cached) => return Ok(room_cache::select(&cached, oldest, limit)),
+            Err(miss) => miss,
+        };
+        // Everything the room holds, expired or not, is what gets cached.
+        let mut stored = self
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT m.id, m.room_id, u.username, m.message, m.created_at
+                         FROM room_messages m JOIN users u ON u.id = m.user_id
+                         WHERE m.room_id = ?1 ORDER BY m.id DESC LIMIT ?2 + 0",
+                    )?
+                    .query_map(params![room_id, retention.max_messages], message_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?)
+            })
+            .await?;
+        stored.reverse();
+        let page = room_cache::select(&stored, oldest, limit);
+        self.room_messages.fill(room_id, Arc::new(stored), miss);
+        Ok(page)
     }
 
     async fn purge_expired_messages(&self, now: f64, retention: Retention) -> StoreResult<u64> {
-        self.write(move |tx| {
-            Ok(tx.execute(
-                "DELETE FROM room_messages WHERE created_at <= ?1",
-                [now - retention.ttl_secs],
-            )? as u64)
-        })
-        .await
+        let cutoff = now - retention.ttl_secs;
+        let purged = self
+            .write(move |tx| {
+                Ok(
+                    tx.execute("DELETE FROM room_messages WHERE created_at <= ?1", [cutoff])?
+                        as u64,
+                )
+            })
+            .await?;
+        self.room_messages.purged(cutoff);
+        Ok(purged)
     }
 
     /// The rows went with the user in `delete_account`'s transaction.
