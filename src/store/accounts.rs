@@ -56,6 +56,21 @@ pub struct SettingsChange {
     pub background_image: Option<String>,
 }
 
+impl SettingsChange {
+    /// The `users` columns a change sets as given (the email also sets its
+    /// lookup key, so the backends write it apart), with the new values.
+    /// Column names come from this fixed list, never from input.
+    pub fn plain_columns(&self) -> [(&'static str, Option<&str>); 5] {
+        [
+            ("avatar_url", self.avatar_url.as_deref()),
+            ("description", self.description.as_deref()),
+            ("custom_css", self.custom_css.as_deref()),
+            ("background_image", self.background_image.as_deref()),
+            ("password_hash", self.password_hash.as_deref()),
+        ]
+    }
+}
+
 /// An entry in a follower or following list.
 #[derive(Debug, Clone)]
 pub struct UserSummary {

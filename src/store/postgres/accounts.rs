@@ -233,16 +233,8 @@ impl AccountStore for PostgresStore {
                     None => e.into(),
                 })?;
         }
-        let columns = [
-            ("avatar_url", &change.avatar_url),
-            ("description", &change.description),
-            ("custom_css", &change.custom_css),
-            ("background_image", &change.background_image),
-            ("password_hash", &change.password_hash),
-        ];
-        for (column, value) in columns {
+        for (column, value) in change.plain_columns() {
             if let Some(value) = value {
-                // Column names come from the fixed list above, never from input.
                 query(&format!("UPDATE users SET {column} = $1 WHERE id = $2"))
                     .bind(value)
                     .bind(user_id)

@@ -272,16 +272,8 @@ impl AccountStore for SqliteStore {
                         params![email, email.to_lowercase(), user_id],
                     )?;
                 }
-                let columns = [
-                    ("avatar_url", &change.avatar_url),
-                    ("description", &change.description),
-                    ("custom_css", &change.custom_css),
-                    ("background_image", &change.background_image),
-                    ("password_hash", &change.password_hash),
-                ];
-                for (column, value) in columns {
+                for (column, value) in change.plain_columns() {
                     if let Some(value) = value {
-                        // Column names come from the fixed list above, never from input.
                         tx.execute(
                             &format!("UPDATE users SET {column} = ?1 WHERE id = ?2"),
                             params![value, user_id],
