@@ -156,8 +156,8 @@ pub fn router(state: AppState) -> Router {
 
     // The rest wraps the router once. A layer given to `Router::layer` is
     // copied onto every route, and costs a clone of the route and a boxed
-    // future per request and layer: with eight of them, a quarter of the
-    // CPU of `GET /api/ping`. Outermost first.
+    // future per request and layer (moving eight layers out took `GET
+    // /api/ping` from about 37 to 34 µs of CPU). Outermost first.
     let edge = ServiceBuilder::new()
         .map_response(edge::security_headers)
         .map_request(edge::drop_unusable_request_id)
