@@ -18,7 +18,9 @@ use crate::store::rooms::RoomMessage;
 /// bounded (at most `max_messages` messages per room).
 const MAX_ROOMS: usize = 1024;
 
-type Messages = Arc<Vec<RoomMessage>>;
+/// Shared with readers; the messages themselves behind `Arc`s too, so that
+/// a send while a reader holds the list copies pointers, not messages.
+type Messages = Arc<Vec<Arc<RoomMessage>>>;
 
 #[derive(Default)]
 pub(super) struct RoomMessageCache {
@@ -49,8 +51,9 @@ impl RoomMessageCache {
             .ok_or(Miss(inner.changes))
     }
 
-    /// Caches what the database held for the room at `miss`.
-    pub fn fill(&self, room_id: i64, messages: Messages, miss: Miss) {
+    /// Caches what the database held for the room (ids ascending) at `miss`.
+    pub fn fill(&self, room_id: i64, messages: Vec<RoomMessage>, miss: Miss) {
+        let messages = Arc::new(messages.into_iter().map(Arc::new).collect());
         let mut inner = self.lock();
         if inner.changes != miss.0 {
             return;
@@ -74,7 +77,7 @@ impl RoomMessageCache {
         if messages.get(at).is_some_and(|m| m.id == message.id) {
             return;
         }
-        messages.insert(at, message.clone());
+        messages.insert(at, Arc::new(message.clone()));
         let excess = messages.len().saturating_sub(max_messages);
         messages.drain(..excess);
     }
@@ -105,10 +108,10 @@ impl RoomMessageCache {
 
 /// The messages of a cached room a reader asked for: newer than `oldest`,
 /// at most the newest `limit`, oldest first.
-pub(super) fn select(messages: &[RoomMessage], oldest: f64, limit: usize) -> Vec<RoomMessage> {
+pub(super) fn select(messages: &[Arc<RoomMessage>], oldest: f64, limit: usize) -> Vec<RoomMessage> {
     let newer = messages.partition_point(|m| m.created_at <= oldest);
     let from = newer.max(messages.len().saturating_sub(limit));
-    messages[from..].to_vec()
+    messages[from..].iter().map(|m| (**m).clone()).collect()
 }
 
 #[cfg(test)]
@@ -129,12 +132,16 @@ mod tests {
         messages.iter().map(|m| m.id).collect()
     }
 
+    fn cached_ids(cache: &RoomMessageCache, room_id: i64) -> Vec<i64> {
+        cache.get(room_id).unwrap().iter().map(|m| m.id).collect()
+    }
+
     #[test]
     fn a_read_that_overlapped_a_change_is_not_cached() {
         let cache = RoomMessageCache::default();
         let miss = cache.get(1).unwrap_err();
         cache.added(&message(1, 5, 5.0), 100);
-        cache.fill(1, Arc::new(vec![message(1, 4, 4.0)]), miss);
+        cache.fill(1, vec![message(1, 4, 4.0)], miss);
         assert!(cache.get(1).is_err());
     }
 
@@ -142,16 +149,12 @@ mod tests {
     fn additions_keep_id_order_and_the_count_limit() {
         let cache = RoomMessageCache::default();
         let miss = cache.get(1).unwrap_err();
-        cache.fill(
-            1,
-            Arc::new(vec![message(1, 1, 1.0), message(1, 2, 2.0)]),
-            miss,
-        );
+        cache.fill(1, vec![message(1, 1, 1.0), message(1, 2, 2.0)], miss);
         cache.added(&message(1, 4, 4.0), 3);
         cache.added(&message(1, 3, 3.0), 3);
         cache.added(&message(1, 3, 3.0), 3);
         cache.added(&message(2, 9, 9.0), 3);
-        assert_eq!(ids(&cache.get(1).unwrap()), vec![2, 3, 4]);
+        assert_eq!(cached_ids(&cache, 1), vec![2, 3, 4]);
         assert!(cache.get(2).is_err());
     }
 
@@ -160,12 +163,12 @@ mod tests {
         let cache = RoomMessageCache::default();
         let miss = cache.get(1).unwrap_err();
         let all = (1..=5).map(|i| message(1, i, i as f64)).collect();
-        cache.fill(1, Arc::new(all), miss);
+        cache.fill(1, all, miss);
         let held = cache.get(1).unwrap();
         assert_eq!(ids(&select(&held, 2.0, 100)), vec![3, 4, 5]);
         assert_eq!(ids(&select(&held, 0.0, 2)), vec![4, 5]);
         cache.purged(3.0);
-        assert_eq!(ids(&cache.get(1).unwrap()), vec![4, 5]);
+        assert_eq!(cached_ids(&cache, 1), vec![4, 5]);
         cache.clear();
         assert!(cache.get(1).is_err());
     }

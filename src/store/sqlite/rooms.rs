@@ -3,8 +3,6 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 
-use std::sync::Arc;
-
 use super::{SqliteStore, is_unique_violation, room_cache};
 use crate::store::{
     StoreError, StoreResult, UnixSeconds,
@@ -363,8 +361,12 @@ impl RoomMessageStore for SqliteStore {
             })
             .await?;
         stored.reverse();
-        let page = room_cache::select(&stored, oldest, limit);
-        self.room_messages.fill(room_id, Arc::new(stored), miss);
+        let page = stored
+            .iter()
+            .skip_while(|m| m.created_at <= oldest)
+            .cloned()
+            .collect();
+        self.room_messages.fill(room_id, stored, miss);
         Ok(page)
     }
 
