@@ -72,8 +72,9 @@ const STATEMENT_CACHE: usize = 64;
 /// When a commit counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Durability {
-    /// On disk: every commit waits for an fsync of the WAL, so an
-    /// acknowledged write survives a power loss too (`synchronous = FULL`).
+    /// On disk: every write is answered after an fsync of the WAL that
+    /// holds it, so an acknowledged write survives a power loss too (the
+    /// writer's own fsync, pipelined with the next batch; see `writer`).
     #[default]
     Full,
     /// In the WAL file, fsynced only at checkpoints: an acknowledged write
@@ -145,9 +146,14 @@ impl SqliteStore {
             .map_err(other)?;
         let checkpointer = Connection::open(path).map_err(other)?;
         configure(&checkpointer, durability).map_err(other)?;
+        let sync_wal = (durability == Durability::Full).then(|| {
+            let mut wal = path.as_os_str().to_owned();
+            wal.push("-wal");
+            writer::sync_wal_file(wal.into())
+        });
         Ok(SqliteStore {
             path: path.to_owned(),
-            writer: Arc::new(Writer::start(writer, checkpointer).map_err(other)?),
+            writer: Arc::new(Writer::start(writer, checkpointer, sync_wal).map_err(other)?),
             readers,
             recent: Arc::new(recent),
             sessions: Arc::default(),
