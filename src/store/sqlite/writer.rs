@@ -20,10 +20,10 @@
 //! of its own) run on a second thread, so that a commit never waits for one.
 
 use std::{
-    panic::{AssertUnwindSafe, catch_unwind},
     fs::File,
     io,
     os::unix::fs::MetadataExt,
+    panic::{AssertUnwindSafe, catch_unwind},
     path::PathBuf,
     sync::{
         Arc,
@@ -276,7 +276,13 @@ fn serve(
         if let Err(err) = &commit {
             tracing::error!(%err, "committing a batch of writes failed");
         }
-        if committed.send(Committed { completions, commit }).is_err() {
+        if committed
+            .send(Committed {
+                completions,
+                commit,
+            })
+            .is_err()
+        {
             return;
         }
     }
@@ -366,7 +372,10 @@ mod tests {
         let mut sync = sync_wal_file(wal.clone());
         sync().expect("first sync");
         std::fs::remove_file(&wal).expect("remove");
-        assert!(sync().is_err(), "a missing WAL file must not count as synced");
+        assert!(
+            sync().is_err(),
+            "a missing WAL file must not count as synced"
+        );
         std::fs::write(&wal, b"two").expect("write");
         sync().expect("sync of the new file");
     }
