@@ -7,10 +7,11 @@ pub mod event;
 pub mod fanout;
 pub mod hub;
 pub mod redis_hub;
+mod sends;
 
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, MutexGuard, oneshot};
 
 use crate::{
     app::AppState,
@@ -21,13 +22,15 @@ use crate::{
     },
     error::{ApiError, ApiResult},
     store::{
+        StoreError,
         accounts::UserRef,
         inbox::InboxMessage,
-        rooms::{Room, RoomMessage},
+        rooms::{NewRoomMessage, Room, RoomMessage},
     },
 };
 use event::{Event, Publication, Route, Sessions};
 use hub::Hub;
+use sends::{RoomSends, Waiting};
 
 pub const MAX_ROOM_MESSAGE_CHARS: usize = 2_000;
 pub const MAX_INBOX_MESSAGE_CHARS: usize = 5_000;
@@ -39,6 +42,8 @@ pub struct Chat {
     pub hub: Arc<dyn Hub>,
     rooms: Arc<Stripes>,
     inboxes: Arc<Stripes>,
+    /// Room messages waiting for their room's next write.
+    room_sends: Arc<RoomSends>,
 }
 
 impl Chat {
@@ -47,6 +52,7 @@ impl Chat {
             hub,
             rooms: Arc::new(Stripes::new(ROOM_STRIPES)),
             inboxes: Arc::new(Stripes::new(INBOX_STRIPES)),
+            room_sends: Arc::default(),
         }
     }
 
@@ -131,32 +137,76 @@ pub async fn send_room_message(
     post_to_room(state, room.id, user, message.to_owned()).await
 }
 
-/// Stores a message in a room the user belongs to and publishes it.
+/// Stores a message in a room the user belongs to and publishes it. The
+/// message joins the room's next write (see `sends`).
 pub async fn post_to_room(
     state: &AppState,
     room_id: i64,
     user: &AuthUser,
     message: String,
 ) -> ApiResult<RoomMessage> {
-    let _order = state.chat.rooms.lock(room_id).await;
-    let stored = state
-        .messages
-        .add_room_message(
-            room_id,
-            UserRef {
-                id: user.id,
-                username: user.username.clone(),
-            },
-            message,
-            now_f64(),
-            state.retention(),
-        )
-        .await?;
-    state
+    let new = NewRoomMessage {
+        author: UserRef {
+            id: user.id,
+            username: user.username.clone(),
+        },
+        message,
+        now: now_f64(),
+    };
+    let (answer, answered) = oneshot::channel();
+    if state
         .chat
-        .publish(Route::Room(room_id), stored.clone().into())
-        .await;
+        .room_sends
+        .queue(room_id, Waiting { new, answer })
+    {
+        tokio::spawn(drain_room(state.clone(), room_id));
+    }
+    let stored = answered
+        .await
+        .map_err(|_| StoreError::Other("the room's sending task stopped".into()))??;
     Ok(stored)
+}
+
+/// Stores the room's waiting messages, a group per write, and publishes
+/// each stored one in order, under the room's lock; ends when none wait.
+async fn drain_room(state: AppState, room_id: i64) {
+    /// Frees the room if the drain ends without emptying it (a panic).
+    struct Draining<'a> {
+        sends: &'a RoomSends,
+        room_id: i64,
+        emptied: bool,
+    }
+    impl Drop for Draining<'_> {
+        fn drop(&mut self) {
+            if !self.emptied {
+                self.sends.abandon(self.room_id);
+            }
+        }
+    }
+    let mut draining = Draining {
+        sends: &state.chat.room_sends,
+        room_id,
+        emptied: false,
+    };
+    while let Some(group) = state.chat.room_sends.next_group(room_id) {
+        let _order = state.chat.rooms.lock(room_id).await;
+        let (messages, answers): (Vec<_>, Vec<_>) =
+            group.into_iter().map(|w| (w.new, w.answer)).unzip();
+        let stored = state
+            .messages
+            .add_room_messages(room_id, messages, state.retention())
+            .await;
+        for (outcome, answer) in stored.into_iter().zip(answers) {
+            if let Ok(message) = &outcome {
+                state
+                    .chat
+                    .publish(Route::Room(room_id), message.clone().into())
+                    .await;
+            }
+            let _ = answer.send(outcome);
+        }
+    }
+    draining.emptied = true;
 }
 
 /// Makes the user a member; announces it when they were not one already.

@@ -39,6 +39,15 @@ pub struct RoomMessage {
     pub created_at: f64,
 }
 
+/// A room message not yet stored (see `RoomMessageStore::add_room_messages`).
+#[derive(Debug, Clone)]
+pub struct NewRoomMessage {
+    pub author: UserRef,
+    pub message: String,
+    /// When it was sent (Unix seconds with fractions).
+    pub now: f64,
+}
+
 /// Per-room retention: a message lives `ttl_secs` and a room keeps its newest `max_messages`.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
@@ -98,6 +107,24 @@ pub trait RoomMessageStore: Send + Sync {
         now: f64,
         retention: Retention,
     ) -> StoreResult<RoomMessage>;
+    /// Stores messages of one room in the given order, each as
+    /// `add_room_message` would and with its own outcome. A store that can
+    /// commits them together (this default stores them one by one).
+    async fn add_room_messages(
+        &self,
+        room_id: i64,
+        messages: Vec<NewRoomMessage>,
+        retention: Retention,
+    ) -> Vec<StoreResult<RoomMessage>> {
+        let mut stored = Vec::with_capacity(messages.len());
+        for new in messages {
+            stored.push(
+                self.add_room_message(room_id, new.author, new.message, new.now, retention)
+                    .await,
+            );
+        }
+        stored
+    }
     /// The room's retained messages newer than `since` (and not expired at
     /// `now`), oldest first.
     async fn room_messages(

@@ -340,6 +340,42 @@ async fn http_and_socket_messages_are_delivered_once_in_order() {
     }
 }
 
+// Several worker threads, as in the server: sends can then finish in any
+// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_senders_are_published_in_stored_order() {
+    // Sends that arrive together share a write; their events must still
+    // follow the stored order, or a client resuming with `since` skips some.
+    let app = spawn_app().await;
+    let (_, alice_token) = app.new_user("wsmany").await;
+    let (_, bob_token) = app.new_user("wsmany").await;
+    let room = create_room(&app, &alice_token, &crate::helpers::unique_name("wsmany")).await;
+    join(&app, &bob_token, room).await;
+    let mut bob_ws = connect(&app, &bob_token).await;
+
+    const SENDS: usize = 60;
+    let (app_ref, alice, bob) = (&app, &alice_token, &bob_token);
+    let sends = (0..SENDS).map(|i| {
+        let token = if i % 2 == 0 { alice } else { bob };
+        let message = format!("concurrent {i}");
+        async move { send_http(app_ref, token, room, &message).await }
+    });
+    futures_util::future::join_all(sends).await;
+
+    let stored = room_messages(&app, &alice_token, room).await;
+    assert_eq!(stored.len(), SENDS);
+    let ids: Vec<i64> = stored.iter().map(|m| m["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let mut received = Vec::new();
+    while received.len() < SENDS {
+        received.push(without_type(
+            next_of_type(&mut bob_ws, "room_message").await,
+        ));
+    }
+    assert_eq!(received, stored, "every message once, in stored order");
+    assert_nothing_pending(&mut bob_ws).await;
+}
+
 #[tokio::test]
 async fn resuming_with_since_replays_the_gap_without_duplicates() {
     let app = spawn_app().await;

@@ -3,12 +3,13 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{SqliteStore, is_unique_violation, room_cache};
+use super::{SqliteStore, is_unique_violation, room_cache, writer};
 use crate::store::{
     StoreError, StoreResult, UnixSeconds,
     accounts::UserRef,
     rooms::{
-        NewRoom, PublicRoom, Retention, Room, RoomMessage, RoomMessageStore, RoomStore, StoredFile,
+        NewRoom, NewRoomMessage, PublicRoom, Retention, Room, RoomMessage, RoomMessageStore,
+        RoomStore, StoredFile,
     },
 };
 
@@ -316,22 +317,69 @@ impl RoomMessageStore for SqliteStore {
         now: f64,
         retention: Retention,
     ) -> StoreResult<RoomMessage> {
-        let stored = self
+        let new = NewRoomMessage {
+            author,
+            message,
+            now,
+        };
+        self.add_room_messages(room_id, vec![new], retention)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Other("no outcome for a room message".into())))
+    }
+
+    /// One write for the lot: a busy room's sends share a commit.
+    async fn add_room_messages(
+        &self,
+        room_id: i64,
+        messages: Vec<NewRoomMessage>,
+        retention: Retention,
+    ) -> Vec<StoreResult<RoomMessage>> {
+        let count = messages.len();
+        let written = self
             .write(move |tx| {
-                let (id, created_at) =
-                    insert_room_message(tx, room_id, author.id, &message, now, retention)?;
-                Ok(RoomMessage {
-                    id,
-                    room_id,
-                    username: author.username,
-                    message,
-                    created_at,
-                })
+                let mut stored = Vec::with_capacity(messages.len());
+                for new in messages {
+                    // Its own savepoint: one failed message leaves the others.
+                    let (outcome, sound) = writer::in_savepoint(tx, |tx| {
+                        let (id, created_at) = insert_room_message(
+                            tx,
+                            room_id,
+                            new.author.id,
+                            &new.message,
+                            new.now,
+                            retention,
+                        )?;
+                        Ok(RoomMessage {
+                            id,
+                            room_id,
+                            username: new.author.username,
+                            message: new.message,
+                            created_at,
+                        })
+                    });
+                    if !sound {
+                        return Err(StoreError::Other(
+                            "a failed room message could not be rolled back".into(),
+                        ));
+                    }
+                    stored.push(outcome);
+                }
+                Ok(stored)
             })
-            .await?;
-        self.room_messages
-            .added(&stored, retention.max_messages as usize);
-        Ok(stored)
+            .await;
+        match written {
+            Ok(stored) => {
+                for message in stored.iter().flatten() {
+                    self.room_messages
+                        .added(message, retention.max_messages as usize);
+                }
+                stored
+            }
+            Err(err) => (0..count)
+                .map(|_| Err(StoreError::Other(err.to_string())))
+                .collect(),
+        }
     }
 
     async fn room_messages(

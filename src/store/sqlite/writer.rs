@@ -151,7 +151,7 @@ fn stopped() -> StoreError {
 
 /// Runs `work` inside a savepoint: released if it succeeds, rolled back if
 /// it fails or panics. The flag is false if the rollback itself failed.
-fn in_savepoint<T>(
+pub(super) fn in_savepoint<T>(
     tx: &Transaction,
     work: impl FnOnce(&Transaction) -> StoreResult<T>,
 ) -> (StoreResult<T>, bool) {
