@@ -11,9 +11,9 @@ use crate::store::{
 
 /// Each side is read through its own index; UNION also folds a message to
 /// oneself into one row. Rows are joined only for the page's ids.
-/// Both halves are read from their covering indexes (migration 0004);
-/// `INDEXED BY` because the planner, without statistics, prefers the
-/// smaller inbox_by_* indexes and then reads every row from the table.
+/// Both halves are read from their covering indexes (migrations 0004 and
+/// 0005); `INDEXED BY` so that the plan never falls back to reading rows
+/// from the table, whatever the planner's statistics say.
 const INBOX_PAGE: &str = "
     SELECT m.id, s.username, r.username, m.message, m.created_at, s.avatar_url
     FROM (SELECT * FROM (SELECT id, sender_id, recipient_id, message, created_at

@@ -50,6 +50,9 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!(
         "../../../migrations/sqlite/0004_inbox_page_indexes.sql"
     )),
+    M::up(include_str!(
+        "../../../migrations/sqlite/0005_inbox_two_indexes.sql"
+    )),
 ];
 
 #[derive(Clone)]
