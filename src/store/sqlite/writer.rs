@@ -53,6 +53,11 @@ type Job = Box<dyn FnOnce(Option<&Transaction>) -> (Completion, bool) + Send>;
 /// How often the WAL is checkpointed.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
+/// What the WAL file is cut back to when SQLite starts it over (which it
+/// does on the first write after a checkpoint has copied all of it);
+/// otherwise the file keeps the size of its longest run.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
 /// Makes what was committed so far durable (an fsync of the WAL file).
 pub(super) type SyncWal = Box<dyn FnMut() -> io::Result<()> + Send>;
 
@@ -81,8 +86,10 @@ impl Writer {
         sync_wal: Option<SyncWal>,
     ) -> io::Result<Writer> {
         // Commits must not run checkpoints themselves.
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
-            .map_err(io::Error::other)?;
+        conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};"
+        ))
+        .map_err(io::Error::other)?;
         if sync_wal.is_some() {
             // The syncer provides what FULL would: an fsync per commit.
             conn.execute_batch("PRAGMA synchronous = NORMAL")
@@ -178,6 +185,11 @@ fn run_cached(tx: &Transaction, sql: &str) -> rusqlite::Result<()> {
 }
 
 /// PASSIVE: copies what it can without blocking the writer or readers.
+///
+/// Under writes that never pause, the WAL is never started over and grows
+/// (measured: 1.2 GB after 10 s of votes at full speed); see "Known gaps"
+/// in the README. A RESTART checkpoint between batches bounded it, but
+/// stalled writes for up to 1.25 s, so it was not kept.
 fn checkpoint(conn: Connection, stop: mpsc::Receiver<()>) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
