@@ -17,7 +17,7 @@
 //! acknowledged (as on PostgreSQL with group commit).
 //!
 //! Checkpoints (copying the WAL back into the database file, with an fsync
-//! of its own) run on a second thread, so that a commit never waits for one.
+//! of its own) run on a third thread, so that a commit never waits for one.
 
 use std::{
     fs::File,
