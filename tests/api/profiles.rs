@@ -1,5 +1,5 @@
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -168,4 +168,55 @@ async fn concurrent_follows_keep_counters_in_agreement() {
     .await;
     assert_eq!(rest["followers"].as_array().unwrap().len(), 4);
     assert!(rest["next"].is_null());
+}
+
+#[tokio::test]
+async fn a_new_avatar_shows_at_once_where_the_old_one_was_listed() {
+    let app = spawn_app().await;
+    let (a, ta) = app.new_user("av").await;
+    let (_, tb) = app.new_user("aw").await;
+    let post_id = body(
+        app.post_json("/api/create_post", Some(&tb), json!({"content": "hi"}))
+            .await,
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let resp = app
+        .post_json(
+            "/api/reply_to_post",
+            Some(&ta),
+            json!({"post_id": post_id, "content": "yo"}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = app
+        .post_json(
+            "/api/send_inbox_message",
+            Some(&ta),
+            json!({"recipient": a, "message": "note to self"}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let replies = format!("/api/get_replies/{post_id}");
+    let listed = |v: &Value, list: &str| v[list][0]["avatar_url"].clone();
+    // Listed (and so remembered) with the old avatar first.
+    let v = body(app.get(&replies, None).await).await;
+    assert_eq!(listed(&v, "replies"), "");
+    let v = body(app.get("/api/inbox", Some(&ta)).await).await;
+    assert_eq!(listed(&v, "messages"), "");
+
+    let resp = app
+        .post_json(
+            "/api/user/settings",
+            Some(&ta),
+            json!({"avatar_url": "https://example.org/new.png"}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v = body(app.get(&replies, None).await).await;
+    assert_eq!(listed(&v, "replies"), "https://example.org/new.png");
+    let v = body(app.get("/api/inbox", Some(&ta)).await).await;
+    assert_eq!(listed(&v, "messages"), "https://example.org/new.png");
+    assert_eq!(v["messages"].as_array().unwrap().len(), 1);
 }

@@ -289,6 +289,7 @@ impl AccountStore for SqliteStore {
                 Ok(change.password_hash.is_some())
             })
             .await?;
+        self.users.changed(user_id);
         if sessions_ended {
             self.sessions
                 .forget(|token, user| user.id == user_id && token != &keep_session);
@@ -367,6 +368,7 @@ impl AccountStore for SqliteStore {
         let deleted = self.write(move |tx| erase_user(tx, user_id)).await?;
         self.recent.forget_author(user_id);
         self.sessions.forget(|_, user| user.id == user_id);
+        self.users.changed(user_id);
         self.room_messages.clear();
         Ok(deleted)
     }

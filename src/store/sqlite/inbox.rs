@@ -9,26 +9,77 @@ use crate::store::{
     inbox::{InboxMessage, InboxStore},
 };
 
-/// Each side is read through its own index; UNION also folds a message to
-/// oneself into one row. Rows are joined only for the page's ids.
-/// Both halves are read from their covering indexes (migrations 0004 and
-/// 0005); `INDEXED BY` so that the plan never falls back to reading rows
-/// from the table, whatever the planner's statistics say.
-const INBOX_PAGE: &str = "
-    SELECT m.id, s.username, r.username, m.message, m.created_at, s.avatar_url
-    FROM (SELECT * FROM (SELECT id, sender_id, recipient_id, message, created_at
-                         FROM inbox_messages INDEXED BY inbox_received
-                         WHERE recipient_id = ?1 AND recipient_deleted = 0 AND id < ?2
-                         ORDER BY id DESC LIMIT ?3 + 0)
-          UNION
-          SELECT * FROM (SELECT id, sender_id, recipient_id, message, created_at
-                         FROM inbox_messages INDEXED BY inbox_sent
-                         WHERE sender_id = ?1 AND sender_deleted = 0 AND id < ?2
-                         ORDER BY id DESC LIMIT ?3 + 0)
-          ORDER BY id DESC LIMIT ?3 + 0) m
-    JOIN users s ON s.id = m.sender_id
-    JOIN users r ON r.id = m.recipient_id
-    ORDER BY m.id DESC";
+/// One side of a user's inbox, newest first, from its covering index
+/// (migrations 0004 and 0005); `INDEXED BY` so that the plan never falls
+/// back to reading rows from the table, whatever the planner's statistics
+/// say. Names and avatars come from the user cards.
+const RECEIVED_PAGE: &str = "
+    SELECT id, sender_id, recipient_id, message, created_at
+    FROM inbox_messages INDEXED BY inbox_received
+    WHERE recipient_id = ?1 AND recipient_deleted = 0 AND id < ?2
+    ORDER BY id DESC LIMIT ?3 + 0";
+const SENT_PAGE: &str = "
+    SELECT id, sender_id, recipient_id, message, created_at
+    FROM inbox_messages INDEXED BY inbox_sent
+    WHERE sender_id = ?1 AND sender_deleted = 0 AND id < ?2
+    ORDER BY id DESC LIMIT ?3 + 0";
+
+/// A message as its index holds it: users by id.
+struct StoredMessage {
+    id: i64,
+    sender_id: i64,
+    recipient_id: i64,
+    message: String,
+    created_at: UnixSeconds,
+}
+
+fn stored_messages(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    user_id: i64,
+    before: i64,
+    limit: i64,
+) -> StoreResult<Vec<StoredMessage>> {
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_map(params![user_id, before, limit], |r| {
+            Ok(StoredMessage {
+                id: r.get(0)?,
+                sender_id: r.get(1)?,
+                recipient_id: r.get(2)?,
+                message: r.get(3)?,
+                created_at: r.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?)
+}
+
+/// The newest `limit` of two newest-first lists; a message in both (one
+/// sent to oneself) once.
+fn merge_newest(
+    received: Vec<StoredMessage>,
+    sent: Vec<StoredMessage>,
+    limit: usize,
+) -> Vec<StoredMessage> {
+    let mut merged = Vec::with_capacity(limit.min(received.len() + sent.len()));
+    let (mut received, mut sent) = (received.into_iter().peekable(), sent.into_iter().peekable());
+    while merged.len() < limit {
+        let next = match (received.peek(), sent.peek()) {
+            (Some(r), Some(s)) if r.id == s.id => {
+                sent.next();
+                received.next()
+            }
+            (Some(r), Some(s)) if r.id < s.id => sent.next(),
+            (Some(_), _) => received.next(),
+            (None, _) => sent.next(),
+        };
+        match next {
+            Some(message) => merged.push(message),
+            None => break,
+        }
+    }
+    merged
+}
 
 /// Stores a direct message; shared by the store method and the bulk importer (bulk.rs).
 pub(super) fn insert_inbox_message(
@@ -76,24 +127,29 @@ impl InboxStore for SqliteStore {
     }
 
     async fn inbox(&self, user_id: i64, page: PageRequest) -> StoreResult<Page<InboxMessage>> {
+        let users = self.users.clone();
+        let before_read = users.before_read();
         self.read(move |conn| {
-            let rows = conn
-                .prepare_cached(INBOX_PAGE)?
-                .query_map(
-                    params![user_id, page.before.unwrap_or(i64::MAX), page.limit + 1],
-                    |r| {
-                        Ok(InboxMessage {
-                            id: r.get(0)?,
-                            sender: r.get(1)?,
-                            recipient: r.get(2)?,
-                            message: r.get(3)?,
-                            created_at: r.get(4)?,
-                            avatar_url: r.get(5)?,
-                        })
-                    },
-                )?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(into_page(rows, page.limit, |m| m.id))
+            let (before, wanted) = (page.before.unwrap_or(i64::MAX), i64::from(page.limit) + 1);
+            let received = stored_messages(conn, RECEIVED_PAGE, user_id, before, wanted)?;
+            let sent = stored_messages(conn, SENT_PAGE, user_id, before, wanted)?;
+            let mut messages = Vec::new();
+            for m in merge_newest(received, sent, wanted as usize) {
+                let sender = users.card(conn, m.sender_id, before_read)?;
+                let recipient = users.card(conn, m.recipient_id, before_read)?;
+                // Both exist (foreign keys); a missing one is skipped as a join would.
+                if let (Some(sender), Some(recipient)) = (sender, recipient) {
+                    messages.push(InboxMessage {
+                        id: m.id,
+                        sender: sender.username.clone(),
+                        recipient: recipient.username.clone(),
+                        message: m.message,
+                        created_at: m.created_at,
+                        avatar_url: sender.avatar_url.clone(),
+                    });
+                }
+            }
+            Ok(into_page(messages, page.limit, |m| m.id))
         })
         .await
     }
@@ -137,5 +193,46 @@ impl InboxStore for SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: i64) -> StoredMessage {
+        StoredMessage {
+            id,
+            sender_id: 1,
+            recipient_id: 1,
+            message: String::new(),
+            created_at: 0,
+        }
+    }
+
+    fn ids(messages: Vec<StoredMessage>) -> Vec<i64> {
+        messages.into_iter().map(|m| m.id).collect()
+    }
+
+    fn merged(received: &[i64], sent: &[i64], limit: usize) -> Vec<i64> {
+        let list = |ids: &[i64]| ids.iter().map(|&id| message(id)).collect();
+        ids(merge_newest(list(received), list(sent), limit))
+    }
+
+    #[test]
+    fn both_sides_interleave_newest_first() {
+        assert_eq!(merged(&[9, 6, 2], &[8, 7, 1], 10), vec![9, 8, 7, 6, 2, 1]);
+        assert_eq!(merged(&[], &[3, 2], 10), vec![3, 2]);
+        assert_eq!(merged(&[3, 2], &[], 10), vec![3, 2]);
+    }
+
+    #[test]
+    fn the_page_stops_at_the_limit() {
+        assert_eq!(merged(&[9, 6, 2], &[8, 7, 1], 3), vec![9, 8, 7]);
+    }
+
+    #[test]
+    fn a_message_to_oneself_appears_once() {
+        assert_eq!(merged(&[5, 4, 3], &[5, 3, 1], 10), vec![5, 4, 3, 1]);
     }
 }

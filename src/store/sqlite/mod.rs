@@ -18,6 +18,7 @@ mod recent;
 mod room_cache;
 mod rooms;
 mod sessions;
+mod user_cards;
 mod writer;
 
 use std::{
@@ -35,7 +36,8 @@ pub use bulk::BulkImport;
 pub use check::check_database;
 
 use self::{
-    recent::RecentPosts, room_cache::RoomMessageCache, sessions::SessionCache, writer::Writer,
+    recent::RecentPosts, room_cache::RoomMessageCache, sessions::SessionCache,
+    user_cards::UserCards, writer::Writer,
 };
 use super::{Page, PoolFigures, PoolStats, StoreError, StoreResult};
 
@@ -66,6 +68,8 @@ pub struct SqliteStore {
     sessions: Arc<SessionCache>,
     /// Rooms' retained messages once read (see `room_cache`).
     room_messages: Arc<RoomMessageCache>,
+    /// Users' names and avatars once read (see `user_cards`).
+    users: Arc<UserCards>,
 }
 
 /// Distinct SQL texts a connection keeps prepared; above the number of
@@ -161,6 +165,7 @@ impl SqliteStore {
             recent: Arc::new(recent),
             sessions: Arc::default(),
             room_messages: Arc::default(),
+            users: Arc::default(),
         })
     }
 

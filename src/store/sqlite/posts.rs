@@ -1,32 +1,56 @@
 //! Posts, votes, replies, feed candidates and trending on SQLite.
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, params};
 
 use super::{
     SqliteStore,
     accounts::user_by_name,
     into_page,
     recent::{KEPT_PER_USER, RecentPost},
+    user_cards::{BeforeRead, UserCards},
 };
 use crate::store::{
     Page, PageRequest, StoreError, StoreResult, UnixSeconds,
     posts::{FeedCandidates, FeedQuery, Post, PostStore, Reply, TagUse, VoteCounts, VoteKind},
 };
 
-const POST_COLUMNS: &str =
-    "p.id, u.username, p.content, p.created_at, p.upvotes, p.downvotes, p.replies";
-
-fn post_from_row(r: &Row) -> rusqlite::Result<Post> {
-    Ok(Post {
-        id: r.get(0)?,
-        username: r.get(1)?,
-        content: r.get(2)?,
-        created_at: r.get(3)?,
-        upvotes: r.get(4)?,
-        downvotes: r.get(5)?,
-        replies: r.get(6)?,
-    })
+/// A post by id, its author's name from the user cards (read in the
+/// transaction that began after `before`); `None` if there is no such post.
+fn post_by_id(
+    conn: &rusqlite::Connection,
+    users: &UserCards,
+    before: BeforeRead,
+    post_id: i64,
+) -> StoreResult<Option<Post>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT user_id, content, created_at, upvotes, downvotes, replies
+             FROM posts WHERE id = ?1",
+        )?
+        .query_row([post_id], |r| {
+            let author: i64 = r.get(0)?;
+            let post = Post {
+                id: post_id,
+                username: String::new(),
+                content: r.get(1)?,
+                created_at: r.get(2)?,
+                upvotes: r.get(3)?,
+                downvotes: r.get(4)?,
+                replies: r.get(5)?,
+            };
+            Ok((author, post))
+        })
+        .optional()?;
+    let Some((author, mut post)) = row else {
+        return Ok(None);
+    };
+    // The author exists (foreign key); a missing one hides the post as a join would.
+    let Some(card) = users.card(conn, author, before)? else {
+        return Ok(None);
+    };
+    post.username.clone_from(&card.username);
+    Ok(Some(post))
 }
 
 fn post_exists(conn: &rusqlite::Connection, post_id: i64) -> StoreResult<bool> {
@@ -170,15 +194,10 @@ impl PostStore for SqliteStore {
     }
 
     async fn post(&self, post_id: i64) -> StoreResult<Option<Post>> {
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id WHERE p.id = ?1"
-                ))?
-                .query_row([post_id], post_from_row)
-                .optional()?)
-        })
-        .await
+        let users = self.users.clone();
+        let before = users.before_read();
+        self.read(move |conn| post_by_id(conn, &users, before, post_id))
+            .await
     }
 
     async fn posts_by(&self, username: &str, page: PageRequest) -> StoreResult<Page<Post>> {
@@ -231,44 +250,54 @@ impl PostStore for SqliteStore {
     }
 
     async fn replies(&self, post_id: i64, page: PageRequest) -> StoreResult<Page<Reply>> {
+        let users = self.users.clone();
+        let before = users.before_read();
         self.read(move |conn| {
             if !post_exists(conn, post_id)? {
                 return Err(StoreError::not_found("post not found"));
             }
             let rows = conn
                 .prepare_cached(
-                    "SELECT r.id, r.post_id, u.username, u.avatar_url, r.content, r.parent_id, r.created_at
-                     FROM replies r JOIN users u ON u.id = r.user_id
-                     WHERE r.post_id = ?1 AND r.id < ?2 ORDER BY r.id DESC LIMIT ?3 + 0",
+                    "SELECT id, user_id, content, parent_id, created_at FROM replies
+                     WHERE post_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3 + 0",
                 )?
                 .query_map(
                     params![post_id, page.before.unwrap_or(i64::MAX), page.limit + 1],
                     |r| {
-                        Ok(Reply {
+                        let reply = Reply {
                             id: r.get(0)?,
-                            post_id: r.get(1)?,
-                            username: r.get(2)?,
-                            avatar_url: r.get(3)?,
-                            content: r.get(4)?,
-                            parent_id: r.get(5)?,
-                            created_at: r.get(6)?,
-                        })
+                            post_id,
+                            username: String::new(),
+                            avatar_url: String::new(),
+                            content: r.get(2)?,
+                            parent_id: r.get(3)?,
+                            created_at: r.get(4)?,
+                        };
+                        Ok((r.get::<_, i64>(1)?, reply))
                     },
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(into_page(rows, page.limit, |r| r.id))
+            let mut replies = Vec::with_capacity(rows.len());
+            for (author, mut reply) in rows {
+                // As a join would, a reply whose author is missing is skipped.
+                if let Some(card) = users.card(conn, author, before)? {
+                    reply.username.clone_from(&card.username);
+                    reply.avatar_url.clone_from(&card.avatar_url);
+                    replies.push(reply);
+                }
+            }
+            Ok(into_page(replies, page.limit, |r| r.id))
         })
         .await
     }
 
     async fn posts_by_ids(&self, ids: Vec<i64>) -> StoreResult<Vec<Post>> {
+        let users = self.users.clone();
+        let before = users.before_read();
         self.read(move |conn| {
-            let mut by_id = conn.prepare_cached(&format!(
-                "SELECT {POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id WHERE p.id = ?1"
-            ))?;
             let mut posts = Vec::with_capacity(ids.len());
             for id in ids {
-                if let Some(post) = by_id.query_row([id], post_from_row).optional()? {
+                if let Some(post) = post_by_id(conn, &users, before, id)? {
                     posts.push(post);
                 }
             }
