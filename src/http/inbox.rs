@@ -13,7 +13,7 @@ use crate::{
     app::AppState,
     auth::AuthUser,
     chat,
-    domain::time::format_utc,
+    domain::time::UtcTimestamp,
     error::{ApiError, ApiResult, ErrorBody},
     rate_limit::{RateLimited, limit},
     store::inbox::InboxMessage,
@@ -52,7 +52,8 @@ pub struct InboxEntry {
     sender: String,
     recipient: String,
     message: String,
-    created_at: String,
+    #[schema(value_type = String)]
+    created_at: UtcTimestamp,
     avatar_url: String,
 }
 
@@ -63,7 +64,7 @@ impl From<InboxMessage> for InboxEntry {
             sender: m.sender,
             recipient: m.recipient,
             message: m.message,
-            created_at: format_utc(m.created_at),
+            created_at: UtcTimestamp(m.created_at),
             avatar_url: m.avatar_url,
         }
     }

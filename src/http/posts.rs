@@ -10,7 +10,7 @@ use crate::{
     app::AppState,
     domain::{
         hashtags,
-        time::{format_utc, now_secs},
+        time::{UtcTimestamp, now_secs},
         validate::{max_chars, required},
     },
     error::{ApiError, ApiResult, ErrorBody},
@@ -36,7 +36,8 @@ pub struct PostBody {
     id: i64,
     username: String,
     content: String,
-    created_at: String,
+    #[schema(value_type = String)]
+    created_at: UtcTimestamp,
     upvotes: i64,
     downvotes: i64,
     replies: i64,
@@ -48,7 +49,7 @@ impl From<Post> for PostBody {
             id: p.id,
             username: p.username,
             content: p.content,
-            created_at: format_utc(p.created_at),
+            created_at: UtcTimestamp(p.created_at),
             upvotes: p.upvotes,
             downvotes: p.downvotes,
             replies: p.replies,
@@ -215,7 +216,8 @@ pub struct ReplyBody {
     id: i64,
     username: String,
     content: String,
-    created_at: String,
+    #[schema(value_type = String)]
+    created_at: UtcTimestamp,
     avatar_url: String,
     parent_id: Option<i64>,
 }
@@ -226,7 +228,7 @@ impl From<Reply> for ReplyBody {
             id: r.id,
             username: r.username,
             content: r.content,
-            created_at: format_utc(r.created_at),
+            created_at: UtcTimestamp(r.created_at),
             avatar_url: r.avatar_url,
             parent_id: r.parent_id,
         }

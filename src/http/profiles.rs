@@ -13,7 +13,7 @@ use crate::{
     app::AppState,
     auth::AuthUser,
     chat::{self, event::Sessions},
-    domain::{account, time::format_utc, validate::required},
+    domain::{account, time::UtcTimestamp, validate::required},
     error::{ApiError, ApiResult, ErrorBody},
     rate_limit::{RateLimited, limit},
     store::accounts::{SettingsChange, UserSummary},
@@ -44,7 +44,8 @@ pub struct ProfileBody {
     username: String,
     avatar_url: String,
     description: String,
-    created_at: String,
+    #[schema(value_type = String)]
+    created_at: UtcTimestamp,
     custom_css: String,
     background_image: String,
     stats: Stats,
@@ -67,7 +68,7 @@ async fn profile(
         username: p.username,
         avatar_url: p.avatar_url,
         description: p.description,
-        created_at: format_utc(p.created_at),
+        created_at: UtcTimestamp(p.created_at),
         custom_css: p.custom_css,
         background_image: p.background_image,
         stats: Stats {

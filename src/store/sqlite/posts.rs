@@ -4,9 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::{
-    SqliteStore,
-    accounts::user_by_name,
-    into_page,
+    SqliteStore, into_page,
     recent::{KEPT_PER_USER, RecentPost},
     user_cards::{BeforeRead, UserCards},
 };
@@ -202,8 +200,11 @@ impl PostStore for SqliteStore {
 
     async fn posts_by(&self, username: &str, page: PageRequest) -> StoreResult<Page<Post>> {
         let username = username.to_owned();
+        let users = self.users.clone();
+        let before = users.before_read();
         self.read(move |conn| {
-            let user = user_by_name(conn, &username)?
+            let user = users
+                .by_name(conn, &username, before)?
                 .ok_or_else(|| StoreError::not_found("user not found"))?;
             // Every column is in posts_by_user_with_columns (migration
             // 0003): the page is read from the index alone.

@@ -1,4 +1,4 @@
-//! Each user's name and avatar by id, kept in memory.
+//! Each user's name and avatar by id (and id by name), kept in memory.
 //!
 //! Lists show the name (and often the avatar) of whoever wrote each row: a
 //! page of the inbox looked up 100 user rows, a feed 30, a page of replies
@@ -14,7 +14,7 @@ use std::{
 
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::store::StoreResult;
+use crate::store::{StoreResult, accounts::UserRef};
 
 /// Beyond this many cached users the cache starts over, so memory stays
 /// bounded whatever the number of users (about 150 bytes each).
@@ -34,6 +34,8 @@ pub(super) struct UserCards {
 #[derive(Default)]
 struct Inner {
     cards: HashMap<i64, Arc<UserCard>>,
+    /// Lower-cased names of the users in `cards`, to their ids.
+    ids_by_name: HashMap<String, i64>,
     /// Counts the commits that changed or deleted users. A lookup caches
     /// what it read only if none happened since its read began: its
     /// snapshot may predate one.
@@ -76,6 +78,42 @@ impl UserCards {
         Ok(card)
     }
 
+    /// The user named `username` (ignoring case), as `card` finds users by id.
+    pub fn by_name(
+        &self,
+        conn: &Connection,
+        username: &str,
+        before: BeforeRead,
+    ) -> StoreResult<Option<UserRef>> {
+        let key = username.to_lowercase();
+        {
+            let inner = self.lock();
+            if let Some(&id) = inner.ids_by_name.get(&key)
+                && let Some(card) = inner.cards.get(&id)
+            {
+                return Ok(Some(UserRef {
+                    id,
+                    username: card.username.clone(),
+                }));
+            }
+        }
+        let found = conn
+            .prepare_cached("SELECT id, username, avatar_url FROM users WHERE username_key = ?1")?
+            .query_row([&key], |r| {
+                let card = UserCard {
+                    username: r.get(1)?,
+                    avatar_url: r.get(2)?,
+                };
+                Ok((r.get::<_, i64>(0)?, Arc::new(card)))
+            })
+            .optional()?;
+        Ok(found.map(|(id, card)| {
+            let username = card.username.clone();
+            self.fill(id, card, before);
+            UserRef { id, username }
+        }))
+    }
+
     fn fill(&self, user_id: i64, card: Arc<UserCard>, before: BeforeRead) {
         let mut inner = self.lock();
         if inner.changes != before.0 {
@@ -83,15 +121,20 @@ impl UserCards {
         }
         if inner.cards.len() >= MAX_ENTRIES {
             inner.cards.clear();
+            inner.ids_by_name.clear();
         }
+        let key = card.username.to_lowercase();
         inner.cards.insert(user_id, card);
+        inner.ids_by_name.insert(key, user_id);
     }
 
     /// After a commit that changed or deleted the user.
     pub fn changed(&self, user_id: i64) {
         let mut inner = self.lock();
         inner.changes += 1;
-        inner.cards.remove(&user_id);
+        if let Some(card) = inner.cards.remove(&user_id) {
+            inner.ids_by_name.remove(&card.username.to_lowercase());
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -106,8 +149,9 @@ mod tests {
     fn db() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(
-            "CREATE TABLE users (id INTEGER PRIMARY KEY, username TEXT, avatar_url TEXT);
-             INSERT INTO users VALUES (1, 'ann', 'a.png'), (2, 'bob', 'b.png');",
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, username TEXT, avatar_url TEXT,
+                                 username_key TEXT);
+             INSERT INTO users VALUES (1, 'ann', 'a.png', 'ann'), (2, 'bob', 'b.png', 'bob');",
         )
         .unwrap();
         conn
@@ -149,12 +193,35 @@ mod tests {
         assert_eq!(avatar(&cards, &conn, 2).as_deref(), Some("y.png"));
     }
 
+    fn id_of(cards: &UserCards, conn: &Connection, name: &str) -> Option<i64> {
+        let before = cards.before_read();
+        cards.by_name(conn, name, before).unwrap().map(|u| u.id)
+    }
+
     #[test]
-    fn a_deleted_user_is_forgotten() {
+    fn a_deleted_user_is_forgotten_by_id_and_by_name() {
         let (conn, cards) = (db(), UserCards::default());
         assert!(avatar(&cards, &conn, 2).is_some());
+        assert_eq!(id_of(&cards, &conn, "BOB"), Some(2));
         conn.execute("DELETE FROM users WHERE id = 2", []).unwrap();
         cards.changed(2);
         assert_eq!(avatar(&cards, &conn, 2), None);
+        assert_eq!(id_of(&cards, &conn, "bob"), None);
+        // The id is reused by a new user (SQLite reuses the highest id).
+        conn.execute("INSERT INTO users VALUES (2, 'cy', 'c.png', 'cy')", [])
+            .unwrap();
+        assert_eq!(id_of(&cards, &conn, "cy"), Some(2));
+        assert_eq!(avatar(&cards, &conn, 2).as_deref(), Some("c.png"));
+    }
+
+    #[test]
+    fn a_name_is_found_ignoring_case_with_its_stored_spelling() {
+        let (conn, cards) = (db(), UserCards::default());
+        for _ in 0..2 {
+            let before = cards.before_read();
+            let ann = cards.by_name(&conn, "ANN", before).unwrap().unwrap();
+            assert_eq!((ann.id, ann.username.as_str()), (1, "ann"));
+        }
+        assert_eq!(id_of(&cards, &conn, "nobody"), None);
     }
 }
