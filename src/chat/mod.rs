@@ -107,12 +107,12 @@ impl Stripes {
 
 /// Loads a room the caller must belong to: 404 unknown, 403 not a member.
 pub async fn member_room(state: &AppState, room_id: i64, user: &AuthUser) -> ApiResult<Room> {
-    let room = state
+    let (room, member) = state
         .store
-        .room_by_id(room_id)
+        .room_with_membership(room_id, user.id)
         .await?
         .ok_or_else(|| ApiError::not_found("room not found"))?;
-    if !state.store.is_member(room.id, user.id).await? {
+    if !member {
         return Err(ApiError::forbidden("you are not a member of this room"));
     }
     Ok(room)

@@ -82,6 +82,19 @@ pub trait RoomStore: Send + Sync {
     /// Returns whether the user was a member.
     async fn remove_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool>;
     async fn is_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool>;
+    /// The room and whether the user belongs to it, in one read where the
+    /// backend can (every room message read and send asks both).
+    async fn room_with_membership(
+        &self,
+        room_id: i64,
+        user_id: i64,
+    ) -> StoreResult<Option<(Room, bool)>> {
+        let Some(room) = self.room_by_id(room_id).await? else {
+            return Ok(None);
+        };
+        let member = self.is_member(room.id, user_id).await?;
+        Ok(Some((room, member)))
+    }
     /// Usernames of the room's members, in joining order.
     async fn member_names(&self, room_id: i64) -> StoreResult<Vec<String>>;
     async fn public_rooms(&self, viewer: i64) -> StoreResult<Vec<PublicRoom>>;
