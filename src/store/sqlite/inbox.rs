@@ -133,12 +133,16 @@ impl InboxStore for SqliteStore {
             let (before, wanted) = (page.before.unwrap_or(i64::MAX), i64::from(page.limit) + 1);
             let received = stored_messages(conn, RECEIVED_PAGE, user_id, before, wanted)?;
             let sent = stored_messages(conn, SENT_PAGE, user_id, before, wanted)?;
-            let mut messages = Vec::new();
-            for m in merge_newest(received, sent, wanted as usize) {
-                let sender = users.card(conn, m.sender_id, before_read)?;
-                let recipient = users.card(conn, m.recipient_id, before_read)?;
+            let newest = merge_newest(received, sent, wanted as usize);
+            let ids: Vec<i64> = newest
+                .iter()
+                .flat_map(|m| [m.sender_id, m.recipient_id])
+                .collect();
+            let cards = users.cards(conn, &ids, before_read)?;
+            let mut messages = Vec::with_capacity(newest.len());
+            for (m, pair) in newest.into_iter().zip(cards.chunks_exact(2)) {
                 // Both exist (foreign keys); a missing one is skipped as a join would.
-                if let (Some(sender), Some(recipient)) = (sender, recipient) {
+                if let [Some(sender), Some(recipient)] = pair {
                     messages.push(InboxMessage {
                         id: m.id,
                         sender: sender.username.clone(),

@@ -13,21 +13,14 @@ use crate::store::{
     posts::{FeedCandidates, FeedQuery, Post, PostStore, Reply, TagUse, VoteCounts, VoteKind},
 };
 
-/// A post by id, its author's name from the user cards (read in the
-/// transaction that began after `before`); `None` if there is no such post.
-fn post_by_id(
-    conn: &rusqlite::Connection,
-    users: &UserCards,
-    before: BeforeRead,
-    post_id: i64,
-) -> StoreResult<Option<Post>> {
-    let row = conn
+/// A post by id with its author's id; the name is filled in by `with_authors`.
+fn post_row(conn: &rusqlite::Connection, post_id: i64) -> StoreResult<Option<(i64, Post)>> {
+    Ok(conn
         .prepare_cached(
             "SELECT user_id, content, created_at, upvotes, downvotes, replies
              FROM posts WHERE id = ?1",
         )?
         .query_row([post_id], |r| {
-            let author: i64 = r.get(0)?;
             let post = Post {
                 id: post_id,
                 username: String::new(),
@@ -37,18 +30,30 @@ fn post_by_id(
                 downvotes: r.get(4)?,
                 replies: r.get(5)?,
             };
-            Ok((author, post))
+            Ok((r.get(0)?, post))
         })
-        .optional()?;
-    let Some((author, mut post)) = row else {
-        return Ok(None);
-    };
-    // The author exists (foreign key); a missing one hides the post as a join would.
-    let Some(card) = users.card(conn, author, before)? else {
-        return Ok(None);
-    };
-    post.username.clone_from(&card.username);
-    Ok(Some(post))
+        .optional()?)
+}
+
+/// Names the authors of `rows` from the user cards (read in the
+/// transaction that began after `before`). Authors exist (foreign key); a
+/// post whose author is missing is left out, as a join would.
+fn with_authors(
+    conn: &rusqlite::Connection,
+    users: &UserCards,
+    before: BeforeRead,
+    rows: Vec<(i64, Post)>,
+) -> StoreResult<Vec<Post>> {
+    let authors: Vec<i64> = rows.iter().map(|&(author, _)| author).collect();
+    let cards = users.cards(conn, &authors, before)?;
+    Ok(rows
+        .into_iter()
+        .zip(cards)
+        .filter_map(|((_, mut post), card)| {
+            post.username.clone_from(&card?.username);
+            Some(post)
+        })
+        .collect())
 }
 
 fn post_exists(conn: &rusqlite::Connection, post_id: i64) -> StoreResult<bool> {
@@ -194,8 +199,11 @@ impl PostStore for SqliteStore {
     async fn post(&self, post_id: i64) -> StoreResult<Option<Post>> {
         let users = self.users.clone();
         let before = users.before_read();
-        self.read(move |conn| post_by_id(conn, &users, before, post_id))
-            .await
+        self.read(move |conn| {
+            let row = post_row(conn, post_id)?;
+            Ok(with_authors(conn, &users, before, row.into_iter().collect())?.pop())
+        })
+        .await
     }
 
     async fn posts_by(&self, username: &str, page: PageRequest) -> StoreResult<Page<Post>> {
@@ -278,10 +286,12 @@ impl PostStore for SqliteStore {
                     },
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
+            let authors: Vec<i64> = rows.iter().map(|&(author, _)| author).collect();
+            let cards = users.cards(conn, &authors, before)?;
             let mut replies = Vec::with_capacity(rows.len());
-            for (author, mut reply) in rows {
-                // As a join would, a reply whose author is missing is skipped.
-                if let Some(card) = users.card(conn, author, before)? {
+            // As a join would, a reply whose author is missing is skipped.
+            for ((_, mut reply), card) in rows.into_iter().zip(cards) {
+                if let Some(card) = card {
                     reply.username.clone_from(&card.username);
                     reply.avatar_url.clone_from(&card.avatar_url);
                     replies.push(reply);
@@ -296,13 +306,11 @@ impl PostStore for SqliteStore {
         let users = self.users.clone();
         let before = users.before_read();
         self.read(move |conn| {
-            let mut posts = Vec::with_capacity(ids.len());
+            let mut rows = Vec::with_capacity(ids.len());
             for id in ids {
-                if let Some(post) = post_by_id(conn, &users, before, id)? {
-                    posts.push(post);
-                }
+                rows.extend(post_row(conn, id)?);
             }
-            Ok(posts)
+            with_authors(conn, &users, before, rows)
         })
         .await
     }

@@ -78,6 +78,26 @@ impl UserCards {
         Ok(card)
     }
 
+    /// The cards of `ids`, in their order, as `card` finds them; looked up
+    /// under one lock (a page of the inbox asks for 100).
+    pub fn cards(
+        &self,
+        conn: &Connection,
+        ids: &[i64],
+        before: BeforeRead,
+    ) -> StoreResult<Vec<Option<Arc<UserCard>>>> {
+        let mut found: Vec<Option<Arc<UserCard>>> = {
+            let inner = self.lock();
+            ids.iter().map(|id| inner.cards.get(id).cloned()).collect()
+        };
+        for (card, &id) in found.iter_mut().zip(ids) {
+            if card.is_none() {
+                *card = self.card(conn, id, before)?;
+            }
+        }
+        Ok(found)
+    }
+
     /// The user named `username` (ignoring case), as `card` finds users by id.
     pub fn by_name(
         &self,
@@ -177,6 +197,21 @@ mod tests {
         cards.changed(1);
         assert_eq!(avatar(&cards, &conn, 1).as_deref(), Some("x.png"));
         assert_eq!(avatar(&cards, &conn, 3), None);
+    }
+
+    #[test]
+    fn cards_come_in_the_order_asked_with_none_for_unknown_ids() {
+        let (conn, cards) = (db(), UserCards::default());
+        assert!(avatar(&cards, &conn, 2).is_some());
+        let before = cards.before_read();
+        let names: Vec<Option<String>> = cards
+            .cards(&conn, &[2, 3, 1, 2], before)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.map(|c| c.username.clone()))
+            .collect();
+        let expected = [Some("bob"), None, Some("ann"), Some("bob")];
+        assert_eq!(names, expected.map(|n| n.map(String::from)));
     }
 
     #[test]
