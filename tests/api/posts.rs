@@ -1,3 +1,4 @@
+use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -312,5 +313,82 @@ async fn the_feed_finds_followed_and_global_posts_after_a_restart() {
             "global before restart",
             "followed before restart"
         ]
+    );
+}
+
+/// The votes on `post` as the viewer's feed shows them; `None` if it is not there.
+async fn feed_counts(app: &TestApp, viewer: &str, post: i64) -> Option<(i64, i64)> {
+    let v = body(app.get("/api/fyp", Some(viewer)).await).await;
+    let posts = v["posts"].as_array().unwrap();
+    assert_eq!(posts.len(), 30);
+    posts.iter().find(|p| p["id"] == post).map(|p| {
+        (
+            p["upvotes"].as_i64().unwrap(),
+            p["downvotes"].as_i64().unwrap(),
+        )
+    })
+}
+
+/// Posts older than the newest 1,000 make the feed's archive share. Here
+/// there is one, so every feed shows it; a vote on it must show at once,
+/// by id and in the next feed (the SQLite store keeps the rows of posts
+/// it read in memory: the feed put this one there).
+#[tokio::test]
+async fn an_archive_post_in_the_feed_shows_the_votes_it_just_got() {
+    let app = spawn_app().await;
+    let (_, author) = app.new_user("aa").await;
+    let (_, viewer) = app.new_user("av").await;
+    let (_, voter) = app.new_user("ao").await;
+    let resp = app
+        .post_json(
+            "/api/create_post",
+            Some(&author),
+            json!({"content": "the only archive post"}),
+        )
+        .await;
+    let old = body(resp).await["id"].as_i64().unwrap();
+    // 1,000 newer posts fill the global window (50 at a time).
+    for round in 0..20 {
+        let contents: Vec<String> = (0..50).map(|i| format!("w{round}.{i}")).collect();
+        join_all(contents.iter().map(|c| post_as(&app, &author, c))).await;
+    }
+    assert_eq!(feed_counts(&app, &viewer, old).await, Some((0, 0)));
+    for (vote, counts) in [("up", (1, 0)), ("down", (0, 1))] {
+        let resp = app
+            .post_json(
+                "/api/vote_post",
+                Some(&voter),
+                json!({"post_id": old, "vote_type": vote}),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let v = body(app.get(&format!("/api/get_post_by_id/{old}"), None).await).await;
+        let by_id = (
+            v["upvotes"].as_i64().unwrap(),
+            v["downvotes"].as_i64().unwrap(),
+        );
+        assert_eq!(by_id, counts, "after the {vote} vote");
+        assert_eq!(
+            feed_counts(&app, &viewer, old).await,
+            Some(counts),
+            "after the {vote} vote"
+        );
+    }
+    let resp = app
+        .post_json(
+            "/api/reply_to_post",
+            Some(&voter),
+            json!({"post_id": old, "content": "a reply"}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let v = body(app.get(&format!("/api/get_post_by_id/{old}"), None).await).await;
+    assert_eq!(
+        (
+            v["upvotes"].as_i64(),
+            v["downvotes"].as_i64(),
+            v["replies"].as_i64()
+        ),
+        (Some(0), Some(1), Some(1))
     );
 }

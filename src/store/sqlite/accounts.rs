@@ -365,7 +365,12 @@ impl AccountStore for SqliteStore {
     }
 
     async fn delete_account(&self, user_id: i64) -> StoreResult<DeletedAccount> {
-        let deleted = self.write(move |tx| erase_user(tx, user_id)).await?;
+        let deleted = self.write(move |tx| erase_user(tx, user_id)).await;
+        // The posts' caches are dropped whatever the outcome: the commit may
+        // have happened even if its fsync failed.
+        self.post_rows.all_changed();
+        self.archive.forget_all();
+        let deleted = deleted?;
         self.recent.forget_author(user_id);
         self.sessions.forget(|_, user| user.id == user_id);
         self.users.changed(user_id);

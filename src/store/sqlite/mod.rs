@@ -9,10 +9,12 @@
 //! statement is reused.
 
 mod accounts;
+mod archive;
 mod backup;
 mod bulk;
 mod check;
 mod inbox;
+mod post_rows;
 mod posts;
 mod recent;
 mod room_cache;
@@ -36,8 +38,8 @@ pub use bulk::BulkImport;
 pub use check::check_database;
 
 use self::{
-    recent::RecentPosts, room_cache::RoomMessageCache, sessions::SessionCache,
-    user_cards::UserCards, writer::Writer,
+    archive::ArchiveSample, post_rows::PostRows, recent::RecentPosts, room_cache::RoomMessageCache,
+    sessions::SessionCache, user_cards::UserCards, writer::Writer,
 };
 use super::{Page, PoolFigures, PoolStats, StoreError, StoreResult};
 
@@ -70,6 +72,10 @@ pub struct SqliteStore {
     room_messages: Arc<RoomMessageCache>,
     /// Users' names and avatars once read (see `user_cards`).
     users: Arc<UserCards>,
+    /// Posts' rows once read (see `post_rows`).
+    post_rows: Arc<PostRows>,
+    /// Old posts the feed's archive share is drawn from (see `archive`).
+    archive: Arc<ArchiveSample>,
 }
 
 /// Distinct SQL texts a connection keeps prepared; above the number of
@@ -166,6 +172,8 @@ impl SqliteStore {
             sessions: Arc::default(),
             room_messages: Arc::default(),
             users: Arc::default(),
+            post_rows: Arc::default(),
+            archive: Arc::default(),
         })
     }
 

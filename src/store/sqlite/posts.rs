@@ -4,7 +4,10 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::{
-    SqliteStore, into_page,
+    SqliteStore,
+    archive::Draw,
+    into_page,
+    post_rows::{self, PostRow, PostRows},
     recent::{KEPT_PER_USER, RecentPost},
     user_cards::{BeforeRead, UserCards},
 };
@@ -13,24 +16,66 @@ use crate::store::{
     posts::{FeedCandidates, FeedQuery, Post, PostStore, Reply, TagUse, VoteCounts, VoteKind},
 };
 
-/// A post by id with its author's id; the name is filled in by `with_authors`.
-fn post_row(conn: &rusqlite::Connection, post_id: i64) -> StoreResult<Option<(i64, Post)>> {
+/// Where rows read from SQLite go.
+#[derive(Clone, Copy)]
+enum Keep {
+    /// Into the post-row cache (the feed's posts: read by many viewers).
+    Cached,
+    /// Nowhere (a post by id: at random over all posts under load, where
+    /// filling the cache cost more than its hits saved).
+    Not,
+}
+
+/// Posts by id with their authors' ids (the names are filled in by
+/// `with_authors`), in the order of `ids`, missing ones left out: from the
+/// post-row cache, or else read from `conn` (inside the read that began
+/// after `before`).
+fn post_rows(
+    conn: &rusqlite::Connection,
+    cache: &PostRows,
+    before: post_rows::BeforeRead,
+    ids: &[i64],
+    keep: Keep,
+) -> StoreResult<Vec<(i64, Post)>> {
+    let mut found = cache.get_many(ids);
+    let mut read = Vec::new();
+    for (slot, &id) in found.iter_mut().zip(ids) {
+        if slot.is_none() {
+            *slot = read_post_row(conn, id)?;
+            if let Keep::Cached = keep {
+                read.extend(slot.iter().cloned());
+            }
+        }
+    }
+    if !read.is_empty() {
+        cache.fill(read, before);
+    }
+    Ok(found
+        .into_iter()
+        .flatten()
+        .map(|row| (row.author, row.post))
+        .collect())
+}
+
+fn read_post_row(conn: &rusqlite::Connection, post_id: i64) -> StoreResult<Option<PostRow>> {
     Ok(conn
         .prepare_cached(
             "SELECT user_id, content, created_at, upvotes, downvotes, replies
              FROM posts WHERE id = ?1",
         )?
         .query_row([post_id], |r| {
-            let post = Post {
-                id: post_id,
-                username: String::new(),
-                content: r.get(1)?,
-                created_at: r.get(2)?,
-                upvotes: r.get(3)?,
-                downvotes: r.get(4)?,
-                replies: r.get(5)?,
-            };
-            Ok((r.get(0)?, post))
+            Ok(PostRow {
+                author: r.get(0)?,
+                post: Post {
+                    id: post_id,
+                    username: String::new(),
+                    content: r.get(1)?,
+                    created_at: r.get(2)?,
+                    upvotes: r.get(3)?,
+                    downvotes: r.get(4)?,
+                    replies: r.get(5)?,
+                },
+            })
         })
         .optional()?)
 }
@@ -197,11 +242,11 @@ impl PostStore for SqliteStore {
     }
 
     async fn post(&self, post_id: i64) -> StoreResult<Option<Post>> {
-        let users = self.users.clone();
-        let before = users.before_read();
+        let (users, rows) = (self.users.clone(), self.post_rows.clone());
+        let (before, rows_before) = (users.before_read(), rows.before_read());
         self.read(move |conn| {
-            let row = post_row(conn, post_id)?;
-            Ok(with_authors(conn, &users, before, row.into_iter().collect())?.pop())
+            let row = post_rows(conn, &rows, rows_before, &[post_id], Keep::Not)?;
+            Ok(with_authors(conn, &users, before, row)?.pop())
         })
         .await
     }
@@ -242,8 +287,11 @@ impl PostStore for SqliteStore {
     }
 
     async fn vote(&self, voter: i64, post_id: i64, kind: VoteKind) -> StoreResult<VoteCounts> {
-        self.write(move |tx| apply_vote(tx, voter, post_id, kind))
-            .await
+        let outcome = self
+            .write(move |tx| apply_vote(tx, voter, post_id, kind))
+            .await;
+        self.post_rows.changed(post_id);
+        outcome
     }
 
     async fn create_reply(
@@ -254,8 +302,11 @@ impl PostStore for SqliteStore {
         content: String,
         now: UnixSeconds,
     ) -> StoreResult<i64> {
-        self.write(move |tx| insert_reply(tx, author, post_id, parent_id, &content, now))
-            .await
+        let outcome = self
+            .write(move |tx| insert_reply(tx, author, post_id, parent_id, &content, now))
+            .await;
+        self.post_rows.changed(post_id);
+        outcome
     }
 
     async fn replies(&self, post_id: i64, page: PageRequest) -> StoreResult<Page<Reply>> {
@@ -303,20 +354,19 @@ impl PostStore for SqliteStore {
     }
 
     async fn posts_by_ids(&self, ids: Vec<i64>) -> StoreResult<Vec<Post>> {
-        let users = self.users.clone();
-        let before = users.before_read();
+        let (users, rows) = (self.users.clone(), self.post_rows.clone());
+        let (before, rows_before) = (users.before_read(), rows.before_read());
         self.read(move |conn| {
-            let mut rows = Vec::with_capacity(ids.len());
-            for id in ids {
-                rows.extend(post_row(conn, id)?);
-            }
-            with_authors(conn, &users, before, rows)
+            let found = post_rows(conn, &rows, rows_before, &ids, Keep::Cached)?;
+            with_authors(conn, &users, before, found)
         })
         .await
     }
 
     async fn feed_candidates(&self, query: FeedQuery) -> StoreResult<FeedCandidates> {
         let recent = self.recent.clone();
+        let (archive, rows) = (self.archive.clone(), self.post_rows.clone());
+        let rows_before = rows.before_read();
         self.read(move |conn| {
             let q = query;
             // Sorted by the index, for the binary searches below.
@@ -397,29 +447,17 @@ impl PostStore for SqliteStore {
             }
             followed.sort_unstable_by(|a, b| b.cmp(a));
             followed.truncate(q.followed);
-            // Archive: random probes into the ids below the window, each an index seek.
-            let archive_wanted = q.archive_wanted(followed.len() + global.len());
-            let mut archive = Vec::new();
-            if window_floor > 1 {
-                let mut probe = conn.prepare_cached(
-                    "SELECT id FROM posts WHERE id >= ?1 AND id < ?2 AND user_id != ?3
-                     ORDER BY id LIMIT 1",
-                )?;
-                for _ in 0..archive_wanted * 3 {
-                    if archive.len() >= archive_wanted {
-                        break;
-                    }
-                    let start = rand::random_range(1..window_floor);
-                    if let Some(id) = probe
-                        .query_row(params![start, window_floor, q.viewer], |r| r.get(0))
-                        .optional()?
-                        && !archive.contains(&id)
-                        && !followed.contains(&id)
-                    {
-                        archive.push(id);
-                    }
-                }
-            }
+            let archive = archive.draw(
+                conn,
+                &Draw {
+                    viewer: q.viewer,
+                    below: window_floor,
+                    exclude: &followed,
+                    wanted: q.archive_wanted(followed.len() + global.len()),
+                },
+                &rows,
+                rows_before,
+            )?;
             Ok(FeedCandidates {
                 followed,
                 global,

@@ -1,0 +1,277 @@
+//! The feed's archive share, drawn from a sample of old posts kept in memory.
+//!
+//! An archive post is a random post older than the global window. Each
+//! draw used to be a random seek into the posts table, and at a million
+//! posts every one of them landed on a page outside SQLite's cache: six or
+//! seven such seeks were 30% of the feed's CPU. Instead the store keeps a
+//! sample of up to [`SAMPLE_SIZE`] old posts; each feed draws its share
+//! from the sample and replaces one entry with a fresh random seek, so the
+//! sample keeps turning over with the traffic (the whole of it every
+//! [`SAMPLE_SIZE`] feeds). Until the sample is full, a feed makes as many
+//! seeks as it draws posts, as before.
+
+use std::sync::{Mutex, MutexGuard};
+
+use rand::Rng;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::post_rows::{self, PostRow, PostRows};
+use crate::store::{StoreResult, posts::Post};
+
+/// Old posts kept in the sample.
+pub(super) const SAMPLE_SIZE: usize = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    id: i64,
+    author: i64,
+}
+
+#[derive(Default)]
+pub(super) struct ArchiveSample {
+    entries: Mutex<Vec<Entry>>,
+}
+
+/// Who the archive posts are for and what they must not repeat.
+pub(super) struct Draw<'a> {
+    pub viewer: i64,
+    /// Archive posts have ids below this (the oldest post in the window).
+    pub below: i64,
+    /// Posts already on the page.
+    pub exclude: &'a [i64],
+    pub wanted: usize,
+}
+
+impl ArchiveSample {
+    /// Up to `draw.wanted` distinct archive posts, none by the viewer nor
+    /// in `draw.exclude`. The rows the seeks read go into `rows`, where
+    /// the feed then finds them.
+    pub fn draw(
+        &self,
+        conn: &Connection,
+        draw: &Draw,
+        rows: &PostRows,
+        before: post_rows::BeforeRead,
+    ) -> StoreResult<Vec<i64>> {
+        if draw.below <= 1 || draw.wanted == 0 {
+            return Ok(Vec::new());
+        }
+        let seeks = if self.lock().len() < SAMPLE_SIZE {
+            draw.wanted * 3
+        } else {
+            1
+        };
+        let mut found = Vec::with_capacity(seeks);
+        let mut seek = conn.prepare_cached(
+            "SELECT id, user_id, content, created_at, upvotes, downvotes, replies
+             FROM posts WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 1",
+        )?;
+        for _ in 0..seeks {
+            let start = rand::random_range(1..draw.below);
+            let row = seek
+                .query_row(params![start, draw.below], |r| {
+                    Ok(PostRow {
+                        author: r.get(1)?,
+                        post: Post {
+                            id: r.get(0)?,
+                            username: String::new(),
+                            content: r.get(2)?,
+                            created_at: r.get(3)?,
+                            upvotes: r.get(4)?,
+                            downvotes: r.get(5)?,
+                            replies: r.get(6)?,
+                        },
+                    })
+                })
+                .optional()?;
+            found.extend(row);
+        }
+        let entries: Vec<Entry> = found
+            .iter()
+            .map(|row| Entry {
+                id: row.post.id,
+                author: row.author,
+            })
+            .collect();
+        rows.fill(found, before);
+        let mut sample = self.lock();
+        for entry in entries {
+            add(&mut sample, entry);
+        }
+        Ok(pick(&sample, draw))
+    }
+
+    /// After posts were deleted: the sample starts over.
+    pub fn forget_all(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Adds `entry` unless present; once the sample is full, in the place of
+/// a random entry.
+fn add(sample: &mut Vec<Entry>, entry: Entry) {
+    if sample.contains(&entry) {
+        return;
+    }
+    if sample.len() < SAMPLE_SIZE {
+        sample.push(entry);
+    } else {
+        let slot = rand::random_range(0..sample.len());
+        sample[slot] = entry;
+    }
+}
+
+/// `draw.wanted` distinct eligible ids from the sample, at random.
+fn pick(sample: &[Entry], draw: &Draw) -> Vec<i64> {
+    let eligible =
+        |e: &Entry| e.id < draw.below && e.author != draw.viewer && !draw.exclude.contains(&e.id);
+    let mut picked: Vec<i64> = Vec::with_capacity(draw.wanted);
+    let mut rng = rand::rng();
+    // Random tries first: with a full sample nearly every entry qualifies.
+    for _ in 0..draw.wanted * 4 {
+        if picked.len() >= draw.wanted || sample.is_empty() {
+            return picked;
+        }
+        let entry = sample[rng.random_range(0..sample.len())];
+        if eligible(&entry) && !picked.contains(&entry.id) {
+            picked.push(entry.id);
+        }
+    }
+    // Few qualify: take them in a random order.
+    let mut rest: Vec<i64> = sample
+        .iter()
+        .filter(|e| eligible(e) && !picked.contains(&e.id))
+        .map(|e| e.id)
+        .collect();
+    while picked.len() < draw.wanted && !rest.is_empty() {
+        picked.push(rest.swap_remove(rng.random_range(0..rest.len())));
+    }
+    picked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` posts: odd ids by author 2, even ids by author 1.
+    fn db(n: i64) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE posts (id INTEGER PRIMARY KEY, user_id INTEGER, content TEXT,
+                 created_at INTEGER, upvotes INTEGER, downvotes INTEGER, replies INTEGER);",
+        )
+        .unwrap();
+        for id in 1..=n {
+            conn.execute(
+                "INSERT INTO posts VALUES (?1, ?2, 'x', 0, 0, 0, 0)",
+                params![id, 1 + id % 2],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
+    fn draw_for(sample: &ArchiveSample, conn: &Connection, d: &Draw) -> Vec<i64> {
+        let rows = PostRows::default();
+        let before = rows.before_read();
+        sample.draw(conn, d, &rows, before).unwrap()
+    }
+
+    #[test]
+    fn draws_distinct_old_posts_not_by_the_viewer_nor_on_the_page() {
+        let conn = db(2_000);
+        let sample = ArchiveSample::default();
+        let d = Draw {
+            viewer: 2,
+            below: 1_500,
+            exclude: &[2, 4, 6],
+            wanted: 6,
+        };
+        // Until the sample is full, a draw may find fewer than it wants
+        // (half the seeks find the viewer's own posts).
+        while sample.lock().len() < SAMPLE_SIZE {
+            draw_for(&sample, &conn, &d);
+        }
+        for _ in 0..200 {
+            let ids = draw_for(&sample, &conn, &d);
+            assert_eq!(ids.len(), 6, "{ids:?}");
+            let mut distinct = ids.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 6, "{ids:?}");
+            for id in ids {
+                assert!(
+                    id < 1_500 && id % 2 == 0 && ![2, 4, 6].contains(&id),
+                    "{id}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_sample_keeps_turning_over() {
+        let conn = db(20_000);
+        let sample = ArchiveSample::default();
+        let d = Draw {
+            viewer: 0,
+            below: 18_000,
+            exclude: &[],
+            wanted: 6,
+        };
+        while sample.lock().len() < SAMPLE_SIZE {
+            draw_for(&sample, &conn, &d);
+        }
+        let first: Vec<Entry> = sample.lock().clone();
+        for _ in 0..SAMPLE_SIZE * 4 {
+            draw_for(&sample, &conn, &d);
+        }
+        let kept = sample.lock().iter().filter(|e| first.contains(e)).count();
+        // Each entry survives 2,048 random replacements with p = e^-4.
+        assert!(
+            kept < SAMPLE_SIZE / 10,
+            "{kept} of {SAMPLE_SIZE} never replaced"
+        );
+    }
+
+    #[test]
+    fn a_small_archive_gives_what_it_has() {
+        let conn = db(5);
+        let sample = ArchiveSample::default();
+        let d = Draw {
+            viewer: 2,
+            below: 5,
+            exclude: &[],
+            wanted: 6,
+        };
+        // Each draw seeks 18 times until the sample is full: after ten,
+        // every one of the four old posts has been found.
+        let mut ids = Vec::new();
+        for _ in 0..10 {
+            ids = draw_for(&sample, &conn, &d);
+        }
+        ids.sort_unstable();
+        // Ids 1..4, of which the viewer (author 2) wrote 1 and 3.
+        assert_eq!(ids, vec![2, 4]);
+        assert!(draw_for(&sample, &conn, &Draw { below: 1, ..d }).is_empty());
+    }
+
+    #[test]
+    fn the_seeks_fill_the_post_rows() {
+        let conn = db(50);
+        let sample = ArchiveSample::default();
+        let rows = PostRows::default();
+        let before = rows.before_read();
+        let d = Draw {
+            viewer: 0,
+            below: 40,
+            exclude: &[],
+            wanted: 6,
+        };
+        let ids = sample.draw(&conn, &d, &rows, before).unwrap();
+        assert!(rows.get_many(&ids).iter().all(Option::is_some));
+    }
+}
