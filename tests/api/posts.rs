@@ -392,3 +392,39 @@ async fn an_archive_post_in_the_feed_shows_the_votes_it_just_got() {
         (Some(0), Some(1), Some(1))
     );
 }
+
+/// How many posts of `author` the viewer's feed shows.
+async fn feed_posts_by(app: &TestApp, viewer: &str, author: &str) -> usize {
+    let v = body(app.get("/api/fyp", Some(viewer)).await).await;
+    let posts = v["posts"].as_array().unwrap();
+    posts.iter().filter(|p| p["username"] == author).count()
+}
+
+/// The feed's followed share follows each follow and unfollow at once
+/// (the SQLite store keeps follow lists in memory once the feed read them).
+#[tokio::test]
+async fn the_feed_changes_at_once_when_the_viewer_follows_or_unfollows() {
+    let app = spawn_app().await;
+    let (_, viewer) = app.new_user("cv").await;
+    let (friend, friend_token) = app.new_user("cf").await;
+    let (_, stranger) = app.new_user("cs").await;
+    for (token, n) in [(&friend_token, 20), (&stranger, 40)] {
+        let contents: Vec<String> = (0..n).map(|i| format!("post {i}")).collect();
+        for content in &contents {
+            post_as(&app, token, content).await;
+        }
+    }
+    // The 30 newest posts are the stranger's.
+    assert_eq!(feed_posts_by(&app, &viewer, &friend).await, 0);
+    let resp = app
+        .post_json("/api/follow", Some(&viewer), json!({"username": friend}))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    // The followed share, and what the empty archive share leaves to it.
+    assert_eq!(feed_posts_by(&app, &viewer, &friend).await, 18);
+    let resp = app
+        .post_json("/api/unfollow", Some(&viewer), json!({"username": friend}))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(feed_posts_by(&app, &viewer, &friend).await, 0);
+}

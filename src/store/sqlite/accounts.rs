@@ -299,47 +299,53 @@ impl AccountStore for SqliteStore {
 
     async fn follow(&self, follower: i64, followee: &str) -> StoreResult<UserRef> {
         let followee = followee.to_owned();
-        self.write(move |tx| {
-            let target = require_user(tx, &followee)?;
-            if target.id == follower {
-                return Err(StoreError::conflict("you cannot follow yourself"));
-            }
-            if !insert_follow(tx, follower, target.id, now())? {
-                return Err(StoreError::conflict(format!(
-                    "already following {}",
-                    target.username
-                )));
-            }
-            Ok(target)
-        })
-        .await
+        let outcome = self
+            .write(move |tx| {
+                let target = require_user(tx, &followee)?;
+                if target.id == follower {
+                    return Err(StoreError::conflict("you cannot follow yourself"));
+                }
+                if !insert_follow(tx, follower, target.id, now())? {
+                    return Err(StoreError::conflict(format!(
+                        "already following {}",
+                        target.username
+                    )));
+                }
+                Ok(target)
+            })
+            .await;
+        self.follows.changed(follower);
+        outcome
     }
 
     async fn unfollow(&self, follower: i64, followee: &str) -> StoreResult<UserRef> {
         let followee = followee.to_owned();
-        self.write(move |tx| {
-            let target = require_user(tx, &followee)?;
-            let removed = tx.execute(
-                "DELETE FROM follows WHERE follower_id = ?1 AND followee_id = ?2",
-                params![follower, target.id],
-            )?;
-            if removed == 0 {
-                return Err(StoreError::conflict(format!(
-                    "you are not following {}",
-                    target.username
-                )));
-            }
-            tx.execute(
-                "UPDATE users SET following = following - 1 WHERE id = ?1",
-                [follower],
-            )?;
-            tx.execute(
-                "UPDATE users SET followers = followers - 1 WHERE id = ?1",
-                [target.id],
-            )?;
-            Ok(target)
-        })
-        .await
+        let outcome = self
+            .write(move |tx| {
+                let target = require_user(tx, &followee)?;
+                let removed = tx.execute(
+                    "DELETE FROM follows WHERE follower_id = ?1 AND followee_id = ?2",
+                    params![follower, target.id],
+                )?;
+                if removed == 0 {
+                    return Err(StoreError::conflict(format!(
+                        "you are not following {}",
+                        target.username
+                    )));
+                }
+                tx.execute(
+                    "UPDATE users SET following = following - 1 WHERE id = ?1",
+                    [follower],
+                )?;
+                tx.execute(
+                    "UPDATE users SET followers = followers - 1 WHERE id = ?1",
+                    [target.id],
+                )?;
+                Ok(target)
+            })
+            .await;
+        self.follows.changed(follower);
+        outcome
     }
 
     async fn is_following(&self, follower: i64, followee: &str) -> StoreResult<bool> {
@@ -366,9 +372,10 @@ impl AccountStore for SqliteStore {
 
     async fn delete_account(&self, user_id: i64) -> StoreResult<DeletedAccount> {
         let deleted = self.write(move |tx| erase_user(tx, user_id)).await;
-        // The posts' caches are dropped whatever the outcome: the commit may
+        // These caches are dropped whatever the outcome: the commit may
         // have happened even if its fsync failed.
         self.post_rows.all_changed();
+        self.follows.all_changed();
         self.archive.forget_all();
         let deleted = deleted?;
         self.recent.forget_author(user_id);

@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::post_rows::{self, PostRow, PostRows};
+use super::exact_cache::{BeforeRead, ExactCache, PostRow};
 use crate::store::{StoreResult, posts::Post};
 
 /// Old posts kept in the sample.
@@ -50,8 +50,8 @@ impl ArchiveSample {
         &self,
         conn: &Connection,
         draw: &Draw,
-        rows: &PostRows,
-        before: post_rows::BeforeRead,
+        rows: &ExactCache<PostRow>,
+        before: BeforeRead,
     ) -> StoreResult<Vec<i64>> {
         if draw.below <= 1 || draw.wanted == 0 {
             return Ok(Vec::new());
@@ -93,7 +93,7 @@ impl ArchiveSample {
                 author: row.author,
             })
             .collect();
-        rows.fill(found, before);
+        rows.fill(found.into_iter().map(|row| (row.post.id, row)), before);
         let mut sample = self.lock();
         for entry in entries {
             add(&mut sample, entry);
@@ -176,7 +176,7 @@ mod tests {
     }
 
     fn draw_for(sample: &ArchiveSample, conn: &Connection, d: &Draw) -> Vec<i64> {
-        let rows = PostRows::default();
+        let rows: ExactCache<PostRow> = ExactCache::new(1_000);
         let before = rows.before_read();
         sample.draw(conn, d, &rows, before).unwrap()
     }
@@ -263,7 +263,7 @@ mod tests {
     fn the_seeks_fill_the_post_rows() {
         let conn = db(50);
         let sample = ArchiveSample::default();
-        let rows = PostRows::default();
+        let rows: ExactCache<PostRow> = ExactCache::new(1_000);
         let before = rows.before_read();
         let d = Draw {
             viewer: 0,
@@ -272,6 +272,6 @@ mod tests {
             wanted: 6,
         };
         let ids = sample.draw(&conn, &d, &rows, before).unwrap();
-        assert!(rows.get_many(&ids).iter().all(Option::is_some));
+        assert!(ids.iter().all(|&id| rows.get(id).is_some()));
     }
 }

@@ -13,8 +13,8 @@ mod archive;
 mod backup;
 mod bulk;
 mod check;
+mod exact_cache;
 mod inbox;
-mod post_rows;
 mod posts;
 mod recent;
 mod room_cache;
@@ -38,8 +38,13 @@ pub use bulk::BulkImport;
 pub use check::check_database;
 
 use self::{
-    archive::ArchiveSample, post_rows::PostRows, recent::RecentPosts, room_cache::RoomMessageCache,
-    sessions::SessionCache, user_cards::UserCards, writer::Writer,
+    archive::ArchiveSample,
+    exact_cache::{ExactCache, PostRow},
+    recent::RecentPosts,
+    room_cache::RoomMessageCache,
+    sessions::SessionCache,
+    user_cards::UserCards,
+    writer::Writer,
 };
 use super::{Page, PoolFigures, PoolStats, StoreError, StoreResult};
 
@@ -72,11 +77,22 @@ pub struct SqliteStore {
     room_messages: Arc<RoomMessageCache>,
     /// Users' names and avatars once read (see `user_cards`).
     users: Arc<UserCards>,
-    /// Posts' rows once read (see `post_rows`).
-    post_rows: Arc<PostRows>,
+    /// Posts' rows once read by the feed, by id (see `exact_cache`). The
+    /// feed reads 30 posts by id, and at a million posts most of them lie
+    /// on pages outside SQLite's cache (a `pread` from the OS cache each).
+    post_rows: Arc<ExactCache<PostRow>>,
+    /// Whom each user follows (ids, sorted), once read by the feed.
+    follows: Arc<ExactCache<Arc<[i64]>>>,
     /// Old posts the feed's archive share is drawn from (see `archive`).
     archive: Arc<ArchiveSample>,
 }
+
+/// Posts' rows kept in memory at most: about 250 bytes each with their
+/// content, so at most ~25 MB.
+const MAX_CACHED_POSTS: usize = 100_000;
+
+/// Follow lists kept in memory at most (8 bytes a followee).
+const MAX_CACHED_FOLLOW_LISTS: usize = 100_000;
 
 /// Distinct SQL texts a connection keeps prepared; above the number of
 /// queries the store runs, so none is ever evicted and re-parsed.
@@ -172,7 +188,8 @@ impl SqliteStore {
             sessions: Arc::default(),
             room_messages: Arc::default(),
             users: Arc::default(),
-            post_rows: Arc::default(),
+            post_rows: Arc::new(ExactCache::new(MAX_CACHED_POSTS)),
+            follows: Arc::new(ExactCache::new(MAX_CACHED_FOLLOW_LISTS)),
             archive: Arc::default(),
         })
     }

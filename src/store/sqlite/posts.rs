@@ -1,13 +1,15 @@
 //! Posts, votes, replies, feed candidates and trending on SQLite.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::{
     SqliteStore,
     archive::Draw,
+    exact_cache::{self, ExactCache, PostRow},
     into_page,
-    post_rows::{self, PostRow, PostRows},
     recent::{KEPT_PER_USER, RecentPost},
     user_cards::{BeforeRead, UserCards},
 };
@@ -32,8 +34,8 @@ enum Keep {
 /// after `before`).
 fn post_rows(
     conn: &rusqlite::Connection,
-    cache: &PostRows,
-    before: post_rows::BeforeRead,
+    cache: &ExactCache<PostRow>,
+    before: exact_cache::BeforeRead,
     ids: &[i64],
     keep: Keep,
 ) -> StoreResult<Vec<(i64, Post)>> {
@@ -43,7 +45,7 @@ fn post_rows(
         if slot.is_none() {
             *slot = read_post_row(conn, id)?;
             if let Keep::Cached = keep {
-                read.extend(slot.iter().cloned());
+                read.extend(slot.iter().map(|row| (id, row.clone())));
             }
         }
     }
@@ -366,15 +368,24 @@ impl PostStore for SqliteStore {
     async fn feed_candidates(&self, query: FeedQuery) -> StoreResult<FeedCandidates> {
         let recent = self.recent.clone();
         let (archive, rows) = (self.archive.clone(), self.post_rows.clone());
-        let rows_before = rows.before_read();
+        let follows = self.follows.clone();
+        let (rows_before, follows_before) = (rows.before_read(), follows.before_read());
         self.read(move |conn| {
             let q = query;
-            // Sorted by the index, for the binary searches below.
-            let mut followees: Vec<i64> = conn
-                .prepare_cached("SELECT followee_id FROM follows WHERE follower_id = ?1")?
-                .query_map([q.viewer], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            followees.sort_unstable();
+            // Sorted, for the binary searches below.
+            let followees = match follows.get(q.viewer) {
+                Some(followees) => followees,
+                None => {
+                    let mut ids: Vec<i64> = conn
+                        .prepare_cached("SELECT followee_id FROM follows WHERE follower_id = ?1")?
+                        .query_map([q.viewer], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?;
+                    ids.sort_unstable();
+                    let ids: Arc<[i64]> = ids.into();
+                    follows.fill([(q.viewer, ids.clone())], follows_before);
+                    ids
+                }
+            };
             // The newest followed posts come from the followees who posted
             // most recently, so only that many followees are looked at.
             // When there are that many, each of them has a post at or above

@@ -1,14 +1,11 @@
-//! Posts' rows by id, kept in memory and exact.
+//! Values by id kept in memory and exact: the store drops an entry after
+//! each commit that changed it.
 //!
-//! The feed reads 30 posts by id, and at a million posts most of them lie
-//! on pages outside SQLite's cache (a `pread` from the OS cache each: 15%
-//! of the feed's CPU). A post's content and author never change; its
-//! counters change with every vote and reply, so the store drops the
-//! post's entry after each such commit, and all entries after an account
-//! is deleted (its posts go, and counters of posts it voted on or replied
-//! to change). As with the user cards, a read that may have begun before
-//! such a commit does not fill the cache: each post id maps to a stripe
-//! that remembers the last change in it.
+//! Used for posts' rows and follow lists (`post_rows` and `follows` in the
+//! SQLite store). A read may have begun before such a commit and so hold
+//! what it replaced; as with the user cards, such a read does not fill the
+//! cache. Each id maps to a stripe that remembers the last change in it,
+//! so that a change to one id turns away only the fills of its stripe.
 
 use std::{
     collections::HashMap,
@@ -17,12 +14,7 @@ use std::{
 
 use crate::store::posts::Post;
 
-/// Beyond this many cached posts the cache starts over (about 250 bytes
-/// each with their content: at most ~25 MB).
-const MAX_ENTRIES: usize = 100_000;
-
-/// Change stripes; a change to one post stops fills of the others in its
-/// stripe too, so more stripes mean fewer fills turned away under votes.
+/// Change stripes; more stripes mean fewer fills turned away under writes.
 const STRIPES: usize = 4096;
 
 /// A post's row without its author's name (that comes from the user cards).
@@ -32,13 +24,15 @@ pub(super) struct PostRow {
     pub post: Post,
 }
 
-pub(super) struct PostRows {
-    inner: Mutex<Inner>,
+pub(super) struct ExactCache<V> {
+    inner: Mutex<Inner<V>>,
+    /// Beyond this many entries the cache starts over.
+    max_entries: usize,
 }
 
-struct Inner {
-    rows: HashMap<i64, PostRow>,
-    /// Counts changes (of one post, or of all).
+struct Inner<V> {
+    values: HashMap<i64, V>,
+    /// Counts changes (of one id, or of all).
     changes: u64,
     /// For each stripe, the value of `changes` at its last change.
     changed_at: Box<[u64; STRIPES]>,
@@ -49,80 +43,72 @@ struct Inner {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct BeforeRead(u64);
 
-impl Default for PostRows {
-    fn default() -> Self {
-        PostRows {
+fn stripe(id: i64) -> usize {
+    id.rem_euclid(STRIPES as i64) as usize
+}
+
+impl<V: Clone> ExactCache<V> {
+    pub fn new(max_entries: usize) -> Self {
+        ExactCache {
             inner: Mutex::new(Inner {
-                rows: HashMap::new(),
+                values: HashMap::new(),
                 changes: 0,
                 changed_at: Box::new([0; STRIPES]),
             }),
+            max_entries,
         }
     }
-}
 
-fn stripe(post_id: i64) -> usize {
-    post_id.rem_euclid(STRIPES as i64) as usize
-}
-
-impl PostRows {
     pub fn before_read(&self) -> BeforeRead {
         BeforeRead(self.lock().changes)
     }
 
-    /// The cached rows of `ids`, in their order; `None` where not cached.
-    pub fn get_many(&self, ids: &[i64]) -> Vec<Option<PostRow>> {
+    pub fn get(&self, id: i64) -> Option<V> {
+        self.lock().values.get(&id).cloned()
+    }
+
+    /// The cached values of `ids`, in their order; `None` where not cached.
+    pub fn get_many(&self, ids: &[i64]) -> Vec<Option<V>> {
         let inner = self.lock();
-        ids.iter().map(|id| inner.rows.get(id).cloned()).collect()
+        ids.iter().map(|id| inner.values.get(id).cloned()).collect()
     }
 
-    /// Keeps rows read in a transaction that began after `before`, unless
-    /// their post changed since.
-    pub fn fill(&self, rows: impl IntoIterator<Item = PostRow>, before: BeforeRead) {
+    /// Keeps values read in a transaction that began after `before`,
+    /// unless their id changed since.
+    pub fn fill(&self, values: impl IntoIterator<Item = (i64, V)>, before: BeforeRead) {
         let mut inner = self.lock();
-        if inner.changes == before.0 {
-            // Nothing changed at all: the common case, no stripe to check.
-            for row in rows {
-                inner.insert(row);
-            }
-            return;
-        }
-        for row in rows {
-            if inner.changed_at[stripe(row.post.id)] <= before.0 {
-                inner.insert(row);
+        let unchanged = inner.changes == before.0;
+        for (id, value) in values {
+            // Nothing changed at all is the common case: no stripe to check.
+            if unchanged || inner.changed_at[stripe(id)] <= before.0 {
+                if inner.values.len() >= self.max_entries {
+                    inner.values.clear();
+                }
+                inner.values.insert(id, value);
             }
         }
     }
 
-    /// After a commit that changed (or may have changed) the post.
-    pub fn changed(&self, post_id: i64) {
+    /// After a commit that changed (or may have changed) the value of `id`.
+    pub fn changed(&self, id: i64) {
         let mut inner = self.lock();
         inner.changes += 1;
         let now = inner.changes;
-        inner.changed_at[stripe(post_id)] = now;
-        inner.rows.remove(&post_id);
+        inner.changed_at[stripe(id)] = now;
+        inner.values.remove(&id);
     }
 
-    /// After a commit that may have changed any post.
+    /// After a commit that may have changed any value.
     pub fn all_changed(&self) {
         let mut inner = self.lock();
         inner.changes += 1;
         let now = inner.changes;
         inner.changed_at.fill(now);
-        inner.rows.clear();
+        inner.values.clear();
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner<V>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Inner {
-    fn insert(&mut self, row: PostRow) {
-        if self.rows.len() >= MAX_ENTRIES {
-            self.rows.clear();
-        }
-        self.rows.insert(row.post.id, row);
     }
 }
 
@@ -130,8 +116,8 @@ impl Inner {
 mod tests {
     use super::*;
 
-    fn row(id: i64, upvotes: i64) -> PostRow {
-        PostRow {
+    fn row(id: i64, upvotes: i64) -> (i64, PostRow) {
+        let row = PostRow {
             author: 7,
             post: Post {
                 id,
@@ -142,16 +128,23 @@ mod tests {
                 downvotes: 0,
                 replies: 0,
             },
-        }
+        };
+        (id, row)
     }
 
-    fn upvotes(rows: &PostRows, id: i64) -> Option<i64> {
-        rows.get_many(&[id])[0].as_ref().map(|r| r.post.upvotes)
+    const MAX: usize = 1_000;
+
+    fn cache() -> ExactCache<PostRow> {
+        ExactCache::new(MAX)
+    }
+
+    fn upvotes(rows: &ExactCache<PostRow>, id: i64) -> Option<i64> {
+        rows.get(id).map(|r| r.post.upvotes)
     }
 
     #[test]
     fn a_filled_row_is_served_until_its_post_changes() {
-        let rows = PostRows::default();
+        let rows = cache();
         let before = rows.before_read();
         rows.fill([row(1, 0), row(2, 0)], before);
         assert_eq!(upvotes(&rows, 1), Some(0));
@@ -162,7 +155,7 @@ mod tests {
 
     #[test]
     fn a_read_that_began_before_a_change_does_not_fill_that_post() {
-        let rows = PostRows::default();
+        let rows = cache();
         let before = rows.before_read();
         // A vote on post 1 commits while the read is under way.
         rows.changed(1);
@@ -177,7 +170,7 @@ mod tests {
 
     #[test]
     fn a_change_to_all_posts_empties_the_cache_and_refuses_older_reads() {
-        let rows = PostRows::default();
+        let rows = cache();
         let before = rows.before_read();
         rows.fill([row(1, 0)], before);
         rows.all_changed();
@@ -188,12 +181,12 @@ mod tests {
 
     #[test]
     fn the_cache_starts_over_when_full() {
-        let rows = PostRows::default();
+        let rows = cache();
         let before = rows.before_read();
-        rows.fill((1..=MAX_ENTRIES as i64).map(|id| row(id, 0)), before);
-        assert_eq!(rows.lock().rows.len(), MAX_ENTRIES);
+        rows.fill((1..=MAX as i64).map(|id| row(id, 0)), before);
+        assert_eq!(rows.lock().values.len(), MAX);
         rows.fill([row(0, 0)], before);
-        assert_eq!(rows.lock().rows.len(), 1);
+        assert_eq!(rows.lock().values.len(), 1);
         assert_eq!(upvotes(&rows, 0), Some(0));
     }
 }
