@@ -1,7 +1,7 @@
 //! Direct messages on SQLite.
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, fallible_streaming_iterator::FallibleStreamingIterator, params};
 
 use super::{SqliteStore, accounts::user_by_name, into_page};
 use crate::store::{
@@ -33,52 +33,74 @@ struct StoredMessage {
     created_at: UnixSeconds,
 }
 
-fn stored_messages(
-    conn: &rusqlite::Connection,
-    sql: &str,
-    user_id: i64,
-    before: i64,
-    limit: i64,
-) -> StoreResult<Vec<StoredMessage>> {
-    Ok(conn
-        .prepare_cached(sql)?
-        .query_map(params![user_id, before, limit], |r| {
-            Ok(StoredMessage {
-                id: r.get(0)?,
-                sender_id: r.get(1)?,
-                recipient_id: r.get(2)?,
-                message: r.get(3)?,
-                created_at: r.get(4)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?)
+/// A newest-first list of messages whose next id can be looked at before
+/// the message is read: the merge copies out the text only of the
+/// messages it keeps (half of those the two sides hold, for a full page).
+trait NewestFirst {
+    fn next_id(&mut self) -> StoreResult<Option<i64>>;
+    /// Reads the next message and moves past it.
+    fn take(&mut self) -> StoreResult<StoredMessage>;
+    fn skip(&mut self) -> StoreResult<()>;
+}
+
+/// One side of the inbox as its statement steps through it.
+struct SideRows<'s>(rusqlite::Rows<'s>);
+
+impl<'s> SideRows<'s> {
+    fn start(mut rows: rusqlite::Rows<'s>) -> StoreResult<Self> {
+        rows.advance()?;
+        Ok(SideRows(rows))
+    }
+}
+
+impl NewestFirst for SideRows<'_> {
+    fn next_id(&mut self) -> StoreResult<Option<i64>> {
+        Ok(self.0.get().map(|r| r.get(0)).transpose()?)
+    }
+
+    fn take(&mut self) -> StoreResult<StoredMessage> {
+        let r = self
+            .0
+            .get()
+            .ok_or_else(|| StoreError::Other("no row to take".into()))?;
+        let message = StoredMessage {
+            id: r.get(0)?,
+            sender_id: r.get(1)?,
+            recipient_id: r.get(2)?,
+            message: r.get(3)?,
+            created_at: r.get(4)?,
+        };
+        self.0.advance()?;
+        Ok(message)
+    }
+
+    fn skip(&mut self) -> StoreResult<()> {
+        Ok(self.0.advance()?)
+    }
 }
 
 /// The newest `limit` of two newest-first lists; a message in both (one
 /// sent to oneself) once.
 fn merge_newest(
-    received: Vec<StoredMessage>,
-    sent: Vec<StoredMessage>,
+    received: &mut impl NewestFirst,
+    sent: &mut impl NewestFirst,
     limit: usize,
-) -> Vec<StoredMessage> {
-    let mut merged = Vec::with_capacity(limit.min(received.len() + sent.len()));
-    let (mut received, mut sent) = (received.into_iter().peekable(), sent.into_iter().peekable());
+) -> StoreResult<Vec<StoredMessage>> {
+    let mut merged = Vec::with_capacity(limit);
     while merged.len() < limit {
-        let next = match (received.peek(), sent.peek()) {
-            (Some(r), Some(s)) if r.id == s.id => {
-                sent.next();
-                received.next()
+        let next = match (received.next_id()?, sent.next_id()?) {
+            (Some(r), Some(s)) if r == s => {
+                sent.skip()?;
+                received.take()?
             }
-            (Some(r), Some(s)) if r.id < s.id => sent.next(),
-            (Some(_), _) => received.next(),
-            (None, _) => sent.next(),
+            (Some(r), Some(s)) if r < s => sent.take()?,
+            (Some(_), _) => received.take()?,
+            (None, Some(_)) => sent.take()?,
+            (None, None) => break,
         };
-        match next {
-            Some(message) => merged.push(message),
-            None => break,
-        }
+        merged.push(next);
     }
-    merged
+    Ok(merged)
 }
 
 /// Stores a direct message; shared by the store method and the bulk importer (bulk.rs).
@@ -131,9 +153,13 @@ impl InboxStore for SqliteStore {
         let before_read = users.before_read();
         self.read(move |conn| {
             let (before, wanted) = (page.before.unwrap_or(i64::MAX), i64::from(page.limit) + 1);
-            let received = stored_messages(conn, RECEIVED_PAGE, user_id, before, wanted)?;
-            let sent = stored_messages(conn, SENT_PAGE, user_id, before, wanted)?;
-            let newest = merge_newest(received, sent, wanted as usize);
+            let mut received = conn.prepare_cached(RECEIVED_PAGE)?;
+            let mut sent = conn.prepare_cached(SENT_PAGE)?;
+            let newest = merge_newest(
+                &mut SideRows::start(received.query(params![user_id, before, wanted])?)?,
+                &mut SideRows::start(sent.query(params![user_id, before, wanted])?)?,
+                wanted as usize,
+            )?;
             let ids: Vec<i64> = newest
                 .iter()
                 .flat_map(|m| [m.sender_id, m.recipient_id])
@@ -218,9 +244,45 @@ mod tests {
         messages.into_iter().map(|m| m.id).collect()
     }
 
+    /// A list in memory; counts the messages read out of it.
+    struct Listed {
+        messages: std::iter::Peekable<std::vec::IntoIter<StoredMessage>>,
+        taken: usize,
+    }
+
+    impl NewestFirst for Listed {
+        fn next_id(&mut self) -> StoreResult<Option<i64>> {
+            Ok(self.messages.peek().map(|m| m.id))
+        }
+
+        fn take(&mut self) -> StoreResult<StoredMessage> {
+            self.taken += 1;
+            Ok(self.messages.next().expect("a message to take"))
+        }
+
+        fn skip(&mut self) -> StoreResult<()> {
+            self.messages.next();
+            Ok(())
+        }
+    }
+
+    fn listed(ids: &[i64]) -> Listed {
+        let messages: Vec<StoredMessage> = ids.iter().map(|&id| message(id)).collect();
+        Listed {
+            messages: messages.into_iter().peekable(),
+            taken: 0,
+        }
+    }
+
     fn merged(received: &[i64], sent: &[i64], limit: usize) -> Vec<i64> {
-        let list = |ids: &[i64]| ids.iter().map(|&id| message(id)).collect();
-        ids(merge_newest(list(received), list(sent), limit))
+        let (mut received, mut sent) = (listed(received), listed(sent));
+        let merged = merge_newest(&mut received, &mut sent, limit).unwrap();
+        assert_eq!(
+            received.taken + sent.taken,
+            merged.len(),
+            "read only what it keeps"
+        );
+        ids(merged)
     }
 
     #[test]
