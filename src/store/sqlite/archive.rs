@@ -94,11 +94,22 @@ impl ArchiveSample {
             })
             .collect();
         rows.fill(found.into_iter().map(|row| (row.post.id, row)), before);
-        let mut sample = self.lock();
-        for entry in entries {
-            add(&mut sample, entry);
+        let (picked, replaced) = {
+            let mut sample = self.lock();
+            let replaced: Vec<Entry> = entries
+                .into_iter()
+                .filter_map(|entry| add(&mut sample, entry))
+                .collect();
+            (pick(&sample, draw), replaced)
+        };
+        // A post that left the sample is seldom read again: its row would
+        // only take the place of the feed's hot posts in the cache.
+        for entry in replaced {
+            if !picked.contains(&entry.id) {
+                rows.forget(entry.id);
+            }
         }
-        Ok(pick(&sample, draw))
+        Ok(picked)
     }
 
     /// After posts were deleted: the sample starts over.
@@ -112,16 +123,17 @@ impl ArchiveSample {
 }
 
 /// Adds `entry` unless present; once the sample is full, in the place of
-/// a random entry.
-fn add(sample: &mut Vec<Entry>, entry: Entry) {
+/// a random entry, which it returns.
+fn add(sample: &mut Vec<Entry>, entry: Entry) -> Option<Entry> {
     if sample.contains(&entry) {
-        return;
+        return None;
     }
     if sample.len() < SAMPLE_SIZE {
         sample.push(entry);
+        None
     } else {
         let slot = rand::random_range(0..sample.len());
-        sample[slot] = entry;
+        Some(std::mem::replace(&mut sample[slot], entry))
     }
 }
 
@@ -257,6 +269,31 @@ mod tests {
         // Ids 1..4, of which the viewer (author 2) wrote 1 and 3.
         assert_eq!(ids, vec![2, 4]);
         assert!(draw_for(&sample, &conn, &Draw { below: 1, ..d }).is_empty());
+    }
+
+    #[test]
+    fn a_post_that_leaves_the_sample_leaves_the_post_rows() {
+        let conn = db(20_000);
+        let sample = ArchiveSample::default();
+        let rows: ExactCache<PostRow> = ExactCache::new(100_000);
+        let d = Draw {
+            viewer: 0,
+            below: 18_000,
+            exclude: &[],
+            wanted: 6,
+        };
+        for _ in 0..SAMPLE_SIZE * 4 {
+            let before = rows.before_read();
+            sample.draw(&conn, &d, &rows, before).unwrap();
+        }
+        let in_sample = sample.lock().len();
+        let cached = (1..18_000).filter(|&id| rows.get(id).is_some()).count();
+        // The sample's rows, and at most the last draw's picks beside them.
+        assert!(
+            cached <= in_sample + 6,
+            "{cached} rows cached for {in_sample} in the sample"
+        );
+        assert!(sample.lock().iter().all(|e| rows.get(e.id).is_some()));
     }
 
     #[test]

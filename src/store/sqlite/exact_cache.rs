@@ -89,6 +89,12 @@ impl<V: Clone> ExactCache<V> {
         }
     }
 
+    /// Drops the value of `id` that is no longer wanted (it did not change:
+    /// reads that began earlier may still fill it).
+    pub fn forget(&self, id: i64) {
+        self.lock().values.remove(&id);
+    }
+
     /// After a commit that changed (or may have changed) the value of `id`.
     pub fn changed(&self, id: i64) {
         let mut inner = self.lock();
