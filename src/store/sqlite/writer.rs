@@ -185,7 +185,10 @@ fn run_cached(tx: &Transaction, sql: &str) -> rusqlite::Result<()> {
 /// stalled writes for up to 1.25 s. The file keeps its largest size: with
 /// `journal_size_limit` SQLite cuts it back when the WAL starts over, in
 /// the first write after the load, which then waited 0.67 s for a 686 MB
-/// file. Neither was kept.
+/// file. Neither was kept. Nor was the writer starting the WAL over every
+/// 64 MiB while this thread copied back to back: the disk could not write
+/// back the pages votes dirtied as fast as they came, and vote throughput
+/// nearly halved (docs/PERFORMANCE.md, sixth session).
 fn checkpoint(conn: Connection, stop: mpsc::Receiver<()>) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
