@@ -15,8 +15,11 @@ use std::sync::{Mutex, MutexGuard};
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::exact_cache::{BeforeRead, ExactCache, PostRow};
-use crate::store::{StoreResult, posts::Post};
+use super::{
+    exact_cache::{BeforeRead, ExactCache},
+    posts::PostRow,
+};
+use crate::store::StoreResult;
 
 /// Old posts kept in the sample.
 pub(super) const SAMPLE_SIZE: usize = 512;
@@ -69,20 +72,7 @@ impl ArchiveSample {
         for _ in 0..seeks {
             let start = rand::random_range(1..draw.below);
             let row = seek
-                .query_row(params![start, draw.below], |r| {
-                    Ok(PostRow {
-                        author: r.get(1)?,
-                        post: Post {
-                            id: r.get(0)?,
-                            username: String::new(),
-                            content: r.get(2)?,
-                            created_at: r.get(3)?,
-                            upvotes: r.get(4)?,
-                            downvotes: r.get(5)?,
-                            replies: r.get(6)?,
-                        },
-                    })
-                })
+                .query_row(params![start, draw.below], PostRow::read)
                 .optional()?;
             found.extend(row);
         }

@@ -12,17 +12,8 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
-use crate::store::posts::Post;
-
 /// Change stripes; more stripes mean fewer fills turned away under writes.
 const STRIPES: usize = 4096;
-
-/// A post's row without its author's name (that comes from the user cards).
-#[derive(Debug, Clone)]
-pub(super) struct PostRow {
-    pub author: i64,
-    pub post: Post,
-}
 
 pub(super) struct ExactCache<V> {
     inner: Mutex<Inner<V>>,
@@ -122,77 +113,70 @@ impl<V: Clone> ExactCache<V> {
 mod tests {
     use super::*;
 
-    fn row(id: i64, upvotes: i64) -> (i64, PostRow) {
-        let row = PostRow {
-            author: 7,
-            post: Post {
-                id,
-                username: String::new(),
-                content: format!("post {id}"),
-                created_at: 0,
-                upvotes,
-                downvotes: 0,
-                replies: 0,
-            },
-        };
-        (id, row)
-    }
-
     const MAX: usize = 1_000;
 
-    fn cache() -> ExactCache<PostRow> {
+    /// Upvotes by post id, say.
+    fn cache() -> ExactCache<i64> {
         ExactCache::new(MAX)
     }
 
-    fn upvotes(rows: &ExactCache<PostRow>, id: i64) -> Option<i64> {
-        rows.get(id).map(|r| r.post.upvotes)
+    #[test]
+    fn a_filled_value_is_served_until_it_changes() {
+        let votes = cache();
+        let before = votes.before_read();
+        votes.fill([(1, 0), (2, 0)], before);
+        assert_eq!(votes.get(1), Some(0));
+        votes.changed(1);
+        assert_eq!(votes.get(1), None);
+        assert_eq!(votes.get(2), Some(0), "another id's value stays");
+        assert_eq!(votes.get_many(&[2, 1]), vec![Some(0), None]);
     }
 
     #[test]
-    fn a_filled_row_is_served_until_its_post_changes() {
-        let rows = cache();
-        let before = rows.before_read();
-        rows.fill([row(1, 0), row(2, 0)], before);
-        assert_eq!(upvotes(&rows, 1), Some(0));
-        rows.changed(1);
-        assert_eq!(upvotes(&rows, 1), None);
-        assert_eq!(upvotes(&rows, 2), Some(0), "another post's row stays");
-    }
-
-    #[test]
-    fn a_read_that_began_before_a_change_does_not_fill_that_post() {
-        let rows = cache();
-        let before = rows.before_read();
+    fn a_read_that_began_before_a_change_does_not_fill_that_id() {
+        let votes = cache();
+        let before = votes.before_read();
         // A vote on post 1 commits while the read is under way.
-        rows.changed(1);
-        rows.fill([row(1, 0), row(2, 0)], before);
-        assert_eq!(upvotes(&rows, 1), None, "the read may predate the vote");
-        assert_eq!(upvotes(&rows, 2), Some(0), "post 2 did not change");
+        votes.changed(1);
+        votes.fill([(1, 0), (2, 0)], before);
+        assert_eq!(votes.get(1), None, "the read may predate the vote");
+        assert_eq!(votes.get(2), Some(0), "post 2 did not change");
         // A read that began after the change fills it.
-        let after = rows.before_read();
-        rows.fill([row(1, 1)], after);
-        assert_eq!(upvotes(&rows, 1), Some(1));
+        let after = votes.before_read();
+        votes.fill([(1, 1)], after);
+        assert_eq!(votes.get(1), Some(1));
     }
 
     #[test]
-    fn a_change_to_all_posts_empties_the_cache_and_refuses_older_reads() {
-        let rows = cache();
-        let before = rows.before_read();
-        rows.fill([row(1, 0)], before);
-        rows.all_changed();
-        assert_eq!(upvotes(&rows, 1), None);
-        rows.fill([row(2, 0)], before);
-        assert_eq!(upvotes(&rows, 2), None);
+    fn a_change_to_all_empties_the_cache_and_refuses_older_reads() {
+        let votes = cache();
+        let before = votes.before_read();
+        votes.fill([(1, 0)], before);
+        votes.all_changed();
+        assert_eq!(votes.get(1), None);
+        votes.fill([(2, 0)], before);
+        assert_eq!(votes.get(2), None);
+    }
+
+    #[test]
+    fn a_forgotten_value_goes_without_turning_reads_away() {
+        let votes = cache();
+        let before = votes.before_read();
+        votes.fill([(1, 0)], before);
+        votes.forget(1);
+        assert_eq!(votes.get(1), None);
+        votes.fill([(1, 0)], before);
+        assert_eq!(votes.get(1), Some(0));
     }
 
     #[test]
     fn the_cache_starts_over_when_full() {
-        let rows = cache();
-        let before = rows.before_read();
-        rows.fill((1..=MAX as i64).map(|id| row(id, 0)), before);
-        assert_eq!(rows.lock().values.len(), MAX);
-        rows.fill([row(0, 0)], before);
-        assert_eq!(rows.lock().values.len(), 1);
-        assert_eq!(upvotes(&rows, 0), Some(0));
+        let votes = cache();
+        let before = votes.before_read();
+        votes.fill((1..=MAX as i64).map(|id| (id, 0)), before);
+        assert_eq!(votes.lock().values.len(), MAX);
+        votes.fill([(0, 0)], before);
+        assert_eq!(votes.lock().values.len(), 1);
+        assert_eq!(votes.get(0), Some(0));
     }
 }

@@ -38,13 +38,8 @@ pub use bulk::BulkImport;
 pub use check::check_database;
 
 use self::{
-    archive::ArchiveSample,
-    exact_cache::{ExactCache, PostRow},
-    recent::RecentPosts,
-    room_cache::RoomMessageCache,
-    sessions::SessionCache,
-    user_cards::UserCards,
-    writer::Writer,
+    archive::ArchiveSample, exact_cache::ExactCache, posts::PostRow, recent::RecentPosts,
+    room_cache::RoomMessageCache, sessions::SessionCache, user_cards::UserCards, writer::Writer,
 };
 use super::{Page, PoolFigures, PoolStats, StoreError, StoreResult};
 

@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, params};
 use super::{
     SqliteStore,
     archive::Draw,
-    exact_cache::{self, ExactCache, PostRow},
+    exact_cache::{self, ExactCache},
     into_page,
     recent::{KEPT_PER_USER, RecentPost},
     user_cards::{BeforeRead, UserCards},
@@ -62,24 +62,37 @@ fn post_rows(
 fn read_post_row(conn: &rusqlite::Connection, post_id: i64) -> StoreResult<Option<PostRow>> {
     Ok(conn
         .prepare_cached(
-            "SELECT user_id, content, created_at, upvotes, downvotes, replies
+            "SELECT id, user_id, content, created_at, upvotes, downvotes, replies
              FROM posts WHERE id = ?1",
         )?
-        .query_row([post_id], |r| {
-            Ok(PostRow {
-                author: r.get(0)?,
-                post: Post {
-                    id: post_id,
-                    username: String::new(),
-                    content: r.get(1)?,
-                    created_at: r.get(2)?,
-                    upvotes: r.get(3)?,
-                    downvotes: r.get(4)?,
-                    replies: r.get(5)?,
-                },
-            })
-        })
+        .query_row([post_id], PostRow::read)
         .optional()?)
+}
+
+/// A post's row without its author's name (that comes from the user cards).
+#[derive(Debug, Clone)]
+pub(super) struct PostRow {
+    pub author: i64,
+    pub post: Post,
+}
+
+impl PostRow {
+    /// From a row of `id, user_id, content, created_at, upvotes,
+    /// downvotes, replies`.
+    pub(super) fn read(r: &rusqlite::Row) -> rusqlite::Result<Self> {
+        Ok(PostRow {
+            author: r.get(1)?,
+            post: Post {
+                id: r.get(0)?,
+                username: String::new(),
+                content: r.get(2)?,
+                created_at: r.get(3)?,
+                upvotes: r.get(4)?,
+                downvotes: r.get(5)?,
+                replies: r.get(6)?,
+            },
+        })
+    }
 }
 
 /// Names the authors of `rows` from the user cards (read in the
