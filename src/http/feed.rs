@@ -31,19 +31,21 @@ async fn fyp(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Fe
     let now = now_secs();
     // A full page of followed and global posts, so that short shares can
     // be filled; archive draws (random seeks) only as many as needed.
-    let candidates = state
+    let posts = state
         .store
-        .feed_candidates(FeedQuery {
-            viewer: user.id,
-            followed: feed::PAGE,
-            global: feed::PAGE,
-            archive: feed::ARCHIVE_SHARE,
-            page: feed::PAGE,
-            window_posts: feed::WINDOW_POSTS as i64,
-            window_start: now - feed::WINDOW_SECS,
-        })
+        .feed_posts(
+            FeedQuery {
+                viewer: user.id,
+                followed: feed::PAGE,
+                global: feed::PAGE,
+                archive: feed::ARCHIVE_SHARE,
+                page: feed::PAGE,
+                window_posts: feed::WINDOW_POSTS as i64,
+                window_start: now - feed::WINDOW_SECS,
+            },
+            feed::mix,
+        )
         .await?;
-    let posts = state.store.posts_by_ids(feed::mix(candidates)).await?;
     let trending = state.trending.top(now, 3);
     Ok(Json(FeedBody {
         posts: posts.into_iter().map(PostBody::from).collect(),

@@ -124,6 +124,17 @@ pub trait PostStore: Send + Sync {
     /// Reads what the feed mixes from; cost bounded by the counts asked
     /// for and the window, never by the total number of posts or users.
     async fn feed_candidates(&self, query: FeedQuery) -> StoreResult<FeedCandidates>;
+    /// The feed's posts: the candidates for `query`, of which `choose`
+    /// picks the ids, read in its order. By default two reads; a store
+    /// may answer from one snapshot.
+    async fn feed_posts(
+        &self,
+        query: FeedQuery,
+        choose: fn(FeedCandidates) -> Vec<i64>,
+    ) -> StoreResult<Vec<Post>> {
+        let candidates = self.feed_candidates(query).await?;
+        self.posts_by_ids(choose(candidates)).await
+    }
     /// Every hashtag use by posts created since `since` (lower-case,
     /// without `#`), to seed the trending counts.
     async fn tag_uses_since(&self, since: UnixSeconds) -> StoreResult<Vec<TagUse>>;

@@ -7,10 +7,10 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{
     SqliteStore,
-    archive::Draw,
+    archive::{ArchiveSample, Draw},
     exact_cache::{self, ExactCache},
     into_page,
-    recent::{KEPT_PER_USER, RecentPost},
+    recent::{KEPT_PER_USER, RecentPost, RecentPosts},
     user_cards::{BeforeRead, UserCards},
 };
 use crate::store::{
@@ -236,6 +236,146 @@ pub(super) fn insert_reply(
     Ok(id)
 }
 
+/// What the feed's reads need from the store, taken before their read
+/// transaction begins (see `BeforeRead`).
+struct FeedRead {
+    recent: Arc<RecentPosts>,
+    archive: Arc<ArchiveSample>,
+    rows: Arc<ExactCache<PostRow>>,
+    rows_before: exact_cache::BeforeRead,
+    follows: Arc<ExactCache<Arc<[i64]>>>,
+    follows_before: exact_cache::BeforeRead,
+    users: Arc<UserCards>,
+    users_before: BeforeRead,
+}
+
+impl SqliteStore {
+    fn feed_read(&self) -> FeedRead {
+        FeedRead {
+            recent: self.recent.clone(),
+            archive: self.archive.clone(),
+            rows: self.post_rows.clone(),
+            rows_before: self.post_rows.before_read(),
+            follows: self.follows.clone(),
+            follows_before: self.follows.before_read(),
+            users: self.users.clone(),
+            users_before: self.users.before_read(),
+        }
+    }
+}
+
+impl FeedRead {
+    /// The posts with these ids, in their order, unknown ones skipped.
+    fn posts(&self, conn: &rusqlite::Connection, ids: &[i64]) -> StoreResult<Vec<Post>> {
+        let found = post_rows(conn, &self.rows, self.rows_before, ids, Keep::Cached)?;
+        with_authors(conn, &self.users, self.users_before, found)
+    }
+
+    fn candidates(&self, conn: &rusqlite::Connection, q: FeedQuery) -> StoreResult<FeedCandidates> {
+        // Sorted, for the binary searches below.
+        let followees = match self.follows.get(q.viewer) {
+            Some(followees) => followees,
+            None => {
+                let mut ids: Vec<i64> = conn
+                    .prepare_cached("SELECT followee_id FROM follows WHERE follower_id = ?1")?
+                    .query_map([q.viewer], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                ids.sort_unstable();
+                let ids: Arc<[i64]> = ids.into();
+                self.follows
+                    .fill([(q.viewer, ids.clone())], self.follows_before);
+                ids
+            }
+        };
+        // The newest followed posts come from the followees who posted
+        // most recently, so only that many followees are looked at.
+        // When there are that many, each of them has a post at or above
+        // the last one's newest, so nothing older can make the list.
+        let (mut followed, unknown, global, window_floor) =
+            self.recent.read(|newest, last_posts| {
+                let mut active: Vec<(i64, i64)> = followees
+                    .iter()
+                    .map(|&user| (last_posts(user)[0], user))
+                    .filter(|&(last, _)| last > 0)
+                    .collect();
+                let mut floor = if active.len() >= q.followed && q.followed > 0 {
+                    active.select_nth_unstable_by(q.followed - 1, |a, b| b.cmp(a));
+                    active.truncate(q.followed);
+                    active.iter().map(|&(last, _)| last).min().unwrap_or(0)
+                } else {
+                    0
+                };
+                // Their newest posts are in memory...
+                let mut followed: Vec<i64> = active
+                    .iter()
+                    .flat_map(|&(_, user)| last_posts(user))
+                    .filter(|&id| id > 0 && id >= floor)
+                    .collect();
+                if q.followed > 0 && followed.len() >= q.followed {
+                    followed.select_nth_unstable_by(q.followed - 1, |a, b| b.cmp(a));
+                    followed.truncate(q.followed);
+                    floor = floor.max(followed.iter().copied().min().unwrap_or(0));
+                }
+                // ...except for a followee whose every kept id is above the
+                // floor: older posts of theirs may be too (id range to read).
+                let unknown: Vec<(i64, i64, i64)> = active
+                    .iter()
+                    .filter_map(|&(_, user)| {
+                        let oldest_kept = last_posts(user)[KEPT_PER_USER - 1];
+                        (oldest_kept > floor).then_some((user, floor, oldest_kept))
+                    })
+                    .collect();
+                // The global window: the newest posts, none older than its start.
+                let in_window = newest
+                    .iter()
+                    .rev()
+                    .take(q.window_posts.max(0) as usize)
+                    .take_while(|p| p.created_at >= q.window_start);
+                let window_floor = in_window
+                    .clone()
+                    .last()
+                    .map_or(newest.back().map_or(0, |p| p.id) + 1, |p| p.id);
+                let global: Vec<i64> = in_window
+                    .filter(|p| p.author != q.viewer && followees.binary_search(&p.author).is_err())
+                    .take(q.global)
+                    .map(|p| p.id)
+                    .collect();
+                (followed, unknown, global, window_floor)
+            });
+        if !unknown.is_empty() {
+            let mut older_of = conn.prepare_cached(
+                "SELECT id FROM posts WHERE user_id = ?1 AND id >= ?2 AND id < ?3
+                 ORDER BY id DESC LIMIT ?4 + 0",
+            )?;
+            for (user, floor, below) in unknown {
+                let ids = older_of
+                    .query_map(params![user, floor, below, q.followed as i64], |r| r.get(0))?;
+                for id in ids {
+                    followed.push(id?);
+                }
+            }
+        }
+        followed.sort_unstable_by(|a, b| b.cmp(a));
+        followed.truncate(q.followed);
+        let archive = self.archive.draw(
+            conn,
+            &Draw {
+                viewer: q.viewer,
+                below: window_floor,
+                exclude: &followed,
+                wanted: q.archive_wanted(followed.len() + global.len()),
+            },
+            &self.rows,
+            self.rows_before,
+        )?;
+        Ok(FeedCandidates {
+            followed,
+            global,
+            archive,
+        })
+    }
+}
+
 #[async_trait]
 impl PostStore for SqliteStore {
     async fn create_post(
@@ -369,124 +509,25 @@ impl PostStore for SqliteStore {
     }
 
     async fn posts_by_ids(&self, ids: Vec<i64>) -> StoreResult<Vec<Post>> {
-        let (users, rows) = (self.users.clone(), self.post_rows.clone());
-        let (before, rows_before) = (users.before_read(), rows.before_read());
-        self.read(move |conn| {
-            let found = post_rows(conn, &rows, rows_before, &ids, Keep::Cached)?;
-            with_authors(conn, &users, before, found)
-        })
-        .await
+        let feed = self.feed_read();
+        self.read(move |conn| feed.posts(conn, &ids)).await
     }
 
     async fn feed_candidates(&self, query: FeedQuery) -> StoreResult<FeedCandidates> {
-        let recent = self.recent.clone();
-        let (archive, rows) = (self.archive.clone(), self.post_rows.clone());
-        let follows = self.follows.clone();
-        let (rows_before, follows_before) = (rows.before_read(), follows.before_read());
+        let feed = self.feed_read();
+        self.read(move |conn| feed.candidates(conn, query)).await
+    }
+
+    /// Candidates and posts from one snapshot (one read transaction).
+    async fn feed_posts(
+        &self,
+        query: FeedQuery,
+        choose: fn(FeedCandidates) -> Vec<i64>,
+    ) -> StoreResult<Vec<Post>> {
+        let feed = self.feed_read();
         self.read(move |conn| {
-            let q = query;
-            // Sorted, for the binary searches below.
-            let followees = match follows.get(q.viewer) {
-                Some(followees) => followees,
-                None => {
-                    let mut ids: Vec<i64> = conn
-                        .prepare_cached("SELECT followee_id FROM follows WHERE follower_id = ?1")?
-                        .query_map([q.viewer], |r| r.get(0))?
-                        .collect::<Result<_, _>>()?;
-                    ids.sort_unstable();
-                    let ids: Arc<[i64]> = ids.into();
-                    follows.fill([(q.viewer, ids.clone())], follows_before);
-                    ids
-                }
-            };
-            // The newest followed posts come from the followees who posted
-            // most recently, so only that many followees are looked at.
-            // When there are that many, each of them has a post at or above
-            // the last one's newest, so nothing older can make the list.
-            let (mut followed, unknown, global, window_floor) =
-                recent.read(|newest, last_posts| {
-                    let mut active: Vec<(i64, i64)> = followees
-                        .iter()
-                        .map(|&user| (last_posts(user)[0], user))
-                        .filter(|&(last, _)| last > 0)
-                        .collect();
-                    let mut floor = if active.len() >= q.followed && q.followed > 0 {
-                        active.select_nth_unstable_by(q.followed - 1, |a, b| b.cmp(a));
-                        active.truncate(q.followed);
-                        active.iter().map(|&(last, _)| last).min().unwrap_or(0)
-                    } else {
-                        0
-                    };
-                    // Their newest posts are in memory...
-                    let mut followed: Vec<i64> = active
-                        .iter()
-                        .flat_map(|&(_, user)| last_posts(user))
-                        .filter(|&id| id > 0 && id >= floor)
-                        .collect();
-                    if q.followed > 0 && followed.len() >= q.followed {
-                        followed.select_nth_unstable_by(q.followed - 1, |a, b| b.cmp(a));
-                        followed.truncate(q.followed);
-                        floor = floor.max(followed.iter().copied().min().unwrap_or(0));
-                    }
-                    // ...except for a followee whose every kept id is above the
-                    // floor: older posts of theirs may be too (id range to read).
-                    let unknown: Vec<(i64, i64, i64)> = active
-                        .iter()
-                        .filter_map(|&(_, user)| {
-                            let oldest_kept = last_posts(user)[KEPT_PER_USER - 1];
-                            (oldest_kept > floor).then_some((user, floor, oldest_kept))
-                        })
-                        .collect();
-                    // The global window: the newest posts, none older than its start.
-                    let in_window = newest
-                        .iter()
-                        .rev()
-                        .take(q.window_posts.max(0) as usize)
-                        .take_while(|p| p.created_at >= q.window_start);
-                    let window_floor = in_window
-                        .clone()
-                        .last()
-                        .map_or(newest.back().map_or(0, |p| p.id) + 1, |p| p.id);
-                    let global: Vec<i64> = in_window
-                        .filter(|p| {
-                            p.author != q.viewer && followees.binary_search(&p.author).is_err()
-                        })
-                        .take(q.global)
-                        .map(|p| p.id)
-                        .collect();
-                    (followed, unknown, global, window_floor)
-                });
-            if !unknown.is_empty() {
-                let mut older_of = conn.prepare_cached(
-                    "SELECT id FROM posts WHERE user_id = ?1 AND id >= ?2 AND id < ?3
-                     ORDER BY id DESC LIMIT ?4 + 0",
-                )?;
-                for (user, floor, below) in unknown {
-                    let ids = older_of
-                        .query_map(params![user, floor, below, q.followed as i64], |r| r.get(0))?;
-                    for id in ids {
-                        followed.push(id?);
-                    }
-                }
-            }
-            followed.sort_unstable_by(|a, b| b.cmp(a));
-            followed.truncate(q.followed);
-            let archive = archive.draw(
-                conn,
-                &Draw {
-                    viewer: q.viewer,
-                    below: window_floor,
-                    exclude: &followed,
-                    wanted: q.archive_wanted(followed.len() + global.len()),
-                },
-                &rows,
-                rows_before,
-            )?;
-            Ok(FeedCandidates {
-                followed,
-                global,
-                archive,
-            })
+            let candidates = feed.candidates(conn, query)?;
+            feed.posts(conn, &choose(candidates))
         })
         .await
     }
