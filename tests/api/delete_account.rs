@@ -32,19 +32,6 @@ async fn stats(app: &TestApp, name: &str) -> Value {
     body(r).await["stats"].clone()
 }
 
-async fn post_counts(app: &TestApp, post_id: i64) -> (i64, i64, i64) {
-    let r = app
-        .get(&format!("/api/get_post_by_id/{post_id}"), None)
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let v = body(r).await;
-    (
-        v["upvotes"].as_i64().unwrap(),
-        v["downvotes"].as_i64().unwrap(),
-        v["replies"].as_i64().unwrap(),
-    )
-}
-
 async fn delete_account(app: &TestApp, token: &str, password: &str) -> reqwest::Response {
     app.post_json(
         "/api/delete_account",

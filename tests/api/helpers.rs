@@ -186,3 +186,17 @@ pub async fn assert_error(resp: Response, status: StatusCode) -> String {
     );
     value["error"].as_str().expect("error field").to_owned()
 }
+
+/// A post's (upvotes, downvotes, replies) as `get_post_by_id` shows them.
+pub async fn post_counts(app: &TestApp, post_id: i64) -> (i64, i64, i64) {
+    let r = app
+        .get(&format!("/api/get_post_by_id/{post_id}"), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v = body(r).await;
+    (
+        v["upvotes"].as_i64().unwrap(),
+        v["downvotes"].as_i64().unwrap(),
+        v["replies"].as_i64().unwrap(),
+    )
+}

@@ -211,7 +211,8 @@ async fn the_feed_mixes_followed_and_global_posts_with_trending_tags() {
     assert_error(app.get("/api/fyp", None).await, StatusCode::UNAUTHORIZED).await;
 }
 
-async fn post_as(app: &TestApp, token: &str, content: &str) {
+/// Creates a post; its id.
+async fn post_as(app: &TestApp, token: &str, content: &str) -> i64 {
     let resp = app
         .post_json(
             "/api/create_post",
@@ -220,6 +221,7 @@ async fn post_as(app: &TestApp, token: &str, content: &str) {
         )
         .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
+    body(resp).await["id"].as_i64().unwrap()
 }
 
 async fn trending_for(app: &TestApp, token: &str) -> Value {
@@ -339,14 +341,7 @@ async fn an_archive_post_in_the_feed_shows_the_votes_it_just_got() {
     let (_, author) = app.new_user("aa").await;
     let (_, viewer) = app.new_user("av").await;
     let (_, voter) = app.new_user("ao").await;
-    let resp = app
-        .post_json(
-            "/api/create_post",
-            Some(&author),
-            json!({"content": "the only archive post"}),
-        )
-        .await;
-    let old = body(resp).await["id"].as_i64().unwrap();
+    let old = post_as(&app, &author, "the only archive post").await;
     // 1,000 newer posts fill the global window (50 at a time).
     for round in 0..20 {
         let contents: Vec<String> = (0..50).map(|i| format!("w{round}.{i}")).collect();
@@ -362,12 +357,8 @@ async fn an_archive_post_in_the_feed_shows_the_votes_it_just_got() {
             )
             .await;
         assert_eq!(resp.status(), StatusCode::OK);
-        let v = body(app.get(&format!("/api/get_post_by_id/{old}"), None).await).await;
-        let by_id = (
-            v["upvotes"].as_i64().unwrap(),
-            v["downvotes"].as_i64().unwrap(),
-        );
-        assert_eq!(by_id, counts, "after the {vote} vote");
+        let (up, down, _) = post_counts(&app, old).await;
+        assert_eq!((up, down), counts, "after the {vote} vote");
         assert_eq!(
             feed_counts(&app, &viewer, old).await,
             Some(counts),
@@ -382,15 +373,7 @@ async fn an_archive_post_in_the_feed_shows_the_votes_it_just_got() {
         )
         .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
-    let v = body(app.get(&format!("/api/get_post_by_id/{old}"), None).await).await;
-    assert_eq!(
-        (
-            v["upvotes"].as_i64(),
-            v["downvotes"].as_i64(),
-            v["replies"].as_i64()
-        ),
-        (Some(0), Some(1), Some(1))
-    );
+    assert_eq!(post_counts(&app, old).await, (0, 1, 1));
 }
 
 /// How many posts of `author` the viewer's feed shows.
