@@ -20,7 +20,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FeedBody {
-    posts: Vec<PostBody>,
+    posts: Vec<PostBody<'static>>,
     trending_topics: Vec<String>,
 }
 

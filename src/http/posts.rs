@@ -1,6 +1,14 @@
 //! Posts, votes and threaded replies.
 
-use axum::{Json, extract::State, http::StatusCode};
+use std::borrow::Cow;
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::State,
+    http::{HeaderValue, StatusCode, header::CONTENT_TYPE},
+    response::{IntoResponse, Response},
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -30,12 +38,15 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_replies))
 }
 
-/// A post as every endpoint shows it.
+/// A post as every endpoint shows it: owned, or borrowed from a shared
+/// page (see `get_posts`).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct PostBody {
+pub struct PostBody<'a> {
     id: i64,
-    username: String,
-    content: String,
+    #[schema(value_type = String)]
+    username: Cow<'a, str>,
+    #[schema(value_type = String)]
+    content: Cow<'a, str>,
     #[schema(value_type = String)]
     created_at: UtcTimestamp,
     upvotes: i64,
@@ -43,12 +54,26 @@ pub struct PostBody {
     replies: i64,
 }
 
-impl From<Post> for PostBody {
+impl From<Post> for PostBody<'static> {
     fn from(p: Post) -> Self {
         PostBody {
             id: p.id,
-            username: p.username,
-            content: p.content,
+            username: Cow::Owned(p.username),
+            content: Cow::Owned(p.content),
+            created_at: UtcTimestamp(p.created_at),
+            upvotes: p.upvotes,
+            downvotes: p.downvotes,
+            replies: p.replies,
+        }
+    }
+}
+
+impl<'a> From<&'a Post> for PostBody<'a> {
+    fn from(p: &'a Post) -> Self {
+        PostBody {
+            id: p.id,
+            username: Cow::Borrowed(&p.username),
+            content: Cow::Borrowed(&p.content),
             created_at: UtcTimestamp(p.created_at),
             upvotes: p.upvotes,
             downvotes: p.downvotes,
@@ -90,12 +115,16 @@ async fn create_post(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct PostsBody {
-    posts: Vec<PostBody>,
+pub struct PostsBody<'a> {
+    posts: Vec<PostBody<'a>>,
     next: Option<i64>,
 }
 
 /// GET /api/get_posts/{username}
+///
+/// The store may hand the same page to many readers (a user's newest page
+/// is cached until it changes), so the page is serialised once and its
+/// bytes kept with it.
 #[utoipa::path(get, path = "/api/get_posts/{username}", tag = "posts",
     params(("username" = String, Path), PageParams),
     responses((status = 200, body = PostsBody), (status = 400, description = "Bad `limit` or `before`", body = ErrorBody),
@@ -104,12 +133,36 @@ async fn get_posts(
     State(state): State<AppState>,
     PathText(username): PathText,
     query: QueryParams,
-) -> ApiResult<Json<PostsBody>> {
-    let page = state.store.posts_by(&username, query.page()?).await?;
-    Ok(Json(PostsBody {
-        posts: page.items.into_iter().map(PostBody::from).collect(),
-        next: page.next,
-    }))
+) -> ApiResult<Response> {
+    let shared = state.store.posts_by(&username, query.page()?).await?;
+    let rendered = match shared.rendered.get() {
+        Some(rendered) => rendered.clone(),
+        None => {
+            let body = PostsBody {
+                posts: shared.page.items.iter().map(PostBody::from).collect(),
+                next: shared.page.next,
+            };
+            // Sized up front: the bytes stay in the cache as long as the
+            // page, and a buffer grown by doubling would keep up to twice
+            // what it holds.
+            let size = shared
+                .page
+                .items
+                .iter()
+                .map(|p| p.content.len() + p.username.len() + 128)
+                .sum();
+            let mut json = Vec::with_capacity(size);
+            serde_json::to_writer(&mut json, &body).map_err(ApiError::internal)?;
+            json.shrink_to_fit();
+            let rendered = Bytes::from(json);
+            shared.rendered.get_or_init(|| rendered).clone()
+        }
+    };
+    Ok((
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        rendered,
+    )
+        .into_response())
 }
 
 /// GET /api/get_post_by_id/{id}
@@ -119,7 +172,7 @@ async fn get_posts(
 async fn get_post_by_id(
     State(state): State<AppState>,
     PathText(id): PathText,
-) -> ApiResult<Json<PostBody>> {
+) -> ApiResult<Json<PostBody<'static>>> {
     let post = state
         .store
         .post(path_id(&id, "post")?)

@@ -1,6 +1,9 @@
 //! Posts, hashtags, votes, replies, and the raw material of the feed.
 
+use std::sync::{Arc, OnceLock};
+
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use super::{Page, PageRequest, StoreResult, UnixSeconds};
 
@@ -13,6 +16,26 @@ pub struct Post {
     pub upvotes: i64,
     pub downvotes: i64,
     pub replies: i64,
+}
+
+/// A page of one user's posts, shared: a store may hand the same page to
+/// every reader until it changes (the SQLite store does, for each user's
+/// newest page), so what a reader makes of it can be kept with it.
+#[derive(Debug)]
+pub struct PostsPage {
+    pub page: Page<Post>,
+    /// The page as the HTTP layer sends it, made by the first reader that
+    /// needs it: a shared page is serialised once.
+    pub rendered: OnceLock<Bytes>,
+}
+
+impl PostsPage {
+    pub fn new(page: Page<Post>) -> Arc<Self> {
+        Arc::new(PostsPage {
+            page,
+            rendered: OnceLock::new(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +124,7 @@ pub trait PostStore: Send + Sync {
     /// The posts with these ids, in the order given; unknown ids are skipped.
     async fn posts_by_ids(&self, ids: Vec<i64>) -> StoreResult<Vec<Post>>;
     /// NotFound for an unknown user.
-    async fn posts_by(&self, username: &str, page: PageRequest) -> StoreResult<Page<Post>>;
+    async fn posts_by(&self, username: &str, page: PageRequest) -> StoreResult<Arc<PostsPage>>;
 
     /// NotFound for no such post, Forbidden for your own post, Conflict
     /// "already voted" for a repeat; voting the other way moves the vote.

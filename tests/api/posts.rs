@@ -411,3 +411,87 @@ async fn the_feed_changes_at_once_when_the_viewer_follows_or_unfollows() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(feed_posts_by(&app, &viewer, &friend).await, 0);
 }
+
+/// The author's posts as `get_posts` shows them, newest first:
+/// (id, upvotes, downvotes, replies) each.
+async fn page_of(app: &TestApp, author: &str, query: &str) -> Vec<(i64, i64, i64, i64)> {
+    let r = app
+        .get(&format!("/api/get_posts/{author}{query}"), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v = body(r).await;
+    v["posts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let n = |field: &str| p[field].as_i64().unwrap();
+            (n("id"), n("upvotes"), n("downvotes"), n("replies"))
+        })
+        .collect()
+}
+
+/// A user's newest page follows every change at once: a new post, votes,
+/// a moved vote, a reply and a voter's account deletion (the SQLite store
+/// keeps each user's newest page in memory once read). Each step reads the
+/// page first, so that the change has a cached page to make stale.
+#[tokio::test]
+async fn a_users_newest_page_shows_each_change_at_once() {
+    let app = spawn_app().await;
+    let (author, author_token) = app.new_user("na").await;
+    let (voter, voter_token) = app.new_user("nv").await;
+    let first = post_as(&app, &author_token, "first").await;
+    assert_eq!(page_of(&app, &author, "").await, [(first, 0, 0, 0)]);
+
+    let second = post_as(&app, &author_token, "second").await;
+    assert_eq!(
+        page_of(&app, &author, "").await,
+        [(second, 0, 0, 0), (first, 0, 0, 0)]
+    );
+    // Another limit is another page; the newest page is still right after it.
+    assert_eq!(
+        page_of(&app, &author, "?limit=1").await,
+        [(second, 0, 0, 0)]
+    );
+
+    for (vote, up, down) in [("up", 1, 0), ("down", 0, 1)] {
+        let r = app
+            .post_json(
+                "/api/vote_post",
+                Some(&voter_token),
+                json!({"post_id": first, "vote_type": vote}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            page_of(&app, &author, "").await,
+            [(second, 0, 0, 0), (first, up, down, 0)],
+            "after the {vote} vote"
+        );
+    }
+    let r = app
+        .post_json(
+            "/api/reply_to_post",
+            Some(&voter_token),
+            json!({"post_id": second, "content": "a reply"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        page_of(&app, &author, "").await,
+        [(second, 0, 0, 1), (first, 0, 1, 0)]
+    );
+
+    let r = app
+        .post_json(
+            "/api/delete_account",
+            Some(&voter_token),
+            json!({"password": "password123"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "deleting {voter}");
+    assert_eq!(
+        page_of(&app, &author, "").await,
+        [(second, 0, 0, 0), (first, 0, 0, 0)]
+    );
+}

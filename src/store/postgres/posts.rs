@@ -1,12 +1,16 @@
 //! Posts, votes, replies, feed candidates and trending on PostgreSQL.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
 
 use super::{PostgresStore, accounts::user_by_name, into_page};
 use crate::store::{
     Page, PageRequest, StoreError, StoreResult, UnixSeconds,
-    posts::{FeedCandidates, FeedQuery, Post, PostStore, Reply, TagUse, VoteCounts, VoteKind},
+    posts::{
+        FeedCandidates, FeedQuery, Post, PostStore, PostsPage, Reply, TagUse, VoteCounts, VoteKind,
+    },
 };
 
 const POST_COLUMNS: &str =
@@ -83,7 +87,7 @@ impl PostStore for PostgresStore {
         Ok(row.map(post_from_row))
     }
 
-    async fn posts_by(&self, username: &str, page: PageRequest) -> StoreResult<Page<Post>> {
+    async fn posts_by(&self, username: &str, page: PageRequest) -> StoreResult<Arc<PostsPage>> {
         let mut conn = self.pool.acquire().await?;
         let user = user_by_name(&mut conn, username)
             .await?
@@ -98,7 +102,7 @@ impl PostStore for PostgresStore {
         .fetch_all(&mut *conn)
         .await?;
         let rows = rows.into_iter().map(post_from_row).collect();
-        Ok(into_page(rows, page.limit, |p| p.id))
+        Ok(PostsPage::new(into_page(rows, page.limit, |p| p.id)))
     }
 
     async fn vote(&self, voter: i64, post_id: i64, kind: VoteKind) -> StoreResult<VoteCounts> {

@@ -376,6 +376,7 @@ impl AccountStore for SqliteStore {
         // have happened even if its fsync failed.
         self.post_rows.all_changed();
         self.follows.all_changed();
+        self.newest_pages.all_changed();
         self.archive.forget_all();
         let deleted = deleted?;
         self.recent.forget_author(user_id);

@@ -130,7 +130,8 @@ impl BulkImport {
         content: &str,
         created_at: UnixSeconds,
     ) -> StoreResult<i64> {
-        let id = posts::insert_reply(&self.conn, author, post_id, parent_id, content, created_at)?;
+        let (id, _) =
+            posts::insert_reply(&self.conn, author, post_id, parent_id, content, created_at)?;
         self.row()?;
         Ok(id)
     }

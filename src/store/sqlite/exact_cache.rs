@@ -67,17 +67,23 @@ impl<V: Clone> ExactCache<V> {
     /// Keeps values read in a transaction that began after `before`,
     /// unless their id changed since.
     pub fn fill(&self, values: impl IntoIterator<Item = (i64, V)>, before: BeforeRead) {
+        // A full cache starts over; what it held is dropped after the lock
+        // is released (freeing a full cache of pages under the lock stalled
+        // every other reader for milliseconds).
+        let mut dropped = Vec::new();
         let mut inner = self.lock();
         let unchanged = inner.changes == before.0;
         for (id, value) in values {
             // Nothing changed at all is the common case: no stripe to check.
             if unchanged || inner.changed_at[stripe(id)] <= before.0 {
                 if inner.values.len() >= self.max_entries {
-                    inner.values.clear();
+                    dropped.push(std::mem::take(&mut inner.values));
                 }
                 inner.values.insert(id, value);
             }
         }
+        drop(inner);
+        drop(dropped);
     }
 
     /// Drops the value of `id` that is no longer wanted (it did not change:

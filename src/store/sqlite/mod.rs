@@ -38,8 +38,14 @@ pub use bulk::BulkImport;
 pub use check::check_database;
 
 use self::{
-    archive::ArchiveSample, exact_cache::ExactCache, posts::PostRow, recent::RecentPosts,
-    room_cache::RoomMessageCache, sessions::SessionCache, user_cards::UserCards, writer::Writer,
+    archive::ArchiveSample,
+    exact_cache::ExactCache,
+    posts::{NewestPage, PostRow},
+    recent::RecentPosts,
+    room_cache::RoomMessageCache,
+    sessions::SessionCache,
+    user_cards::UserCards,
+    writer::Writer,
 };
 use super::{Page, PoolFigures, PoolStats, StoreError, StoreResult};
 
@@ -78,6 +84,9 @@ pub struct SqliteStore {
     post_rows: Arc<ExactCache<PostRow>>,
     /// Whom each user follows (ids, sorted), once read by the feed.
     follows: Arc<ExactCache<Arc<[i64]>>>,
+    /// Each user's newest page of posts once read, by author id: the page
+    /// a profile shows first, and the one `get_posts` is asked for most.
+    newest_pages: Arc<ExactCache<NewestPage>>,
     /// Old posts the feed's archive share is drawn from (see `archive`).
     archive: Arc<ArchiveSample>,
 }
@@ -88,6 +97,10 @@ const MAX_CACHED_POSTS: usize = 100_000;
 
 /// Follow lists kept in memory at most (8 bytes a followee).
 const MAX_CACHED_FOLLOW_LISTS: usize = 100_000;
+
+/// Users' newest pages kept in memory at most: a full page of 50 posts is
+/// about 30 KB with its rendering, so at most ~30 MB.
+const MAX_CACHED_NEWEST_PAGES: usize = 2_048;
 
 /// Distinct SQL texts a connection keeps prepared; above the number of
 /// queries the store runs, so none is ever evicted and re-parsed.
@@ -185,6 +198,7 @@ impl SqliteStore {
             users: Arc::default(),
             post_rows: Arc::new(ExactCache::new(MAX_CACHED_POSTS)),
             follows: Arc::new(ExactCache::new(MAX_CACHED_FOLLOW_LISTS)),
+            newest_pages: Arc::new(ExactCache::new(MAX_CACHED_NEWEST_PAGES)),
             archive: Arc::default(),
         })
     }

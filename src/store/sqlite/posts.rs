@@ -1,6 +1,6 @@
 //! Posts, votes, replies, feed candidates and trending on SQLite.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
@@ -15,8 +15,18 @@ use super::{
 };
 use crate::store::{
     Page, PageRequest, StoreError, StoreResult, UnixSeconds,
-    posts::{FeedCandidates, FeedQuery, Post, PostStore, Reply, TagUse, VoteCounts, VoteKind},
+    posts::{
+        FeedCandidates, FeedQuery, Post, PostStore, PostsPage, Reply, TagUse, VoteCounts, VoteKind,
+    },
 };
+
+/// A user's newest page (no `before`) as cached, with the `limit` it was
+/// read with: a request with another limit reads its own.
+#[derive(Clone)]
+pub(super) struct NewestPage {
+    limit: u32,
+    page: Arc<PostsPage>,
+}
 
 /// Where rows read from SQLite go.
 #[derive(Clone, Copy)]
@@ -148,12 +158,13 @@ pub(super) fn insert_post(
 }
 
 /// Records (or moves) a vote and updates the post's and the author's counts.
+/// Returns the post's author with the new counts.
 pub(super) fn apply_vote(
     conn: &rusqlite::Connection,
     voter: i64,
     post_id: i64,
     kind: VoteKind,
-) -> StoreResult<VoteCounts> {
+) -> StoreResult<(i64, VoteCounts)> {
     let author: i64 = conn
         .prepare_cached("SELECT user_id FROM posts WHERE id = ?1")?
         .query_row([post_id], |r| r.get(0))
@@ -193,17 +204,19 @@ pub(super) fn apply_vote(
         "UPDATE users SET upvotes = upvotes + ?2, downvotes = downvotes + ?3 WHERE id = ?1",
     )?
     .execute(params![author, up, down])?;
-    Ok(conn
+    let counts = conn
         .prepare_cached("SELECT upvotes, downvotes FROM posts WHERE id = ?1")?
         .query_row([post_id], |r| {
             Ok(VoteCounts {
                 upvotes: r.get(0)?,
                 downvotes: r.get(1)?,
             })
-        })?)
+        })?;
+    Ok((author, counts))
 }
 
-/// Stores a reply (checking the post and the parent) and bumps the post's `replies`.
+/// Stores a reply (checking the post and the parent) and bumps the post's
+/// `replies`. Returns the reply's id and the post's author.
 pub(super) fn insert_reply(
     conn: &rusqlite::Connection,
     author: i64,
@@ -211,10 +224,12 @@ pub(super) fn insert_reply(
     parent_id: Option<i64>,
     content: &str,
     now: UnixSeconds,
-) -> StoreResult<i64> {
-    if !post_exists(conn, post_id)? {
-        return Err(StoreError::not_found("post not found"));
-    }
+) -> StoreResult<(i64, i64)> {
+    let post_author: i64 = conn
+        .prepare_cached("SELECT user_id FROM posts WHERE id = ?1")?
+        .query_row([post_id], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::not_found("post not found"))?;
     if let Some(parent) = parent_id {
         let parent_post: i64 = conn
             .prepare_cached("SELECT post_id FROM replies WHERE id = ?1")?
@@ -233,7 +248,7 @@ pub(super) fn insert_reply(
     let id = conn.last_insert_rowid();
     conn.prepare_cached("UPDATE posts SET replies = replies + 1 WHERE id = ?1")?
         .execute([post_id])?;
-    Ok(id)
+    Ok((id, post_author))
 }
 
 /// What the feed's reads need from the store, taken before their read
@@ -387,7 +402,11 @@ impl PostStore for SqliteStore {
     ) -> StoreResult<i64> {
         let id = self
             .write(move |tx| insert_post(tx, author, &content, &hashtags, now))
-            .await?;
+            .await;
+        // Dropped whatever the outcome: the commit may have happened even
+        // if its fsync failed.
+        self.newest_pages.changed(author);
+        let id = id?;
         self.recent.record(RecentPost {
             id,
             author,
@@ -406,10 +425,19 @@ impl PostStore for SqliteStore {
         .await
     }
 
-    async fn posts_by(&self, username: &str, page: PageRequest) -> StoreResult<Page<Post>> {
+    async fn posts_by(&self, username: &str, page: PageRequest) -> StoreResult<Arc<PostsPage>> {
+        let newest = page.before.is_none();
+        // A cached newest page needs no reader connection at all.
+        if newest
+            && let Some(author) = self.users.cached_id(username)
+            && let Some(cached) = self.newest_pages.get(author)
+            && cached.limit == page.limit
+        {
+            return Ok(cached.page);
+        }
         let username = username.to_owned();
-        let users = self.users.clone();
-        let before = users.before_read();
+        let (users, pages) = (self.users.clone(), self.newest_pages.clone());
+        let (before, pages_before) = (users.before_read(), pages.before_read());
         self.read(move |conn| {
             let user = users
                 .by_name(conn, &username, before)?
@@ -436,16 +464,35 @@ impl PostStore for SqliteStore {
                     },
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(into_page(rows, page.limit, |p| p.id))
+            let read = PostsPage::new(into_page(rows, page.limit, |p| p.id));
+            if newest {
+                let cached = NewestPage {
+                    limit: page.limit,
+                    page: read.clone(),
+                };
+                pages.fill([(user.id, cached)], pages_before);
+            }
+            Ok(read)
         })
         .await
     }
 
     async fn vote(&self, voter: i64, post_id: i64, kind: VoteKind) -> StoreResult<VoteCounts> {
+        // The author is known once the vote is applied; the commit may
+        // still fail after that (and may have happened all the same).
+        let author = Arc::new(OnceLock::new());
+        let voted_on = author.clone();
         let outcome = self
-            .write(move |tx| apply_vote(tx, voter, post_id, kind))
+            .write(move |tx| {
+                let (author, counts) = apply_vote(tx, voter, post_id, kind)?;
+                let _ = voted_on.set(author);
+                Ok(counts)
+            })
             .await;
         self.post_rows.changed(post_id);
+        if let Some(&author) = author.get() {
+            self.newest_pages.changed(author);
+        }
         outcome
     }
 
@@ -457,10 +504,20 @@ impl PostStore for SqliteStore {
         content: String,
         now: UnixSeconds,
     ) -> StoreResult<i64> {
+        let post_author = Arc::new(OnceLock::new());
+        let replied_to = post_author.clone();
         let outcome = self
-            .write(move |tx| insert_reply(tx, author, post_id, parent_id, &content, now))
+            .write(move |tx| {
+                let (id, post_author) =
+                    insert_reply(tx, author, post_id, parent_id, &content, now)?;
+                let _ = replied_to.set(post_author);
+                Ok(id)
+            })
             .await;
         self.post_rows.changed(post_id);
+        if let Some(&post_author) = post_author.get() {
+            self.newest_pages.changed(post_author);
+        }
         outcome
     }
 

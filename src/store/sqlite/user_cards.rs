@@ -134,6 +134,15 @@ impl UserCards {
         }))
     }
 
+    /// The id of the user named `username` (ignoring case) if their card
+    /// is in memory; `None` says nothing about whether the user exists.
+    pub fn cached_id(&self, username: &str) -> Option<i64> {
+        let key = username.to_lowercase();
+        let inner = self.lock();
+        let id = *inner.ids_by_name.get(&key)?;
+        inner.cards.contains_key(&id).then_some(id)
+    }
+
     fn fill(&self, user_id: i64, card: Arc<UserCard>, before: BeforeRead) {
         let mut inner = self.lock();
         if inner.changes != before.0 {
