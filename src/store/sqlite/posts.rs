@@ -132,6 +132,14 @@ fn post_exists(conn: &rusqlite::Connection, post_id: i64) -> StoreResult<bool> {
         .query_row([post_id], |r| r.get(0))?)
 }
 
+/// The post's author; NotFound for no such post.
+fn post_author(conn: &rusqlite::Connection, post_id: i64) -> StoreResult<i64> {
+    conn.prepare_cached("SELECT user_id FROM posts WHERE id = ?1")?
+        .query_row([post_id], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::not_found("post not found"))
+}
+
 // The row writers below are shared by the store methods and the bulk
 // importer (bulk.rs), so both keep the counters the same way.
 
@@ -165,11 +173,7 @@ pub(super) fn apply_vote(
     post_id: i64,
     kind: VoteKind,
 ) -> StoreResult<(i64, VoteCounts)> {
-    let author: i64 = conn
-        .prepare_cached("SELECT user_id FROM posts WHERE id = ?1")?
-        .query_row([post_id], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| StoreError::not_found("post not found"))?;
+    let author = post_author(conn, post_id)?;
     if author == voter {
         return Err(StoreError::forbidden("you cannot vote on your own post"));
     }
@@ -225,11 +229,7 @@ pub(super) fn insert_reply(
     content: &str,
     now: UnixSeconds,
 ) -> StoreResult<(i64, i64)> {
-    let post_author: i64 = conn
-        .prepare_cached("SELECT user_id FROM posts WHERE id = ?1")?
-        .query_row([post_id], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| StoreError::not_found("post not found"))?;
+    let post_author = post_author(conn, post_id)?;
     if let Some(parent) = parent_id {
         let parent_post: i64 = conn
             .prepare_cached("SELECT post_id FROM replies WHERE id = ?1")?
