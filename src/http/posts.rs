@@ -135,29 +135,23 @@ async fn get_posts(
     query: QueryParams,
 ) -> ApiResult<Response> {
     let shared = state.store.posts_by(&username, query.page()?).await?;
-    let rendered = match shared.rendered.get() {
-        Some(rendered) => rendered.clone(),
-        None => {
-            let body = PostsBody {
-                posts: shared.page.items.iter().map(PostBody::from).collect(),
-                next: shared.page.next,
-            };
-            // Sized up front: the bytes stay in the cache as long as the
-            // page, and a buffer grown by doubling would keep up to twice
-            // what it holds.
-            let size = shared
-                .page
-                .items
-                .iter()
-                .map(|p| p.content.len() + p.username.len() + 128)
-                .sum();
-            let mut json = Vec::with_capacity(size);
-            serde_json::to_writer(&mut json, &body).map_err(ApiError::internal)?;
-            json.shrink_to_fit();
-            let rendered = Bytes::from(json);
-            shared.rendered.get_or_init(|| rendered).clone()
-        }
-    };
+    let rendered = shared.rendered(|page| {
+        let body = PostsBody {
+            posts: page.items.iter().map(PostBody::from).collect(),
+            next: page.next,
+        };
+        // Sized up front: the bytes stay in the cache as long as the page,
+        // and a buffer grown by doubling would keep up to twice what it holds.
+        let size = page
+            .items
+            .iter()
+            .map(|p| p.content.len() + p.username.len() + 128)
+            .sum();
+        let mut json = Vec::with_capacity(size);
+        serde_json::to_writer(&mut json, &body).map_err(ApiError::internal)?;
+        json.shrink_to_fit();
+        Ok::<_, ApiError>(Bytes::from(json))
+    })?;
     Ok((
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
         rendered,

@@ -1,6 +1,6 @@
 //! Posts, hashtags, votes, replies, and the raw material of the feed.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -20,21 +20,42 @@ pub struct Post {
 
 /// A page of one user's posts, shared: a store may hand the same page to
 /// every reader until it changes (the SQLite store does, for each user's
-/// newest page), so what a reader makes of it can be kept with it.
+/// newest page), so the page is rendered once and then kept only as its
+/// rendering (about half the memory of the posts it was made from).
 #[derive(Debug)]
 pub struct PostsPage {
-    pub page: Page<Post>,
-    /// The page as the HTTP layer sends it, made by the first reader that
-    /// needs it: a shared page is serialised once.
-    pub rendered: OnceLock<Bytes>,
+    /// The posts, until the page is rendered.
+    posts: Mutex<Option<Page<Post>>>,
+    rendered: OnceLock<Bytes>,
 }
 
 impl PostsPage {
     pub fn new(page: Page<Post>) -> Arc<Self> {
         Arc::new(PostsPage {
-            page,
+            posts: Mutex::new(Some(page)),
             rendered: OnceLock::new(),
         })
+    }
+
+    /// The page as `render` makes it from the posts: made by the first
+    /// reader, after which every reader gets the same bytes and the posts
+    /// are dropped.
+    pub fn rendered<E>(
+        &self,
+        render: impl FnOnce(&Page<Post>) -> Result<Bytes, E>,
+    ) -> Result<Bytes, E> {
+        if let Some(rendered) = self.rendered.get() {
+            return Ok(rendered.clone());
+        }
+        let mut posts = self.posts.lock().unwrap_or_else(PoisonError::into_inner);
+        // Another reader may have rendered it while this one waited.
+        let Some(page) = posts.as_ref() else {
+            return Ok(self.rendered.get().cloned().unwrap_or_default());
+        };
+        let rendered = render(page)?;
+        let rendered = self.rendered.get_or_init(|| rendered).clone();
+        *posts = None;
+        Ok(rendered)
     }
 }
 
@@ -165,7 +186,54 @@ pub trait PostStore: Send + Sync {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
     use super::*;
+
+    fn post(id: i64) -> Post {
+        Post {
+            id,
+            username: "ann".into(),
+            content: format!("post {id}"),
+            created_at: 0,
+            upvotes: 0,
+            downvotes: 0,
+            replies: 0,
+        }
+    }
+
+    /// A page is rendered by its first reader only; later readers get the
+    /// same bytes, and the posts are gone once rendered.
+    #[test]
+    fn a_shared_page_is_rendered_once_and_then_kept_only_as_bytes() {
+        let page = PostsPage::new(Page {
+            items: vec![post(2), post(1)],
+            next: None,
+        });
+        let first = page
+            .rendered(|p| Ok::<_, Infallible>(Bytes::from(format!("{} posts", p.items.len()))))
+            .unwrap();
+        assert_eq!(first, "2 posts");
+        let again = page
+            .rendered(|_| -> Result<Bytes, Infallible> { panic!("rendered twice") })
+            .unwrap();
+        assert_eq!(again, first);
+        assert!(page.posts.lock().unwrap().is_none());
+    }
+
+    /// A failed rendering keeps the posts, so that the next reader can try.
+    #[test]
+    fn a_failed_rendering_keeps_the_posts() {
+        let page = PostsPage::new(Page {
+            items: vec![post(1)],
+            next: None,
+        });
+        assert!(page.rendered(|_| Err("no")).is_err());
+        let bytes = page
+            .rendered(|p| Ok::<_, Infallible>(Bytes::from(p.items[0].content.clone())))
+            .unwrap();
+        assert_eq!(bytes, "post 1");
+    }
 
     fn query() -> FeedQuery {
         FeedQuery {

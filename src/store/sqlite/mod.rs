@@ -98,9 +98,11 @@ const MAX_CACHED_POSTS: usize = 100_000;
 /// Follow lists kept in memory at most (8 bytes a followee).
 const MAX_CACHED_FOLLOW_LISTS: usize = 100_000;
 
-/// Users' newest pages kept in memory at most: a full page of 50 posts is
-/// about 30 KB with its rendering, so at most ~30 MB. (2,048 made the
-/// bench's `get_posts` faster still; its peak RSS reached 273 MiB.)
+/// Users' newest pages kept in memory at most: a page of 50 posts is kept
+/// as its JSON once rendered (by the request that read it), about 15 KB,
+/// so at most ~15 MB. (When pages kept their posts as well, 30 KB a page,
+/// 2,048 pages took the bench's peak RSS to 273 MiB; 2,048 rendered pages
+/// are still to be measured in a full run.)
 const MAX_CACHED_NEWEST_PAGES: usize = 1_024;
 
 /// Distinct SQL texts a connection keeps prepared; above the number of
