@@ -102,7 +102,7 @@ const MAX_CACHED_FOLLOW_LISTS: usize = 100_000;
 /// as its JSON once rendered (by the request that read it), about 15 KB,
 /// so at most ~15 MB. (When pages kept their posts as well, 30 KB a page,
 /// 2,048 pages took the bench's peak RSS to 273 MiB; 2,048 rendered pages
-/// are still to be measured in a full run.)
+/// did not make the bench's `get_posts` faster: docs/PERFORMANCE.md.)
 const MAX_CACHED_NEWEST_PAGES: usize = 1_024;
 
 /// Distinct SQL texts a connection keeps prepared; above the number of
