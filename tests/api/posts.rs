@@ -224,6 +224,30 @@ async fn post_as(app: &TestApp, token: &str, content: &str) -> i64 {
     body(resp).await["id"].as_i64().unwrap()
 }
 
+/// Votes `vote` ("up" or "down") on the post; the vote must be counted.
+async fn vote_as(app: &TestApp, token: &str, post_id: i64, vote: &str) {
+    let resp = app
+        .post_json(
+            "/api/vote_post",
+            Some(token),
+            json!({"post_id": post_id, "vote_type": vote}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK, "the {vote} vote");
+}
+
+/// Replies to the post; the reply must be created.
+async fn reply_as(app: &TestApp, token: &str, post_id: i64, content: &str) {
+    let resp = app
+        .post_json(
+            "/api/reply_to_post",
+            Some(token),
+            json!({"post_id": post_id, "content": content}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+}
+
 async fn trending_for(app: &TestApp, token: &str) -> Value {
     body(app.get("/api/fyp", Some(token)).await).await["trending_topics"].clone()
 }
@@ -349,14 +373,7 @@ async fn an_archive_post_in_the_feed_shows_the_votes_it_just_got() {
     }
     assert_eq!(feed_counts(&app, &viewer, old).await, Some((0, 0)));
     for (vote, counts) in [("up", (1, 0)), ("down", (0, 1))] {
-        let resp = app
-            .post_json(
-                "/api/vote_post",
-                Some(&voter),
-                json!({"post_id": old, "vote_type": vote}),
-            )
-            .await;
-        assert_eq!(resp.status(), StatusCode::OK);
+        vote_as(&app, &voter, old, vote).await;
         let (up, down, _) = post_counts(&app, old).await;
         assert_eq!((up, down), counts, "after the {vote} vote");
         assert_eq!(
@@ -365,14 +382,7 @@ async fn an_archive_post_in_the_feed_shows_the_votes_it_just_got() {
             "after the {vote} vote"
         );
     }
-    let resp = app
-        .post_json(
-            "/api/reply_to_post",
-            Some(&voter),
-            json!({"post_id": old, "content": "a reply"}),
-        )
-        .await;
-    assert_eq!(resp.status(), StatusCode::CREATED);
+    reply_as(&app, &voter, old, "a reply").await;
     assert_eq!(post_counts(&app, old).await, (0, 1, 1));
 }
 
@@ -455,28 +465,14 @@ async fn a_users_newest_page_shows_each_change_at_once() {
     );
 
     for (vote, up, down) in [("up", 1, 0), ("down", 0, 1)] {
-        let r = app
-            .post_json(
-                "/api/vote_post",
-                Some(&voter_token),
-                json!({"post_id": first, "vote_type": vote}),
-            )
-            .await;
-        assert_eq!(r.status(), StatusCode::OK);
+        vote_as(&app, &voter_token, first, vote).await;
         assert_eq!(
             page_of(&app, &author, "").await,
             [(second, 0, 0, 0), (first, up, down, 0)],
             "after the {vote} vote"
         );
     }
-    let r = app
-        .post_json(
-            "/api/reply_to_post",
-            Some(&voter_token),
-            json!({"post_id": second, "content": "a reply"}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
+    reply_as(&app, &voter_token, second, "a reply").await;
     assert_eq!(
         page_of(&app, &author, "").await,
         [(second, 0, 0, 1), (first, 0, 1, 0)]
