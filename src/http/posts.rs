@@ -23,7 +23,7 @@ use crate::{
     },
     error::{ApiError, ApiResult, ErrorBody},
     rate_limit::{RateLimited, limit},
-    store::posts::{Post, Reply, VoteKind},
+    store::posts::{Post, PostText, Reply, VoteKind},
 };
 
 pub const MAX_POST_CHARS: usize = 512;
@@ -46,7 +46,7 @@ pub struct PostBody<'a> {
     #[schema(value_type = String)]
     username: Cow<'a, str>,
     #[schema(value_type = String)]
-    content: Cow<'a, str>,
+    content: PostText,
     #[schema(value_type = String)]
     created_at: UtcTimestamp,
     upvotes: i64,
@@ -59,7 +59,7 @@ impl From<Post> for PostBody<'static> {
         PostBody {
             id: p.id,
             username: Cow::Owned(p.username),
-            content: Cow::Owned(p.content),
+            content: p.content,
             created_at: UtcTimestamp(p.created_at),
             upvotes: p.upvotes,
             downvotes: p.downvotes,
@@ -73,7 +73,7 @@ impl<'a> From<&'a Post> for PostBody<'a> {
         PostBody {
             id: p.id,
             username: Cow::Borrowed(&p.username),
-            content: Cow::Borrowed(&p.content),
+            content: p.content.clone(),
             created_at: UtcTimestamp(p.created_at),
             upvotes: p.upvotes,
             downvotes: p.downvotes,
@@ -145,7 +145,7 @@ async fn get_posts(
         let size = page
             .items
             .iter()
-            .map(|p| p.content.len() + p.username.len() + 128)
+            .map(|p| p.content.json().len() + p.username.len() + 128)
             .sum();
         let mut json = Vec::with_capacity(size);
         serde_json::to_writer(&mut json, &body).map_err(ApiError::internal)?;

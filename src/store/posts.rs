@@ -4,6 +4,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 
 use super::{Page, PageRequest, StoreResult, UnixSeconds};
 
@@ -11,7 +13,7 @@ use super::{Page, PageRequest, StoreResult, UnixSeconds};
 pub struct Post {
     pub id: i64,
     pub username: String,
-    pub content: String,
+    pub content: PostText,
     pub created_at: UnixSeconds,
     pub upvotes: i64,
     pub downvotes: i64,
@@ -22,6 +24,56 @@ pub struct Post {
 /// every reader until it changes (the SQLite store does, for each user's
 /// newest page), so the page is rendered once and then kept only as its
 /// rendering (about half the memory of the posts it was made from).
+/// A post's text, kept as the JSON string that shows it (quoted and
+/// escaped). A cached post is read by many feeds: its text is escaped once,
+/// when it is read from the database, and shared by every response that
+/// shows it instead of being copied and escaped for each.
+#[derive(Clone)]
+pub struct PostText(Arc<RawValue>);
+
+impl PostText {
+    pub fn new(text: &str) -> Self {
+        // Writing a string into a `String` cannot fail.
+        let json = serde_json::value::to_raw_value(text).expect("a string serialises");
+        PostText(Arc::from(json))
+    }
+
+    /// The JSON string, quotes included.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The text itself.
+    pub fn to_text(&self) -> String {
+        serde_json::from_str(self.0.get()).expect("made from a string")
+    }
+}
+
+impl From<&str> for PostText {
+    fn from(text: &str) -> Self {
+        PostText::new(text)
+    }
+}
+
+impl std::fmt::Debug for PostText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.json())
+    }
+}
+
+impl PartialEq for PostText {
+    fn eq(&self, other: &Self) -> bool {
+        self.json() == other.json()
+    }
+}
+
+/// Written as it is kept (serde_json writes a raw value verbatim).
+impl Serialize for PostText {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
 #[derive(Debug)]
 pub struct PostsPage {
     /// The posts, until the page is rendered.
@@ -194,11 +246,32 @@ mod tests {
         Post {
             id,
             username: "ann".into(),
-            content: format!("post {id}"),
+            content: PostText::new(&format!("post {id}")),
             created_at: 0,
             upvotes: 0,
             downvotes: 0,
             replies: 0,
+        }
+    }
+
+    /// Kept escaped, a text is written exactly as serde_json writes the
+    /// plain string, and reads back unchanged.
+    #[test]
+    fn a_post_text_is_written_as_its_plain_string_would_be() {
+        for text in [
+            "plain",
+            "quote \" and \\ back",
+            "line\nbreak\ttab\u{1}",
+            "héllo 👋 #tag",
+            "",
+        ] {
+            let kept = PostText::new(text);
+            assert_eq!(kept.to_text(), text);
+            assert_eq!(
+                serde_json::to_string(&serde_json::json!({ "content": text })).unwrap(),
+                serde_json::to_string(&std::collections::BTreeMap::from([("content", kept)]))
+                    .unwrap(),
+            );
         }
     }
 
@@ -230,7 +303,7 @@ mod tests {
         });
         assert!(page.rendered(|_| Err("no")).is_err());
         let bytes = page
-            .rendered(|p| Ok::<_, Infallible>(Bytes::from(p.items[0].content.clone())))
+            .rendered(|p| Ok::<_, Infallible>(Bytes::from(p.items[0].content.to_text())))
             .unwrap();
         assert_eq!(bytes, "post 1");
     }

@@ -9,7 +9,8 @@ use super::{PostgresStore, accounts::user_by_name, into_page};
 use crate::store::{
     Page, PageRequest, StoreError, StoreResult, UnixSeconds,
     posts::{
-        FeedCandidates, FeedQuery, Post, PostStore, PostsPage, Reply, TagUse, VoteCounts, VoteKind,
+        FeedCandidates, FeedQuery, Post, PostStore, PostText, PostsPage, Reply, TagUse, VoteCounts,
+        VoteKind,
     },
 };
 
@@ -24,7 +25,7 @@ fn post_from_row(
     Post {
         id,
         username,
-        content,
+        content: PostText::new(&content),
         created_at,
         upvotes,
         downvotes,

@@ -16,9 +16,17 @@ use super::{
 use crate::store::{
     Page, PageRequest, StoreError, StoreResult, UnixSeconds,
     posts::{
-        FeedCandidates, FeedQuery, Post, PostStore, PostsPage, Reply, TagUse, VoteCounts, VoteKind,
+        FeedCandidates, FeedQuery, Post, PostStore, PostText, PostsPage, Reply, TagUse, VoteCounts,
+        VoteKind,
     },
 };
+
+/// Read straight from the column's bytes, escaped on the way.
+impl rusqlite::types::FromSql for PostText {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        value.as_str().map(PostText::new)
+    }
+}
 
 /// A user's newest page (no `before`) as cached, with the `limit` it was
 /// read with: a request with another limit reads its own.
