@@ -1,11 +1,14 @@
 //! The For You feed and trending topics.
 
-use axum::{Json, extract::State};
+use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::posts::PostBody;
+use super::{
+    json::{ITEM_OVERHEAD, SizedJson},
+    posts::PostBody,
+};
 use crate::{
     app::AppState,
     auth::AuthUser,
@@ -27,7 +30,7 @@ pub struct FeedBody {
 /// GET /api/fyp
 #[utoipa::path(get, path = "/api/fyp", tag = "feed",
     responses((status = 200, body = FeedBody), (status = 401, body = ErrorBody)))]
-async fn fyp(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<FeedBody>> {
+async fn fyp(State(state): State<AppState>, user: AuthUser) -> ApiResult<SizedJson<FeedBody>> {
     let now = now_secs();
     // A full page of followed and global posts, so that short shares can
     // be filled; archive draws (random seeks) only as many as needed.
@@ -47,8 +50,16 @@ async fn fyp(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Fe
         )
         .await?;
     let trending = state.trending.top(now, 3);
-    Ok(Json(FeedBody {
-        posts: posts.into_iter().map(PostBody::from).collect(),
-        trending_topics: trending.into_iter().map(|t| format!("#{t}")).collect(),
-    }))
+    let capacity = posts
+        .iter()
+        .map(|p| p.content.json().len() + p.username.len() + ITEM_OVERHEAD)
+        .sum::<usize>()
+        + ITEM_OVERHEAD;
+    Ok(SizedJson {
+        body: FeedBody {
+            posts: posts.into_iter().map(PostBody::from).collect(),
+            trending_topics: trending.into_iter().map(|t| format!("#{t}")).collect(),
+        },
+        capacity,
+    })
 }

@@ -8,6 +8,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     MessageBody,
     extract::{JsonBody, PageParams, QueryParams, optional_id},
+    json::{ITEM_OVERHEAD, SizedJson},
 };
 use crate::{
     app::AppState,
@@ -85,12 +86,21 @@ async fn inbox(
     State(state): State<AppState>,
     user: AuthUser,
     query: QueryParams,
-) -> ApiResult<Json<InboxBody>> {
+) -> ApiResult<SizedJson<InboxBody>> {
     let page = state.store.inbox(user.id, query.page()?).await?;
-    Ok(Json(InboxBody {
-        messages: page.items.into_iter().map(InboxEntry::from).collect(),
-        next: page.next,
-    }))
+    let capacity = page
+        .items
+        .iter()
+        .map(|m| m.message.len() + m.sender.len() + m.recipient.len() + m.avatar_url.len())
+        .sum::<usize>()
+        + ITEM_OVERHEAD * (page.items.len() + 1);
+    Ok(SizedJson {
+        body: InboxBody {
+            messages: page.items.into_iter().map(InboxEntry::from).collect(),
+            next: page.next,
+        },
+        capacity,
+    })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -6,6 +6,7 @@ pub mod extract;
 pub mod feed;
 pub mod files;
 pub mod inbox;
+pub mod json;
 pub mod metrics;
 pub mod posts;
 pub mod profiles;

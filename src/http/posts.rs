@@ -6,14 +6,17 @@ use axum::{
     Json,
     body::Bytes,
     extract::State,
-    http::{HeaderValue, StatusCode, header::CONTENT_TYPE},
-    response::{IntoResponse, Response},
+    http::StatusCode,
+    response::Response,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{JsonBody, PageParams, PathText, QueryParams, optional_id, path_id};
+use super::{
+    extract::{JsonBody, PageParams, PathText, QueryParams, optional_id, path_id},
+    json::{self, ITEM_OVERHEAD, SizedJson},
+};
 use crate::{
     app::AppState,
     domain::{
@@ -145,18 +148,14 @@ async fn get_posts(
         let size = page
             .items
             .iter()
-            .map(|p| p.content.json().len() + p.username.len() + 128)
+            .map(|p| p.content.json().len() + p.username.len() + ITEM_OVERHEAD)
             .sum();
-        let mut json = Vec::with_capacity(size);
-        serde_json::to_writer(&mut json, &body).map_err(ApiError::internal)?;
+        // Kept as long as the page is cached: no spare capacity.
+        let mut json = json::to_vec(&body, size)?;
         json.shrink_to_fit();
         Ok::<_, ApiError>(Bytes::from(json))
     })?;
-    Ok((
-        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        rendered,
-    )
-        .into_response())
+    Ok(json::response(rendered))
 }
 
 /// GET /api/get_post_by_id/{id}
@@ -297,13 +296,22 @@ async fn get_replies(
     State(state): State<AppState>,
     PathText(post_id): PathText,
     query: QueryParams,
-) -> ApiResult<Json<RepliesBody>> {
+) -> ApiResult<SizedJson<RepliesBody>> {
     let page = state
         .store
         .replies(path_id(&post_id, "post")?, query.page()?)
         .await?;
-    Ok(Json(RepliesBody {
-        replies: page.items.into_iter().map(ReplyBody::from).collect(),
-        next: page.next,
-    }))
+    let capacity = page
+        .items
+        .iter()
+        .map(|r| r.content.len() + r.username.len() + r.avatar_url.len())
+        .sum::<usize>()
+        + ITEM_OVERHEAD * (page.items.len() + 1);
+    Ok(SizedJson {
+        body: RepliesBody {
+            replies: page.items.into_iter().map(ReplyBody::from).collect(),
+            next: page.next,
+        },
+        capacity,
+    })
 }

@@ -8,6 +8,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     MessageBody,
     extract::{JsonBody, PathText, QueryParams, optional_id, path_id},
+    json::{ITEM_OVERHEAD, SizedJson},
 };
 use crate::{
     app::AppState,
@@ -317,7 +318,7 @@ async fn get_room_messages(
     State(state): State<AppState>,
     user: AuthUser,
     query: QueryParams,
-) -> ApiResult<Json<MessagesBody>> {
+) -> ApiResult<SizedJson<MessagesBody>> {
     let room_id = query
         .id("room_id")?
         .ok_or_else(|| ApiError::bad_request("room_id is required"))?;
@@ -327,16 +328,24 @@ async fn get_room_messages(
         .messages
         .room_messages(room.id, since, now_f64(), state.retention())
         .await?;
-    Ok(Json(MessagesBody {
-        messages: messages
-            .into_iter()
-            .map(|m| RoomMessageBody {
-                id: m.id,
-                username: m.username,
-                message: m.message,
-                created_at: m.created_at,
-                room_id: m.room_id,
-            })
-            .collect(),
-    }))
+    let capacity = messages
+        .iter()
+        .map(|m| m.message.len() + m.username.len())
+        .sum::<usize>()
+        + ITEM_OVERHEAD * (messages.len() + 1);
+    Ok(SizedJson {
+        capacity,
+        body: MessagesBody {
+            messages: messages
+                .into_iter()
+                .map(|m| RoomMessageBody {
+                    id: m.id,
+                    username: m.username,
+                    message: m.message,
+                    created_at: m.created_at,
+                    room_id: m.room_id,
+                })
+                .collect(),
+        },
+    })
 }
