@@ -94,3 +94,39 @@ impl Conn {
         Ok((status, body))
     }
 }
+
+/// A load request's outcome: an answer, or why none came.
+pub enum Outcome {
+    Answered(u16, Bytes),
+    Failed(String),
+}
+
+impl Outcome {
+    /// From a send that may have timed out (`None`).
+    pub fn of(sent: Option<Result<(u16, Bytes)>>) -> Outcome {
+        match sent {
+            Some(Ok((status, body))) => Outcome::Answered(status, body),
+            Some(Err(e)) => Outcome::Failed(format!("transport: {e:#}")),
+            None => Outcome::Failed("timeout or no connection".to_owned()),
+        }
+    }
+
+    /// The HTTP status; 0 when no answer came.
+    pub fn status(&self) -> u16 {
+        match self {
+            Outcome::Answered(status, _) => *status,
+            Outcome::Failed(_) => 0,
+        }
+    }
+
+    /// The first 200 characters of the answer or of the failure, for error
+    /// samples. Decoded only when asked: decoding every answer cost the
+    /// bench CPU in proportion to the answer's size, on the cores it shares
+    /// with the server.
+    pub fn sample(&self) -> String {
+        match self {
+            Outcome::Answered(_, body) => String::from_utf8_lossy(body).chars().take(200).collect(),
+            Outcome::Failed(why) => why.chars().take(200).collect(),
+        }
+    }
+}

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::json;
 
 use crate::{
-    client::{Conn, Req},
+    client::{self, Conn, Req},
     dataset::{Dataset, PASSWORD, pick_tags, sentence},
 };
 
@@ -365,13 +365,8 @@ pub async fn closed_loop(
                     None => None,
                 };
                 let done = Instant::now();
-                let (status, body) = match result {
-                    Some(Ok((status, body))) => {
-                        (status, String::from_utf8_lossy(&body).into_owned())
-                    }
-                    Some(Err(e)) => (0, format!("transport: {e:#}")),
-                    None => (0, "timeout or no connection".to_owned()),
-                };
+                let answer = client::Outcome::of(result);
+                let status = answer.status();
                 if status != expected && scenario == Scenario::FollowUnfollow {
                     // A failed follow leaves nothing to undo.
                     if req.path == "/api/follow" {
@@ -393,7 +388,7 @@ pub async fn closed_loop(
                 } else {
                     *outcome.errors.entry(status).or_default() += 1;
                     if outcome.error_samples.len() < ERROR_SAMPLES {
-                        let text: String = body.chars().take(200).collect();
+                        let text = answer.sample();
                         outcome
                             .error_samples
                             .push(format!("{} {} -> {status}: {text}", req.method, req.path));

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::time::MissedTickBehavior;
 
 use crate::{
-    client::Conn,
+    client::{self, Conn},
     report::mib,
     scenarios::{REQUEST_TIMEOUT, Scenario, Shared, Worker},
     server::proc_status_kib,
@@ -111,13 +111,8 @@ pub async fn soak(shared: Arc<Shared>, pid: u32, plan: &SoakPlan) -> Result<(Val
                         .ok(),
                     None => None,
                 };
-                let (status, body) = match result {
-                    Some(Ok((status, body))) => {
-                        (status, String::from_utf8_lossy(&body).into_owned())
-                    }
-                    Some(Err(e)) => (0, format!("transport: {e:#}")),
-                    None => (0, "timeout or no connection".to_owned()),
-                };
+                let answer = client::Outcome::of(result);
+                let status = answer.status();
                 if status == expected {
                     tally.ok.fetch_add(1, Ordering::Relaxed);
                     continue;
@@ -125,7 +120,7 @@ pub async fn soak(shared: Arc<Shared>, pid: u32, plan: &SoakPlan) -> Result<(Val
                 tally.errors.fetch_add(1, Ordering::Relaxed);
                 *errors.by_status.entry(status).or_default() += 1;
                 if errors.samples.len() < 3 {
-                    let text: String = body.chars().take(200).collect();
+                    let text = answer.sample();
                     errors
                         .samples
                         .push(format!("{} {} -> {status}: {text}", req.method, req.path));

@@ -2,13 +2,7 @@
 
 use std::borrow::Cow;
 
-use axum::{
-    Json,
-    body::Bytes,
-    extract::State,
-    http::StatusCode,
-    response::Response,
-};
+use axum::{Json, body::Bytes, extract::State, http::StatusCode, response::Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};

@@ -166,9 +166,11 @@ impl InboxStore for SqliteStore {
                 .collect();
             let cards = users.cards(conn, &ids, before_read)?;
             let mut messages = Vec::with_capacity(newest.len());
-            for (m, pair) in newest.into_iter().zip(cards.chunks_exact(2)) {
+            for m in newest {
                 // Both exist (foreign keys); a missing one is skipped as a join would.
-                if let [Some(sender), Some(recipient)] = pair {
+                if let (Some(sender), Some(recipient)) =
+                    (cards.get(m.sender_id), cards.get(m.recipient_id))
+                {
                     messages.push(InboxMessage {
                         id: m.id,
                         sender: sender.username.clone(),

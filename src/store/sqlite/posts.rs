@@ -126,9 +126,8 @@ fn with_authors(
     let cards = users.cards(conn, &authors, before)?;
     Ok(rows
         .into_iter()
-        .zip(cards)
-        .filter_map(|((_, mut post), card)| {
-            post.username.clone_from(&card?.username);
+        .filter_map(|(author, mut post)| {
+            post.username.clone_from(&cards.get(author)?.username);
             Some(post)
         })
         .collect())
@@ -561,8 +560,8 @@ impl PostStore for SqliteStore {
             let cards = users.cards(conn, &authors, before)?;
             let mut replies = Vec::with_capacity(rows.len());
             // As a join would, a reply whose author is missing is skipped.
-            for ((_, mut reply), card) in rows.into_iter().zip(cards) {
-                if let Some(card) = card {
+            for (author, mut reply) in rows {
+                if let Some(card) = cards.get(author) {
                     reply.username.clone_from(&card.username);
                     reply.avatar_url.clone_from(&card.avatar_url);
                     replies.push(reply);

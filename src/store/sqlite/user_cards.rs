@@ -26,6 +26,24 @@ pub(super) struct UserCard {
     pub avatar_url: String,
 }
 
+/// The cards a list needs, one per user. Handing out a card per row
+/// instead cost the inbox a tenth of its CPU: every clone of a shared
+/// card is an atomic increment on a cache line the other core writes too
+/// (the viewer's own card is in every message of their inbox).
+pub(super) struct CardSet {
+    /// Sorted, no duplicates.
+    ids: Vec<i64>,
+    cards: Vec<Option<Arc<UserCard>>>,
+}
+
+impl CardSet {
+    /// The user's card; `None` for a user not asked for or not found.
+    pub fn get(&self, user_id: i64) -> Option<&UserCard> {
+        let at = self.ids.binary_search(&user_id).ok()?;
+        self.cards[at].as_deref()
+    }
+}
+
 #[derive(Default)]
 pub(super) struct UserCards {
     inner: Mutex<Inner>,
@@ -78,24 +96,34 @@ impl UserCards {
         Ok(card)
     }
 
-    /// The cards of `ids`, in their order, as `card` finds them; looked up
-    /// under one lock (a page of the inbox asks for 100).
+    /// The cards of `ids`, as `card` finds them, each user looked up once
+    /// under one lock (a page of the inbox names 100 users, mostly the
+    /// same few).
     pub fn cards(
         &self,
         conn: &Connection,
         ids: &[i64],
         before: BeforeRead,
-    ) -> StoreResult<Vec<Option<Arc<UserCard>>>> {
+    ) -> StoreResult<CardSet> {
+        let mut unique = ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
         let mut found: Vec<Option<Arc<UserCard>>> = {
             let inner = self.lock();
-            ids.iter().map(|id| inner.cards.get(id).cloned()).collect()
+            unique
+                .iter()
+                .map(|id| inner.cards.get(id).cloned())
+                .collect()
         };
-        for (card, &id) in found.iter_mut().zip(ids) {
+        for (card, &id) in found.iter_mut().zip(&unique) {
             if card.is_none() {
                 *card = self.card(conn, id, before)?;
             }
         }
-        Ok(found)
+        Ok(CardSet {
+            ids: unique,
+            cards: found,
+        })
     }
 
     /// The user named `username` (ignoring case), as `card` finds users by id.
@@ -209,18 +237,16 @@ mod tests {
     }
 
     #[test]
-    fn cards_come_in_the_order_asked_with_none_for_unknown_ids() {
+    fn a_card_set_finds_each_user_asked_for_and_none_for_others() {
         let (conn, cards) = (db(), UserCards::default());
         assert!(avatar(&cards, &conn, 2).is_some());
         let before = cards.before_read();
-        let names: Vec<Option<String>> = cards
-            .cards(&conn, &[2, 3, 1, 2], before)
-            .unwrap()
-            .into_iter()
-            .map(|c| c.map(|c| c.username.clone()))
+        let set = cards.cards(&conn, &[2, 3, 1, 2], before).unwrap();
+        let names: Vec<Option<&str>> = [2, 3, 1, 4]
+            .iter()
+            .map(|&id| set.get(id).map(|c| c.username.as_str()))
             .collect();
-        let expected = [Some("bob"), None, Some("ann"), Some("bob")];
-        assert_eq!(names, expected.map(|n| n.map(String::from)));
+        assert_eq!(names, [Some("bob"), None, Some("ann"), None]);
     }
 
     #[test]
