@@ -1,6 +1,6 @@
 //! Direct messages (the inbox).
 
-use axum::{Json, extract::State};
+use axum::{Json, body::Bytes, extract::State, response::Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -8,7 +8,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     MessageBody,
     extract::{JsonBody, PageParams, QueryParams, optional_id},
-    json::{ITEM_OVERHEAD, SizedJson},
+    json::{self, ITEM_OVERHEAD},
 };
 use crate::{
     app::AppState,
@@ -48,32 +48,32 @@ async fn send_inbox_message(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct InboxEntry {
+pub struct InboxEntry<'a> {
     id: i64,
-    sender: String,
-    recipient: String,
-    message: String,
+    sender: &'a str,
+    recipient: &'a str,
+    message: &'a str,
     #[schema(value_type = String)]
     created_at: UtcTimestamp,
-    avatar_url: String,
+    avatar_url: &'a str,
 }
 
-impl From<InboxMessage> for InboxEntry {
-    fn from(m: InboxMessage) -> Self {
+impl<'a> From<&'a InboxMessage> for InboxEntry<'a> {
+    fn from(m: &'a InboxMessage) -> Self {
         InboxEntry {
             id: m.id,
-            sender: m.sender,
-            recipient: m.recipient,
-            message: m.message,
+            sender: &m.sender,
+            recipient: &m.recipient,
+            message: &m.message,
             created_at: UtcTimestamp(m.created_at),
-            avatar_url: m.avatar_url,
+            avatar_url: &m.avatar_url,
         }
     }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct InboxBody {
-    messages: Vec<InboxEntry>,
+pub struct InboxBody<'a> {
+    messages: Vec<InboxEntry<'a>>,
     next: Option<i64>,
 }
 
@@ -86,21 +86,26 @@ async fn inbox(
     State(state): State<AppState>,
     user: AuthUser,
     query: QueryParams,
-) -> ApiResult<SizedJson<InboxBody>> {
-    let page = state.store.inbox(user.id, query.page()?).await?;
-    let capacity = page
-        .items
-        .iter()
-        .map(|m| m.message.len() + m.sender.len() + m.recipient.len() + m.avatar_url.len())
-        .sum::<usize>()
-        + ITEM_OVERHEAD * (page.items.len() + 1);
-    Ok(SizedJson {
-        body: InboxBody {
-            messages: page.items.into_iter().map(InboxEntry::from).collect(),
+) -> ApiResult<Response> {
+    let shared = state.store.inbox(user.id, query.page()?).await?;
+    // The store may hand the same page to the user's next requests (the
+    // newest page is cached until it changes): rendered once, kept as bytes.
+    let rendered = shared.rendered(|page| {
+        let capacity = page
+            .items
+            .iter()
+            .map(|m| m.message.len() + m.sender.len() + m.recipient.len() + m.avatar_url.len())
+            .sum::<usize>()
+            + ITEM_OVERHEAD * (page.items.len() + 1);
+        let body = InboxBody {
+            messages: page.items.iter().map(InboxEntry::from).collect(),
             next: page.next,
-        },
-        capacity,
-    })
+        };
+        let mut json = json::to_vec(&body, capacity)?;
+        json.shrink_to_fit();
+        Ok::<_, ApiError>(Bytes::from(json))
+    })?;
+    Ok(json::response(rendered))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -1,8 +1,13 @@
 //! Direct messages. Deleting hides a message for the one who deletes only.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
-use super::{Page, PageRequest, StoreResult, UnixSeconds};
+use super::{PageRequest, SharedPage, StoreResult, UnixSeconds};
+
+/// A page of an inbox, shared (see `SharedPage`).
+pub type InboxPage = SharedPage<InboxMessage>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboxMessage {
@@ -26,7 +31,7 @@ pub trait InboxStore: Send + Sync {
         now: UnixSeconds,
     ) -> StoreResult<InboxMessage>;
     /// Messages the user received or sent and has not deleted, newest first.
-    async fn inbox(&self, user_id: i64, page: PageRequest) -> StoreResult<Page<InboxMessage>>;
+    async fn inbox(&self, user_id: i64, page: PageRequest) -> StoreResult<Arc<InboxPage>>;
     /// The number of messages `inbox` would list.
     async fn inbox_count(&self, user_id: i64) -> StoreResult<i64>;
     /// Hides the message for this user only. NotFound when it is not in

@@ -13,6 +13,10 @@ pub mod redis;
 pub mod rooms;
 pub mod sqlite;
 
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use bytes::Bytes;
+
 pub use accounts::AccountStore;
 pub use blobs::FileStore;
 pub use inbox::InboxStore;
@@ -94,3 +98,86 @@ pub struct Page<T> {
 
 /// Unix time in seconds.
 pub type UnixSeconds = i64;
+
+/// A page many readers are handed: a store may give the same page to every
+/// reader until it changes (the SQLite store does, for each user's newest
+/// page of posts and of the inbox), so it is rendered once and then kept
+/// only as its rendering (about half the memory of the items it was made
+/// from).
+#[derive(Debug)]
+pub struct SharedPage<T> {
+    /// The items, until the page is rendered.
+    items: Mutex<Option<Page<T>>>,
+    rendered: OnceLock<Bytes>,
+}
+
+impl<T> SharedPage<T> {
+    pub fn new(page: Page<T>) -> Arc<Self> {
+        Arc::new(SharedPage {
+            items: Mutex::new(Some(page)),
+            rendered: OnceLock::new(),
+        })
+    }
+
+    /// The page as `render` makes it from the items: made by the first
+    /// reader, after which every reader gets the same bytes and the items
+    /// are dropped.
+    pub fn rendered<E>(
+        &self,
+        render: impl FnOnce(&Page<T>) -> Result<Bytes, E>,
+    ) -> Result<Bytes, E> {
+        if let Some(rendered) = self.rendered.get() {
+            return Ok(rendered.clone());
+        }
+        let mut items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+        // Another reader may have rendered it while this one waited.
+        let Some(page) = items.as_ref() else {
+            return Ok(self.rendered.get().cloned().unwrap_or_default());
+        };
+        let rendered = render(page)?;
+        let rendered = self.rendered.get_or_init(|| rendered).clone();
+        *items = None;
+        Ok(rendered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use super::*;
+
+    fn page(items: &[&str]) -> Arc<SharedPage<String>> {
+        SharedPage::new(Page {
+            items: items.iter().map(|s| s.to_string()).collect(),
+            next: None,
+        })
+    }
+
+    /// A page is rendered by its first reader only; later readers get the
+    /// same bytes, and the items are gone once rendered.
+    #[test]
+    fn a_shared_page_is_rendered_once_and_then_kept_only_as_bytes() {
+        let page = page(&["b", "a"]);
+        let first = page
+            .rendered(|p| Ok::<_, Infallible>(Bytes::from(format!("{} items", p.items.len()))))
+            .unwrap();
+        assert_eq!(first, "2 items");
+        let again = page
+            .rendered(|_| -> Result<Bytes, Infallible> { panic!("rendered twice") })
+            .unwrap();
+        assert_eq!(again, first);
+        assert!(page.items.lock().unwrap().is_none());
+    }
+
+    /// A failed rendering keeps the items, so that the next reader can try.
+    #[test]
+    fn a_failed_rendering_keeps_the_items() {
+        let page = page(&["a"]);
+        assert!(page.rendered(|_| Err("no")).is_err());
+        let bytes = page
+            .rendered(|p| Ok::<_, Infallible>(Bytes::from(p.items[0].clone())))
+            .unwrap();
+        assert_eq!(bytes, "a");
+    }
+}

@@ -1,13 +1,12 @@
 //! Posts, hashtags, votes, replies, and the raw material of the feed.
 
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use super::{Page, PageRequest, StoreResult, UnixSeconds};
+use super::{Page, PageRequest, SharedPage, StoreResult, UnixSeconds};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Post {
@@ -20,10 +19,6 @@ pub struct Post {
     pub replies: i64,
 }
 
-/// A page of one user's posts, shared: a store may hand the same page to
-/// every reader until it changes (the SQLite store does, for each user's
-/// newest page), so the page is rendered once and then kept only as its
-/// rendering (about half the memory of the posts it was made from).
 /// A post's text, kept as the JSON string that shows it (quoted and
 /// escaped). A cached post is read by many feeds: its text is escaped once,
 /// when it is read from the database, and shared by every response that
@@ -74,42 +69,8 @@ impl Serialize for PostText {
     }
 }
 
-#[derive(Debug)]
-pub struct PostsPage {
-    /// The posts, until the page is rendered.
-    posts: Mutex<Option<Page<Post>>>,
-    rendered: OnceLock<Bytes>,
-}
-
-impl PostsPage {
-    pub fn new(page: Page<Post>) -> Arc<Self> {
-        Arc::new(PostsPage {
-            posts: Mutex::new(Some(page)),
-            rendered: OnceLock::new(),
-        })
-    }
-
-    /// The page as `render` makes it from the posts: made by the first
-    /// reader, after which every reader gets the same bytes and the posts
-    /// are dropped.
-    pub fn rendered<E>(
-        &self,
-        render: impl FnOnce(&Page<Post>) -> Result<Bytes, E>,
-    ) -> Result<Bytes, E> {
-        if let Some(rendered) = self.rendered.get() {
-            return Ok(rendered.clone());
-        }
-        let mut posts = self.posts.lock().unwrap_or_else(PoisonError::into_inner);
-        // Another reader may have rendered it while this one waited.
-        let Some(page) = posts.as_ref() else {
-            return Ok(self.rendered.get().cloned().unwrap_or_default());
-        };
-        let rendered = render(page)?;
-        let rendered = self.rendered.get_or_init(|| rendered).clone();
-        *posts = None;
-        Ok(rendered)
-    }
-}
+/// A page of one user's posts, shared (see `SharedPage`).
+pub type PostsPage = SharedPage<Post>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VoteKind {
@@ -238,21 +199,7 @@ pub trait PostStore: Send + Sync {
 
 #[cfg(test)]
 mod tests {
-    use std::convert::Infallible;
-
     use super::*;
-
-    fn post(id: i64) -> Post {
-        Post {
-            id,
-            username: "ann".into(),
-            content: PostText::new(&format!("post {id}")),
-            created_at: 0,
-            upvotes: 0,
-            downvotes: 0,
-            replies: 0,
-        }
-    }
 
     /// Kept escaped, a text is written exactly as serde_json writes the
     /// plain string, and reads back unchanged.
@@ -273,39 +220,6 @@ mod tests {
                     .unwrap(),
             );
         }
-    }
-
-    /// A page is rendered by its first reader only; later readers get the
-    /// same bytes, and the posts are gone once rendered.
-    #[test]
-    fn a_shared_page_is_rendered_once_and_then_kept_only_as_bytes() {
-        let page = PostsPage::new(Page {
-            items: vec![post(2), post(1)],
-            next: None,
-        });
-        let first = page
-            .rendered(|p| Ok::<_, Infallible>(Bytes::from(format!("{} posts", p.items.len()))))
-            .unwrap();
-        assert_eq!(first, "2 posts");
-        let again = page
-            .rendered(|_| -> Result<Bytes, Infallible> { panic!("rendered twice") })
-            .unwrap();
-        assert_eq!(again, first);
-        assert!(page.posts.lock().unwrap().is_none());
-    }
-
-    /// A failed rendering keeps the posts, so that the next reader can try.
-    #[test]
-    fn a_failed_rendering_keeps_the_posts() {
-        let page = PostsPage::new(Page {
-            items: vec![post(1)],
-            next: None,
-        });
-        assert!(page.rendered(|_| Err("no")).is_err());
-        let bytes = page
-            .rendered(|p| Ok::<_, Infallible>(Bytes::from(p.items[0].content.to_text())))
-            .unwrap();
-        assert_eq!(bytes, "post 1");
     }
 
     fn query() -> FeedQuery {

@@ -80,3 +80,96 @@ async fn inbox_errors() {
     assert_error(r, StatusCode::BAD_REQUEST).await;
     assert_error(app.get("/api/inbox", None).await, StatusCode::UNAUTHORIZED).await;
 }
+
+/// (sender, message, avatar) of each message on the caller's inbox page.
+async fn inbox_of(app: &TestApp, token: &str, query: &str) -> Vec<(String, String, String)> {
+    let v = body(app.get(&format!("/api/inbox{query}"), Some(token)).await).await;
+    v["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            let field = |k: &str| m[k].as_str().expect(k).to_owned();
+            (field("sender"), field("message"), field("avatar_url"))
+        })
+        .collect()
+}
+
+async fn send_as(app: &TestApp, token: &str, recipient: &str, message: &str) {
+    let r = app
+        .post_json(
+            "/api/send_inbox_message",
+            Some(token),
+            json!({"recipient": recipient, "message": message}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "sending {message:?}");
+}
+
+/// The newest inbox page may be served from memory: every change that
+/// shows on it must show at once, on each side it shows on.
+#[tokio::test]
+async fn an_inbox_page_shows_each_change_at_once() {
+    let app = spawn_app().await;
+    let (a, ta) = app.new_user("pa").await;
+    let (b, tb) = app.new_user("pb").await;
+    let (c, tc) = app.new_user("pc").await;
+    let entry = |from: &str, text: &str, avatar: &str| {
+        (from.to_owned(), text.to_owned(), avatar.to_owned())
+    };
+
+    send_as(&app, &ta, &b, "one").await;
+    assert_eq!(inbox_of(&app, &tb, "").await, [entry(&a, "one", "")]);
+    assert_eq!(inbox_of(&app, &ta, "").await, [entry(&a, "one", "")]);
+
+    // A new message, on both sides (each side's page was read before it).
+    send_as(&app, &tb, &a, "two").await;
+    let both = [entry(&b, "two", ""), entry(&a, "one", "")];
+    assert_eq!(inbox_of(&app, &tb, "").await, both);
+    assert_eq!(inbox_of(&app, &ta, "").await, both);
+    // Another limit is another page; the newest page is still right after it.
+    assert_eq!(
+        inbox_of(&app, &tb, "?limit=1").await,
+        [entry(&b, "two", "")]
+    );
+    assert_eq!(inbox_of(&app, &tb, "").await, both);
+
+    // The sender's new avatar shows on every message they sent.
+    let r = app
+        .post_json(
+            "/api/user/settings",
+            Some(&ta),
+            json!({"avatar_url": "a.png"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let with_avatar = [entry(&b, "two", ""), entry(&a, "one", "a.png")];
+    assert_eq!(inbox_of(&app, &tb, "").await, with_avatar);
+
+    // Deleting hides a message for the one who deletes only.
+    let v = body(app.get("/api/inbox", Some(&tb)).await).await;
+    let two = v["messages"][0]["id"].as_i64().unwrap();
+    let r = app
+        .post_json(
+            "/api/delete_inbox_message",
+            Some(&tb),
+            json!({"message_id": two}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(inbox_of(&app, &tb, "").await, [entry(&a, "one", "a.png")]);
+    assert_eq!(inbox_of(&app, &ta, "").await, with_avatar);
+
+    // A deleted account takes its messages out of the other inboxes.
+    send_as(&app, &tc, &b, "three").await;
+    assert_eq!(inbox_of(&app, &tb, "").await[0], entry(&c, "three", ""));
+    let r = app
+        .post_json(
+            "/api/delete_account",
+            Some(&tc),
+            json!({"password": "password123"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "deleting {c}");
+    assert_eq!(inbox_of(&app, &tb, "").await, [entry(&a, "one", "a.png")]);
+}

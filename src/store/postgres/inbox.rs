@@ -1,12 +1,14 @@
 //! Direct messages on PostgreSQL.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
 
 use super::{PostgresStore, accounts::user_by_name, into_page};
 use crate::store::{
-    Page, PageRequest, StoreError, StoreResult, UnixSeconds,
-    inbox::{InboxMessage, InboxStore},
+    PageRequest, StoreError, StoreResult, UnixSeconds,
+    inbox::{InboxMessage, InboxPage, InboxStore},
 };
 
 /// Each side is read through its own index; UNION also folds a message to oneself into one row.
@@ -65,7 +67,7 @@ impl InboxStore for PostgresStore {
         })
     }
 
-    async fn inbox(&self, user_id: i64, page: PageRequest) -> StoreResult<Page<InboxMessage>> {
+    async fn inbox(&self, user_id: i64, page: PageRequest) -> StoreResult<Arc<InboxPage>> {
         let rows: Vec<InboxRow> = query_as(INBOX_PAGE)
             .bind(user_id)
             .bind(page.before.unwrap_or(i64::MAX))
@@ -85,7 +87,7 @@ impl InboxStore for PostgresStore {
                 },
             )
             .collect();
-        Ok(into_page(rows, page.limit, |m| m.id))
+        Ok(InboxPage::new(into_page(rows, page.limit, |m| m.id)))
     }
 
     async fn inbox_count(&self, user_id: i64) -> StoreResult<i64> {

@@ -256,6 +256,8 @@ impl AccountStore for SqliteStore {
         change: SettingsChange,
         keep_session: [u8; 32],
     ) -> StoreResult<()> {
+        // Every inbox page shows its senders' avatars.
+        let avatar_changes = change.avatar_url.is_some();
         let sessions_ended = self
             .write(move |tx| {
                 if let Some(email) = &change.email {
@@ -288,7 +290,11 @@ impl AccountStore for SqliteStore {
                 }
                 Ok(change.password_hash.is_some())
             })
-            .await?;
+            .await;
+        if avatar_changes {
+            self.inbox_pages.all_changed();
+        }
+        let sessions_ended = sessions_ended?;
         self.users.changed(user_id);
         if sessions_ended {
             self.sessions
@@ -377,6 +383,7 @@ impl AccountStore for SqliteStore {
         self.post_rows.all_changed();
         self.follows.all_changed();
         self.newest_pages.all_changed();
+        self.inbox_pages.all_changed();
         self.archive.forget_all();
         let deleted = deleted?;
         self.recent.forget_author(user_id);

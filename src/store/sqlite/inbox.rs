@@ -1,13 +1,23 @@
 //! Direct messages on SQLite.
 
+use std::sync::{Arc, OnceLock};
+
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, fallible_streaming_iterator::FallibleStreamingIterator, params};
 
 use super::{SqliteStore, accounts::user_by_name, into_page};
 use crate::store::{
-    Page, PageRequest, StoreError, StoreResult, UnixSeconds,
-    inbox::{InboxMessage, InboxStore},
+    PageRequest, StoreError, StoreResult, UnixSeconds,
+    inbox::{InboxMessage, InboxPage, InboxStore},
 };
+
+/// A user's newest inbox page (no `before`) as cached, with the `limit` it
+/// was read with: a request with another limit reads its own.
+#[derive(Clone)]
+pub(super) struct NewestInboxPage {
+    limit: u32,
+    page: Arc<InboxPage>,
+}
 
 /// One side of a user's inbox, newest first, from its covering index
 /// (migrations 0004 and 0005); `INDEXED BY` so that the plan never falls
@@ -129,28 +139,47 @@ impl InboxStore for SqliteStore {
         now: UnixSeconds,
     ) -> StoreResult<InboxMessage> {
         let recipient = recipient.to_owned();
-        self.write(move |tx| {
-            let to = user_by_name(tx, &recipient)?
-                .ok_or_else(|| StoreError::not_found("recipient not found"))?;
-            let id = insert_inbox_message(tx, sender, to.id, &message, now)?;
-            let (sender_name, avatar_url): (String, String) = tx
-                .prepare_cached("SELECT username, avatar_url FROM users WHERE id = ?1")?
-                .query_row([sender], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(InboxMessage {
-                id,
-                sender: sender_name,
-                recipient: to.username,
-                message,
-                created_at: now,
-                avatar_url,
+        let recipient_id = Arc::new(OnceLock::new());
+        let found = recipient_id.clone();
+        let sent = self
+            .write(move |tx| {
+                let to = user_by_name(tx, &recipient)?
+                    .ok_or_else(|| StoreError::not_found("recipient not found"))?;
+                let _ = found.set(to.id);
+                let id = insert_inbox_message(tx, sender, to.id, &message, now)?;
+                let (sender_name, avatar_url): (String, String) = tx
+                    .prepare_cached("SELECT username, avatar_url FROM users WHERE id = ?1")?
+                    .query_row([sender], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(InboxMessage {
+                    id,
+                    sender: sender_name,
+                    recipient: to.username,
+                    message,
+                    created_at: now,
+                    avatar_url,
+                })
             })
-        })
-        .await
+            .await;
+        // Dropped whatever the outcome: the commit may have happened even
+        // if its fsync failed.
+        self.inbox_pages.changed(sender);
+        if let Some(&recipient) = recipient_id.get() {
+            self.inbox_pages.changed(recipient);
+        }
+        sent
     }
 
-    async fn inbox(&self, user_id: i64, page: PageRequest) -> StoreResult<Page<InboxMessage>> {
-        let users = self.users.clone();
-        let before_read = users.before_read();
+    async fn inbox(&self, user_id: i64, page: PageRequest) -> StoreResult<Arc<InboxPage>> {
+        let first_page = page.before.is_none();
+        // A cached newest page needs no reader connection at all.
+        if first_page
+            && let Some(cached) = self.inbox_pages.get(user_id)
+            && cached.limit == page.limit
+        {
+            return Ok(cached.page);
+        }
+        let (users, pages) = (self.users.clone(), self.inbox_pages.clone());
+        let (before_read, pages_before) = (users.before_read(), pages.before_read());
         self.read(move |conn| {
             let (before, wanted) = (page.before.unwrap_or(i64::MAX), i64::from(page.limit) + 1);
             let mut received = conn.prepare_cached(RECEIVED_PAGE)?;
@@ -181,7 +210,15 @@ impl InboxStore for SqliteStore {
                     });
                 }
             }
-            Ok(into_page(messages, page.limit, |m| m.id))
+            let read = InboxPage::new(into_page(messages, page.limit, |m| m.id));
+            if first_page {
+                let cached = NewestInboxPage {
+                    limit: page.limit,
+                    page: read.clone(),
+                };
+                pages.fill([(user_id, cached)], pages_before);
+            }
+            Ok(read)
         })
         .await
     }
@@ -200,31 +237,35 @@ impl InboxStore for SqliteStore {
     }
 
     async fn delete_inbox_message(&self, user_id: i64, message_id: i64) -> StoreResult<()> {
-        self.write(move |tx| {
-            let row: Option<(i64, i64, bool, bool)> = tx
-                .query_row(
-                    "SELECT sender_id, recipient_id, sender_deleted, recipient_deleted
+        let deleted = self
+            .write(move |tx| {
+                let row: Option<(i64, i64, bool, bool)> = tx
+                    .query_row(
+                        "SELECT sender_id, recipient_id, sender_deleted, recipient_deleted
                      FROM inbox_messages WHERE id = ?1",
-                    [message_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()?;
-            let visible =
-                row.is_some_and(|(s, r, sd, rd)| (s == user_id && !sd) || (r == user_id && !rd));
-            if !visible {
-                return Err(StoreError::not_found("message not found"));
-            }
-            // Hide it on every side the caller is on (both, for a note to oneself).
-            tx.execute(
-                "UPDATE inbox_messages
+                        [message_id],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )
+                    .optional()?;
+                let visible = row
+                    .is_some_and(|(s, r, sd, rd)| (s == user_id && !sd) || (r == user_id && !rd));
+                if !visible {
+                    return Err(StoreError::not_found("message not found"));
+                }
+                // Hide it on every side the caller is on (both, for a note to oneself).
+                tx.execute(
+                    "UPDATE inbox_messages
                  SET sender_deleted = sender_deleted OR sender_id = ?2,
                      recipient_deleted = recipient_deleted OR recipient_id = ?2
                  WHERE id = ?1",
-                params![message_id, user_id],
-            )?;
-            Ok(())
-        })
-        .await
+                    params![message_id, user_id],
+                )?;
+                Ok(())
+            })
+            .await;
+        // Hidden for the caller only: the other side's page is unchanged.
+        self.inbox_pages.changed(user_id);
+        deleted
     }
 }
 

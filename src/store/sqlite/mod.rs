@@ -40,6 +40,7 @@ pub use check::check_database;
 use self::{
     archive::ArchiveSample,
     exact_cache::ExactCache,
+    inbox::NewestInboxPage,
     posts::{NewestPage, PostRow},
     recent::RecentPosts,
     room_cache::RoomMessageCache,
@@ -87,6 +88,8 @@ pub struct SqliteStore {
     /// Each user's newest page of posts once read, by author id: the page
     /// a profile shows first, and the one `get_posts` is asked for most.
     newest_pages: Arc<ExactCache<NewestPage>>,
+    /// Each user's newest inbox page, by user id.
+    inbox_pages: Arc<ExactCache<NewestInboxPage>>,
     /// Old posts the feed's archive share is drawn from (see `archive`).
     archive: Arc<ArchiveSample>,
 }
@@ -104,6 +107,10 @@ const MAX_CACHED_FOLLOW_LISTS: usize = 100_000;
 /// 2,048 pages took the bench's peak RSS to 273 MiB; 2,048 rendered pages
 /// did not make the bench's `get_posts` faster: docs/PERFORMANCE.md.)
 const MAX_CACHED_NEWEST_PAGES: usize = 1_024;
+
+/// Users' newest inbox pages kept in memory at most, as JSON once rendered:
+/// a page of 50 direct messages is 10–20 KB, so at most ~30 MB.
+const MAX_CACHED_INBOX_PAGES: usize = 2_048;
 
 /// Distinct SQL texts a connection keeps prepared; above the number of
 /// queries the store runs, so none is ever evicted and re-parsed.
@@ -202,6 +209,7 @@ impl SqliteStore {
             post_rows: Arc::new(ExactCache::new(MAX_CACHED_POSTS)),
             follows: Arc::new(ExactCache::new(MAX_CACHED_FOLLOW_LISTS)),
             newest_pages: Arc::new(ExactCache::new(MAX_CACHED_NEWEST_PAGES)),
+            inbox_pages: Arc::new(ExactCache::new(MAX_CACHED_INBOX_PAGES)),
             archive: Arc::default(),
         })
     }
