@@ -73,7 +73,11 @@ impl ArchiveSample {
         let seeks = if self.lock().len() < SAMPLE_SIZE {
             draw.wanted * 3
         } else {
-            usize::from(self.full_draws.fetch_add(1, Ordering::Relaxed) % SEEK_EVERY == 0)
+            usize::from(
+                self.full_draws
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(SEEK_EVERY),
+            )
         };
         if seeks == 0 {
             return Ok(pick(&self.lock(), draw));
