@@ -347,17 +347,19 @@ impl FeedRead {
                         (oldest_kept > floor).then_some((user, floor, oldest_kept))
                     })
                     .collect();
-                // The global window: the newest posts, none older than its start.
-                let in_window = newest
-                    .iter()
-                    .rev()
-                    .take(q.window_posts.max(0) as usize)
-                    .take_while(|p| p.created_at >= q.window_start);
-                let window_floor = in_window
-                    .clone()
-                    .last()
+                // The global window: the newest posts, none older than its
+                // start. Ids and creation times rise together (up to a
+                // commit's wait in the writer's queue), so its first post
+                // is found by halving rather than by walking the window.
+                let first_by_count = newest.len().saturating_sub(q.window_posts.max(0) as usize);
+                let first_by_age = newest.partition_point(|p| p.created_at < q.window_start);
+                let start = first_by_count.max(first_by_age);
+                let window_floor = newest
+                    .get(start)
                     .map_or(newest.back().map_or(0, |p| p.id) + 1, |p| p.id);
-                let global: Vec<i64> = in_window
+                let global: Vec<i64> = newest
+                    .range(start..)
+                    .rev()
                     .filter(|p| p.author != q.viewer && followees.binary_search(&p.author).is_err())
                     .take(q.global)
                     .map(|p| p.id)
@@ -613,5 +615,67 @@ impl PostStore for SqliteStore {
             Ok(rows)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::accounts::NewUser;
+
+    /// Posts 1..=10 created at 100..=109, posts 11..=15 at 1000..=1004.
+    async fn store_with_old_and_new_posts() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("mirage.db")).unwrap();
+        let author = {
+            let mut import = store.bulk_import(1).unwrap();
+            let user = NewUser {
+                username: "ann".into(),
+                email: "ann@example.com".into(),
+                password_hash: "x".into(),
+                avatar_url: String::new(),
+                description: String::new(),
+            };
+            let id = import.user(&user, 1).unwrap();
+            import.finish().unwrap();
+            id
+        };
+        for at in (100..110).chain(1000..1005) {
+            store
+                .create_post(author, format!("at {at}"), Vec::new(), at)
+                .await
+                .unwrap();
+        }
+        (dir, store)
+    }
+
+    fn query(window_posts: i64, window_start: UnixSeconds) -> FeedQuery {
+        FeedQuery {
+            viewer: 0,
+            followed: 0,
+            global: 30,
+            archive: 0,
+            page: 30,
+            window_posts,
+            window_start,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_global_window_ends_at_its_start_or_its_size_and_the_archive_below_it() {
+        let (_dir, store) = store_with_old_and_new_posts().await;
+        // By age: the five posts from 1000 on.
+        let by_age = store.feed_candidates(query(1_000, 500)).await.unwrap();
+        assert_eq!(by_age.global, [15, 14, 13, 12, 11]);
+        assert!(!by_age.archive.is_empty());
+        assert!(by_age.archive.iter().all(|&id| id < 11), "{by_age:?}");
+        // By size: the newest three.
+        let by_size = store.feed_candidates(query(3, 500)).await.unwrap();
+        assert_eq!(by_size.global, [15, 14, 13]);
+        assert!(by_size.archive.iter().all(|&id| id < 13), "{by_size:?}");
+        // A start after every post: an empty window, everything archive.
+        let empty = store.feed_candidates(query(1_000, 5_000)).await.unwrap();
+        assert!(empty.global.is_empty());
+        assert!(empty.archive.iter().any(|&id| id > 10), "{empty:?}");
     }
 }
