@@ -6,6 +6,12 @@
 //! what it replaced; as with the user cards, such a read does not fill the
 //! cache. Each id maps to a stripe that remembers the last change in it,
 //! so that a change to one id turns away only the fills of its stripe.
+//!
+//! Values live in two generations of at most half the entries each. When
+//! the newer one is full it becomes the older one, and the older one is
+//! dropped; a value found in the older generation moves back to the newer
+//! one. What is read often so survives the turnover, where a cache that
+//! started over when full lost its hot values with the cold ones.
 
 use std::{
     collections::HashMap,
@@ -17,12 +23,14 @@ const STRIPES: usize = 4096;
 
 pub(super) struct ExactCache<V> {
     inner: Mutex<Inner<V>>,
-    /// Beyond this many entries the cache starts over.
-    max_entries: usize,
+    /// Entries a generation holds at most (half the cache's).
+    generation_size: usize,
 }
 
 struct Inner<V> {
     values: HashMap<i64, V>,
+    /// The generation before `values`.
+    older: HashMap<i64, V>,
     /// Counts changes (of one id, or of all).
     changes: u64,
     /// For each stripe, the value of `changes` at its last change.
@@ -43,10 +51,11 @@ impl<V: Clone> ExactCache<V> {
         ExactCache {
             inner: Mutex::new(Inner {
                 values: HashMap::new(),
+                older: HashMap::new(),
                 changes: 0,
                 changed_at: Box::new([0; STRIPES]),
             }),
-            max_entries,
+            generation_size: (max_entries / 2).max(1),
         }
     }
 
@@ -55,31 +64,43 @@ impl<V: Clone> ExactCache<V> {
     }
 
     pub fn get(&self, id: i64) -> Option<V> {
-        self.lock().values.get(&id).cloned()
+        self.get_many(&[id]).pop().flatten()
     }
 
     /// The cached values of `ids`, in their order; `None` where not cached.
     pub fn get_many(&self, ids: &[i64]) -> Vec<Option<V>> {
-        let inner = self.lock();
-        ids.iter().map(|id| inner.values.get(id).cloned()).collect()
+        // A generation dropped by a move is freed after the lock is
+        // released (freeing a full cache of pages under the lock stalled
+        // every other reader for milliseconds).
+        let mut dropped = Vec::new();
+        let mut inner = self.lock();
+        let found = ids
+            .iter()
+            .map(|&id| {
+                if let Some(value) = inner.values.get(&id) {
+                    return Some(value.clone());
+                }
+                let value = inner.older.remove(&id)?;
+                dropped.extend(inner.insert(id, value.clone(), self.generation_size));
+                Some(value)
+            })
+            .collect();
+        drop(inner);
+        drop(dropped);
+        found
     }
 
     /// Keeps values read in a transaction that began after `before`,
     /// unless their id changed since.
     pub fn fill(&self, values: impl IntoIterator<Item = (i64, V)>, before: BeforeRead) {
-        // A full cache starts over; what it held is dropped after the lock
-        // is released (freeing a full cache of pages under the lock stalled
-        // every other reader for milliseconds).
         let mut dropped = Vec::new();
         let mut inner = self.lock();
         let unchanged = inner.changes == before.0;
         for (id, value) in values {
             // Nothing changed at all is the common case: no stripe to check.
             if unchanged || inner.changed_at[stripe(id)] <= before.0 {
-                if inner.values.len() >= self.max_entries {
-                    dropped.push(std::mem::take(&mut inner.values));
-                }
-                inner.values.insert(id, value);
+                inner.older.remove(&id);
+                dropped.extend(inner.insert(id, value, self.generation_size));
             }
         }
         drop(inner);
@@ -89,7 +110,7 @@ impl<V: Clone> ExactCache<V> {
     /// Drops the value of `id` that is no longer wanted (it did not change:
     /// reads that began earlier may still fill it).
     pub fn forget(&self, id: i64) {
-        self.lock().values.remove(&id);
+        self.lock().remove(id);
     }
 
     /// After a commit that changed (or may have changed) the value of `id`.
@@ -98,7 +119,7 @@ impl<V: Clone> ExactCache<V> {
         inner.changes += 1;
         let now = inner.changes;
         inner.changed_at[stripe(id)] = now;
-        inner.values.remove(&id);
+        inner.remove(id);
     }
 
     /// After a commit that may have changed any value.
@@ -108,10 +129,27 @@ impl<V: Clone> ExactCache<V> {
         let now = inner.changes;
         inner.changed_at.fill(now);
         inner.values.clear();
+        inner.older.clear();
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<V>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<V> Inner<V> {
+    /// Puts `value` in the newer generation; when that is full it becomes
+    /// the older one first, and the older one is returned, to be dropped.
+    fn insert(&mut self, id: i64, value: V, generation_size: usize) -> Option<HashMap<i64, V>> {
+        let dropped = (self.values.len() >= generation_size && !self.values.contains_key(&id))
+            .then(|| std::mem::replace(&mut self.older, std::mem::take(&mut self.values)));
+        self.values.insert(id, value);
+        dropped
+    }
+
+    fn remove(&mut self, id: i64) {
+        self.values.remove(&id);
+        self.older.remove(&id);
     }
 }
 
@@ -176,13 +214,38 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_starts_over_when_full() {
+    fn a_full_generation_turns_over_and_keeps_what_is_read() {
         let votes = cache();
         let before = votes.before_read();
-        votes.fill((1..=MAX as i64).map(|id| (id, 0)), before);
-        assert_eq!(votes.lock().values.len(), MAX);
-        votes.fill([(0, 0)], before);
-        assert_eq!(votes.lock().values.len(), 1);
-        assert_eq!(votes.get(0), Some(0));
+        let half = MAX as i64 / 2;
+        votes.fill((1..=half).map(|id| (id, 0)), before);
+        // Id 1 is read while the first generation is the newer one...
+        assert_eq!(votes.get(1), Some(0));
+        // ...and after it became the older one, which moves it back.
+        votes.fill([(half + 1, 0)], before);
+        assert_eq!(votes.lock().older.len(), half as usize);
+        assert_eq!(votes.get(1), Some(0));
+        assert_eq!(votes.get(2), Some(0), "the older generation still answers");
+        // The next turnover drops what was not read since.
+        votes.fill((half + 2..=2 * half + 2).map(|id| (id, 0)), before);
+        assert_eq!(votes.get(3), None);
+        assert_eq!(votes.get(1), Some(0));
+        let inner = votes.lock();
+        let held = inner.values.len() + inner.older.len();
+        assert!(held <= MAX, "{held} entries held");
+    }
+
+    #[test]
+    fn a_change_reaches_a_value_in_the_older_generation() {
+        let votes = cache();
+        let before = votes.before_read();
+        votes.fill((1..=MAX as i64 / 2 + 1).map(|id| (id, 0)), before);
+        assert!(votes.lock().older.contains_key(&2));
+        votes.changed(2);
+        assert_eq!(votes.get(2), None);
+        votes.forget(3);
+        assert_eq!(votes.get(3), None);
+        votes.all_changed();
+        assert_eq!(votes.get(4), None);
     }
 }
