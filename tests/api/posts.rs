@@ -491,3 +491,28 @@ async fn a_users_newest_page_shows_each_change_at_once() {
         [(second, 0, 0, 0), (first, 0, 0, 0)]
     );
 }
+
+/// An empty page of replies is 200 for a post that exists (none yet, or
+/// none before the cursor) and 404 only for a post that does not.
+#[tokio::test]
+async fn an_empty_page_of_replies_is_found_for_a_real_post() {
+    let app = spawn_app().await;
+    let (_, token) = app.new_user("er").await;
+    let post = post_as(&app, &token, "quiet").await;
+    let v = body(app.get(&format!("/api/get_replies/{post}"), None).await).await;
+    assert_eq!(v["replies"], json!([]));
+    reply_as(&app, &token, post, "one").await;
+    let v = body(app.get(&format!("/api/get_replies/{post}"), None).await).await;
+    let first = v["replies"][0]["id"].as_i64().expect("a reply");
+    let r = app
+        .get(&format!("/api/get_replies/{post}?before={first}"), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(body(r).await["replies"], json!([]));
+    assert_error(
+        app.get(&format!("/api/get_replies/{}", post + 1_000), None)
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+}

@@ -64,6 +64,9 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!(
         "../../../migrations/sqlite/0005_inbox_two_indexes.sql"
     )),
+    M::up(include_str!(
+        "../../../migrations/sqlite/0006_replies_page_index.sql"
+    )),
 ];
 
 #[derive(Clone)]
