@@ -232,19 +232,27 @@ mod tests {
         }
     }
 
+    /// Six posts below 18,000 for a viewer who wrote none.
+    const ANYONE_BELOW_18000: Draw<'static> = Draw {
+        viewer: 0,
+        below: 18_000,
+        exclude: &[],
+        wanted: 6,
+    };
+
+    /// A sample filled by drawing `d` until full.
+    fn full_sample(conn: &Connection, d: &Draw) -> ArchiveSample {
+        let sample = ArchiveSample::default();
+        while sample.lock().len() < SAMPLE_SIZE {
+            draw_for(&sample, conn, d);
+        }
+        sample
+    }
+
     #[test]
     fn a_full_sample_keeps_turning_over() {
-        let conn = db(20_000);
-        let sample = ArchiveSample::default();
-        let d = Draw {
-            viewer: 0,
-            below: 18_000,
-            exclude: &[],
-            wanted: 6,
-        };
-        while sample.lock().len() < SAMPLE_SIZE {
-            draw_for(&sample, &conn, &d);
-        }
+        let (conn, d) = (db(20_000), ANYONE_BELOW_18000);
+        let sample = full_sample(&conn, &d);
         let first: Vec<Entry> = sample.lock().clone();
         for _ in 0..SAMPLE_SIZE * SEEK_EVERY * 4 {
             draw_for(&sample, &conn, &d);
@@ -259,17 +267,8 @@ mod tests {
 
     #[test]
     fn a_full_sample_seeks_on_one_draw_in_seek_every() {
-        let conn = db(20_000);
-        let sample = ArchiveSample::default();
-        let d = Draw {
-            viewer: 0,
-            below: 18_000,
-            exclude: &[],
-            wanted: 6,
-        };
-        while sample.lock().len() < SAMPLE_SIZE {
-            draw_for(&sample, &conn, &d);
-        }
+        let (conn, d) = (db(20_000), ANYONE_BELOW_18000);
+        let sample = full_sample(&conn, &d);
         let first: Vec<Entry> = sample.lock().clone();
         let draws: usize = 80;
         for _ in 0..draws {
@@ -311,12 +310,7 @@ mod tests {
         let conn = db(20_000);
         let sample = ArchiveSample::default();
         let rows: ExactCache<PostRow> = ExactCache::new(100_000);
-        let d = Draw {
-            viewer: 0,
-            below: 18_000,
-            exclude: &[],
-            wanted: 6,
-        };
+        let d = ANYONE_BELOW_18000;
         for _ in 0..SAMPLE_SIZE * SEEK_EVERY * 4 {
             let before = rows.before_read();
             sample.draw(&conn, &d, &rows, before).unwrap();

@@ -98,8 +98,10 @@ pub struct SqliteStore {
 }
 
 /// Posts' rows kept in memory at most: about 250 bytes each with their
-/// content, so at most ~25 MB.
-const MAX_CACHED_POSTS: usize = 100_000;
+/// content, so at most ~16 MB. (100,000, with the two generations kept
+/// full and 2,048 inbox pages, took a full bench run's peak RSS to 267
+/// MiB: docs/PERFORMANCE.md.)
+const MAX_CACHED_POSTS: usize = 64_000;
 
 /// Follow lists kept in memory at most (8 bytes a followee).
 const MAX_CACHED_FOLLOW_LISTS: usize = 100_000;
@@ -112,8 +114,19 @@ const MAX_CACHED_FOLLOW_LISTS: usize = 100_000;
 const MAX_CACHED_NEWEST_PAGES: usize = 1_024;
 
 /// Users' newest inbox pages kept in memory at most, as JSON once rendered:
-/// a page of 50 direct messages is 10–20 KB, so at most ~30 MB.
-const MAX_CACHED_INBOX_PAGES: usize = 2_048;
+/// a page of 50 direct messages is 10–20 KB, so at most ~15 MB.
+const MAX_CACHED_INBOX_PAGES: usize = 1_024;
+
+/// Reader connections: reads run on the async workers (one per core) and
+/// never hold a connection across an await, so one per core, and two for
+/// whatever else reads (the blocking pool, a backup). Each connection
+/// keeps a 16 MiB page cache: eight of them took a long benchmark run's
+/// RSS past 256 MiB, and fewer connections each see more of the traffic,
+/// so their caches are warmer.
+fn reader_connections() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores + 2).clamp(4, 16) as u32
+}
 
 /// Distinct SQL texts a connection keeps prepared; above the number of
 /// queries the store runs, so none is ever evicted and re-parsed.
@@ -189,7 +202,7 @@ impl SqliteStore {
                 c.execute_batch("PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384;")
             });
         let readers = r2d2::Pool::builder()
-            .max_size(8)
+            .max_size(reader_connections())
             // A checkout would otherwise run a query to test the connection.
             .test_on_check_out(false)
             .build(manager)
