@@ -15,8 +15,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
 };
+
+use crate::store::{PageRequest, SharedPage};
 
 /// Change stripes; more stripes mean fewer fills turned away under writes.
 const STRIPES: usize = 4096;
@@ -150,6 +152,53 @@ impl<V> Inner<V> {
     fn remove(&mut self, id: i64) {
         self.values.remove(&id);
         self.older.remove(&id);
+    }
+}
+
+/// A user's newest page of a list (no `before`) as cached, with the
+/// `limit` it was read with: a request with another limit reads its own.
+pub(super) struct NewestPage<T> {
+    limit: u32,
+    page: Arc<SharedPage<T>>,
+}
+
+impl<T> Clone for NewestPage<T> {
+    fn clone(&self) -> Self {
+        NewestPage {
+            limit: self.limit,
+            page: self.page.clone(),
+        }
+    }
+}
+
+/// Each user's newest page of one list, by user id.
+pub(super) type NewestPages<T> = ExactCache<NewestPage<T>>;
+
+impl<T> ExactCache<NewestPage<T>> {
+    /// The cached page of `user` that answers `request`, if any.
+    pub fn newest(&self, user: i64, request: PageRequest) -> Option<Arc<SharedPage<T>>> {
+        if request.before.is_some() {
+            return None;
+        }
+        let cached = self.get(user)?;
+        (cached.limit == request.limit).then_some(cached.page)
+    }
+
+    /// Keeps `page`, read for `request` after `before`, if it is the newest.
+    pub fn keep_newest(
+        &self,
+        user: i64,
+        request: PageRequest,
+        page: &Arc<SharedPage<T>>,
+        before: BeforeRead,
+    ) {
+        if request.before.is_none() {
+            let cached = NewestPage {
+                limit: request.limit,
+                page: page.clone(),
+            };
+            self.fill([(user, cached)], before);
+        }
     }
 }
 

@@ -11,14 +11,6 @@ use crate::store::{
     inbox::{InboxMessage, InboxPage, InboxStore},
 };
 
-/// A user's newest inbox page (no `before`) as cached, with the `limit` it
-/// was read with: a request with another limit reads its own.
-#[derive(Clone)]
-pub(super) struct NewestInboxPage {
-    limit: u32,
-    page: Arc<InboxPage>,
-}
-
 /// One side of a user's inbox, newest first, from its covering index
 /// (migrations 0004 and 0005); `INDEXED BY` so that the plan never falls
 /// back to reading rows from the table, whatever the planner's statistics
@@ -170,13 +162,9 @@ impl InboxStore for SqliteStore {
     }
 
     async fn inbox(&self, user_id: i64, page: PageRequest) -> StoreResult<Arc<InboxPage>> {
-        let first_page = page.before.is_none();
         // A cached newest page needs no reader connection at all.
-        if first_page
-            && let Some(cached) = self.inbox_pages.get(user_id)
-            && cached.limit == page.limit
-        {
-            return Ok(cached.page);
+        if let Some(cached) = self.inbox_pages.newest(user_id, page) {
+            return Ok(cached);
         }
         let (users, pages) = (self.users.clone(), self.inbox_pages.clone());
         let (before_read, pages_before) = (users.before_read(), pages.before_read());
@@ -211,13 +199,7 @@ impl InboxStore for SqliteStore {
                 }
             }
             let read = InboxPage::new(into_page(messages, page.limit, |m| m.id));
-            if first_page {
-                let cached = NewestInboxPage {
-                    limit: page.limit,
-                    page: read.clone(),
-                };
-                pages.fill([(user_id, cached)], pages_before);
-            }
+            pages.keep_newest(user_id, page, &read, pages_before);
             Ok(read)
         })
         .await

@@ -39,16 +39,17 @@ pub use check::check_database;
 
 use self::{
     archive::ArchiveSample,
-    exact_cache::ExactCache,
-    inbox::NewestInboxPage,
-    posts::{NewestPage, PostRow},
+    exact_cache::{ExactCache, NewestPages},
+    posts::PostRow,
     recent::RecentPosts,
     room_cache::RoomMessageCache,
     sessions::SessionCache,
     user_cards::UserCards,
     writer::Writer,
 };
-use super::{Page, PoolFigures, PoolStats, StoreError, StoreResult};
+use super::{
+    Page, PoolFigures, PoolStats, StoreError, StoreResult, inbox::InboxMessage, posts::Post,
+};
 
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../../migrations/sqlite/0001_initial.sql")),
@@ -90,9 +91,9 @@ pub struct SqliteStore {
     follows: Arc<ExactCache<Arc<[i64]>>>,
     /// Each user's newest page of posts once read, by author id: the page
     /// a profile shows first, and the one `get_posts` is asked for most.
-    newest_pages: Arc<ExactCache<NewestPage>>,
+    newest_pages: Arc<NewestPages<Post>>,
     /// Each user's newest inbox page, by user id.
-    inbox_pages: Arc<ExactCache<NewestInboxPage>>,
+    inbox_pages: Arc<NewestPages<InboxMessage>>,
     /// Old posts the feed's archive share is drawn from (see `archive`).
     archive: Arc<ArchiveSample>,
 }

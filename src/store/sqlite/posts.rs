@@ -28,14 +28,6 @@ impl rusqlite::types::FromSql for PostText {
     }
 }
 
-/// A user's newest page (no `before`) as cached, with the `limit` it was
-/// read with: a request with another limit reads its own.
-#[derive(Clone)]
-pub(super) struct NewestPage {
-    limit: u32,
-    page: Arc<PostsPage>,
-}
-
 /// Where rows read from SQLite go.
 #[derive(Clone, Copy)]
 enum Keep {
@@ -439,10 +431,9 @@ impl PostStore for SqliteStore {
         // A cached newest page needs no reader connection at all.
         if newest
             && let Some(author) = self.users.cached_id(username)
-            && let Some(cached) = self.newest_pages.get(author)
-            && cached.limit == page.limit
+            && let Some(cached) = self.newest_pages.newest(author, page)
         {
-            return Ok(cached.page);
+            return Ok(cached);
         }
         let username = username.to_owned();
         let (users, pages) = (self.users.clone(), self.newest_pages.clone());
@@ -474,13 +465,7 @@ impl PostStore for SqliteStore {
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
             let read = PostsPage::new(into_page(rows, page.limit, |p| p.id));
-            if newest {
-                let cached = NewestPage {
-                    limit: page.limit,
-                    page: read.clone(),
-                };
-                pages.fill([(user.id, cached)], pages_before);
-            }
+            pages.keep_newest(user.id, page, &read, pages_before);
             Ok(read)
         })
         .await
