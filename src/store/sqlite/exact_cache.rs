@@ -66,26 +66,22 @@ impl<V: Clone> ExactCache<V> {
     }
 
     pub fn get(&self, id: i64) -> Option<V> {
-        self.get_many(&[id]).pop().flatten()
+        let mut dropped = Vec::new();
+        let found = self.lock().lookup(id, self.generation_size, &mut dropped);
+        // A generation dropped by a move is freed after the lock is
+        // released (freeing a full cache of pages under the lock stalled
+        // every other reader for milliseconds).
+        drop(dropped);
+        found
     }
 
     /// The cached values of `ids`, in their order; `None` where not cached.
     pub fn get_many(&self, ids: &[i64]) -> Vec<Option<V>> {
-        // A generation dropped by a move is freed after the lock is
-        // released (freeing a full cache of pages under the lock stalled
-        // every other reader for milliseconds).
         let mut dropped = Vec::new();
         let mut inner = self.lock();
         let found = ids
             .iter()
-            .map(|&id| {
-                if let Some(value) = inner.values.get(&id) {
-                    return Some(value.clone());
-                }
-                let value = inner.older.remove(&id)?;
-                dropped.extend(inner.insert(id, value.clone(), self.generation_size));
-                Some(value)
-            })
+            .map(|&id| inner.lookup(id, self.generation_size, &mut dropped))
             .collect();
         drop(inner);
         drop(dropped);
@@ -136,6 +132,24 @@ impl<V: Clone> ExactCache<V> {
 
     fn lock(&self) -> MutexGuard<'_, Inner<V>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<V: Clone> Inner<V> {
+    /// The value of `id`, moved back to the newer generation if it was in
+    /// the older one; a generation that move drops goes to `dropped`.
+    fn lookup(
+        &mut self,
+        id: i64,
+        generation_size: usize,
+        dropped: &mut Vec<HashMap<i64, V>>,
+    ) -> Option<V> {
+        if let Some(value) = self.values.get(&id) {
+            return Some(value.clone());
+        }
+        let value = self.older.remove(&id)?;
+        dropped.extend(self.insert(id, value.clone(), generation_size));
+        Some(value)
     }
 }
 
