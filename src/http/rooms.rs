@@ -1,6 +1,6 @@
 //! Rooms, membership and room chat.
 
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{Json, body::Bytes, extract::State, http::StatusCode, response::Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -8,7 +8,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     MessageBody,
     extract::{JsonBody, PathText, QueryParams, optional_id, path_id},
-    json::{ITEM_OVERHEAD, SizedJson},
+    json::{self, ITEM_OVERHEAD},
 };
 use crate::{
     app::AppState,
@@ -296,20 +296,23 @@ async fn send_room_message(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RoomMessageBody {
+pub struct RoomMessageBody<'a> {
     id: i64,
-    username: String,
-    message: String,
+    username: &'a str,
+    message: &'a str,
     created_at: f64,
     room_id: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct MessagesBody {
-    messages: Vec<RoomMessageBody>,
+pub struct MessagesBody<'a> {
+    messages: Vec<RoomMessageBody<'a>>,
 }
 
 /// GET /api/get_room_messages?room_id=N
+///
+/// Every member of a room polls the same page: the SQLite store keeps its
+/// rendering until a message comes or expires (see `RoomMessages`).
 #[utoipa::path(get, path = "/api/get_room_messages", tag = "rooms",
     params(("room_id" = i64, Query), ("since" = Option<f64>, Query)),
     responses((status = 200, body = MessagesBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -318,7 +321,7 @@ async fn get_room_messages(
     State(state): State<AppState>,
     user: AuthUser,
     query: QueryParams,
-) -> ApiResult<SizedJson<MessagesBody>> {
+) -> ApiResult<Response> {
     let room_id = query
         .id("room_id")?
         .ok_or_else(|| ApiError::bad_request("room_id is required"))?;
@@ -328,24 +331,28 @@ async fn get_room_messages(
         .messages
         .room_messages(room.id, since, now_f64(), state.retention())
         .await?;
-    let capacity = messages
-        .iter()
-        .map(|m| m.message.len() + m.username.len())
-        .sum::<usize>()
-        + ITEM_OVERHEAD * (messages.len() + 1);
-    Ok(SizedJson {
-        capacity,
-        body: MessagesBody {
+    let rendered = messages.rendered(|messages| {
+        let size = messages
+            .iter()
+            .map(|m| m.message.len() + m.username.len() + ITEM_OVERHEAD)
+            .sum::<usize>()
+            + ITEM_OVERHEAD;
+        let body = MessagesBody {
             messages: messages
-                .into_iter()
+                .iter()
                 .map(|m| RoomMessageBody {
                     id: m.id,
-                    username: m.username,
-                    message: m.message,
+                    username: &m.username,
+                    message: &m.message,
                     created_at: m.created_at,
                     room_id: m.room_id,
                 })
                 .collect(),
-        },
-    })
+        };
+        // Kept as long as the room's messages do not change: no spare capacity.
+        let mut json = json::to_vec(&body, size)?;
+        json.shrink_to_fit();
+        Ok::<_, ApiError>(Bytes::from(json))
+    })?;
+    Ok(json::response(rendered))
 }

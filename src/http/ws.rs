@@ -202,10 +202,10 @@ impl Connection {
                 .messages
                 .room_messages(room.id, Some(since), now_f64(), self.state.retention())
                 .await?;
-            if let Some(last) = messages.last() {
+            if let Some(last) = messages.as_slice().last() {
                 self.replayed.insert(room.id, last.id);
             }
-            missed.extend(messages);
+            missed.extend(messages.as_slice().iter().map(|m| (**m).clone()));
         }
         // Ids grow in sending order, across rooms too.
         missed.sort_by_key(|m| m.id);

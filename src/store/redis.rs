@@ -14,7 +14,7 @@ use redis::{Script, aio::ConnectionManager, streams::StreamRangeReply};
 use super::{
     StoreError, StoreResult,
     accounts::UserRef,
-    rooms::{Retention, RoomMessage, RoomMessageStore},
+    rooms::{Retention, RoomMessage, RoomMessageStore, RoomMessages},
 };
 
 /// KEYS: room stream, id counter. ARGV: now (µs), user id, username,
@@ -143,7 +143,7 @@ impl RoomMessageStore for RedisRoomMessages {
         since: Option<f64>,
         now: f64,
         retention: Retention,
-    ) -> StoreResult<Vec<RoomMessage>> {
+    ) -> StoreResult<RoomMessages> {
         let mut conn = self.conn.clone();
         let reply: StreamRangeReply = redis::cmd("XRANGE")
             .arg(self.room_key(room_id))
@@ -172,7 +172,7 @@ impl RoomMessageStore for RedisRoomMessages {
                 created_at,
             });
         }
-        Ok(messages)
+        Ok(RoomMessages::owned(messages))
     }
 
     /// Streams are trimmed on every add and expire with the room's TTL, and

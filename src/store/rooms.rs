@@ -1,6 +1,9 @@
 //! Rooms, membership, room chat with retention, and uploaded files.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use super::{StoreResult, UnixSeconds, accounts::UserRef};
 
@@ -37,6 +40,110 @@ pub struct RoomMessage {
     pub message: String,
     /// Unix seconds with fractions.
     pub created_at: f64,
+}
+
+/// A room's retained messages as one store read them, oldest first. The
+/// SQLite store shares one snapshot per room among its readers until a
+/// message comes or goes, and keeps the rendering of the page every member
+/// polls with it (see `RoomMessages::rendered`).
+#[derive(Debug, Default)]
+pub struct RoomSnapshot {
+    messages: Vec<Arc<RoomMessage>>,
+    /// The page of `messages[from..]` as rendered, with its `from`.
+    rendered: Mutex<Option<(usize, Bytes)>>,
+}
+
+impl RoomSnapshot {
+    pub fn new(messages: Vec<Arc<RoomMessage>>) -> Self {
+        RoomSnapshot {
+            messages,
+            rendered: Mutex::default(),
+        }
+    }
+
+    pub fn messages(&self) -> &[Arc<RoomMessage>] {
+        &self.messages
+    }
+
+    /// For a change: the rendering goes, since it showed the old messages.
+    pub fn messages_mut(&mut self) -> &mut Vec<Arc<RoomMessage>> {
+        *self
+            .rendered
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        &mut self.messages
+    }
+}
+
+/// A copy holds the same messages and no rendering (it is about to change).
+impl Clone for RoomSnapshot {
+    fn clone(&self) -> Self {
+        RoomSnapshot::new(self.messages.clone())
+    }
+}
+
+/// The messages a reader asked for: the tail of a snapshot, oldest first.
+#[derive(Debug)]
+pub struct RoomMessages {
+    snapshot: Arc<RoomSnapshot>,
+    from: usize,
+    /// Whether the rendering is kept in the snapshot for the next reader:
+    /// only for the page without `since`, which every member polls, so
+    /// that other pages do not push it out.
+    keep_rendering: bool,
+}
+
+impl RoomMessages {
+    /// Messages read for this reader alone.
+    pub fn owned(messages: Vec<RoomMessage>) -> Self {
+        let messages = messages.into_iter().map(Arc::new).collect();
+        RoomMessages {
+            snapshot: Arc::new(RoomSnapshot::new(messages)),
+            from: 0,
+            keep_rendering: false,
+        }
+    }
+
+    /// `snapshot.messages()[from..]`, shared with other readers.
+    pub fn shared(snapshot: Arc<RoomSnapshot>, from: usize, keep_rendering: bool) -> Self {
+        RoomMessages {
+            snapshot,
+            from,
+            keep_rendering,
+        }
+    }
+
+    pub fn as_slice(&self) -> &[Arc<RoomMessage>] {
+        &self.snapshot.messages[self.from..]
+    }
+
+    /// The page as `render` makes it from the messages. A kept rendering
+    /// is for the same messages exactly: the snapshot does not change
+    /// without dropping it, and it is kept with the `from` it started at.
+    pub fn rendered<E>(
+        &self,
+        render: impl FnOnce(&[Arc<RoomMessage>]) -> Result<Bytes, E>,
+    ) -> Result<Bytes, E> {
+        if !self.keep_rendering {
+            return render(self.as_slice());
+        }
+        let kept = self.lock_rendered().clone();
+        if let Some((from, rendered)) = kept
+            && from == self.from
+        {
+            return Ok(rendered);
+        }
+        let rendered = render(self.as_slice())?;
+        *self.lock_rendered() = Some((self.from, rendered.clone()));
+        Ok(rendered)
+    }
+
+    fn lock_rendered(&self) -> std::sync::MutexGuard<'_, Option<(usize, Bytes)>> {
+        self.snapshot
+            .rendered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A room message not yet stored (see `RoomMessageStore::add_room_messages`).
@@ -146,7 +253,7 @@ pub trait RoomMessageStore: Send + Sync {
         since: Option<f64>,
         now: f64,
         retention: Retention,
-    ) -> StoreResult<Vec<RoomMessage>>;
+    ) -> StoreResult<RoomMessages>;
     /// Deletes messages expired at `now` in every room; returns how many.
     async fn purge_expired_messages(&self, now: f64, retention: Retention) -> StoreResult<u64>;
     /// Removes every retained message the user sent, in any room, and

@@ -191,12 +191,13 @@ async fn each_room_keeps_its_own_newest_messages_across_a_restart() {
 }
 
 async fn room_texts(app: &TestApp, token: &str, room_id: i64) -> Vec<String> {
+    room_texts_at(app, token, &format!("room_id={room_id}")).await
+}
+
+async fn room_texts_at(app: &TestApp, token: &str, query: &str) -> Vec<String> {
     let v = body(
-        app.get(
-            &format!("/api/get_room_messages?room_id={room_id}"),
-            Some(token),
-        )
-        .await,
+        app.get(&format!("/api/get_room_messages?{query}"), Some(token))
+            .await,
     )
     .await;
     v["messages"]
@@ -205,6 +206,54 @@ async fn room_texts(app: &TestApp, token: &str, room_id: i64) -> Vec<String> {
         .iter()
         .map(|m| m["message"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// The page without `since` is rendered once and kept for the room's next
+/// readers: a page read with `since` must neither get it nor spoil it.
+#[tokio::test]
+async fn a_page_read_since_a_message_and_the_full_page_stay_apart() {
+    let app = spawn_app().await;
+    let (_, t) = app.new_user("rs").await;
+    let room = body(
+        app.post_json("/api/create_room", Some(&t), json!({"room_name": "since"}))
+            .await,
+    )
+    .await["room_id"]
+        .as_i64()
+        .unwrap();
+    let send = |text: &'static str| {
+        app.post_json(
+            "/api/send_room_message",
+            Some(&t),
+            json!({"room_id": room, "message": text}),
+        )
+    };
+    for text in ["one", "two", "three"] {
+        assert_eq!(send(text).await.status(), 200);
+    }
+    let full = body(
+        app.get(&format!("/api/get_room_messages?room_id={room}"), Some(&t))
+            .await,
+    )
+    .await;
+    let first_at = full["messages"][0]["created_at"].as_f64().unwrap();
+    // That read filled the room's cache; this one keeps its rendering.
+    assert_eq!(room_texts(&app, &t, room).await, ["one", "two", "three"]);
+    let since_first = format!("room_id={room}&since={first_at}");
+    assert_eq!(
+        room_texts_at(&app, &t, &since_first).await,
+        ["two", "three"]
+    );
+    assert_eq!(room_texts(&app, &t, room).await, ["one", "two", "three"]);
+    assert_eq!(send("four").await.status(), 200);
+    assert_eq!(
+        room_texts_at(&app, &t, &since_first).await,
+        ["two", "three", "four"]
+    );
+    assert_eq!(
+        room_texts(&app, &t, room).await,
+        ["one", "two", "three", "four"]
+    );
 }
 
 #[tokio::test]
@@ -226,7 +275,11 @@ async fn messages_disappear_when_they_expire_even_from_a_room_just_read() {
         )
         .await;
     }
-    assert_eq!(room_texts(&app, &t, room).await, ["first", "second"]);
+    // The first read fills the room's cache; the second is served from it
+    // and leaves its rendering there, which expiry must not reuse.
+    for _ in 0..2 {
+        assert_eq!(room_texts(&app, &t, room).await, ["first", "second"]);
+    }
     tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
     assert!(room_texts(&app, &t, room).await.is_empty());
     app.post_json(

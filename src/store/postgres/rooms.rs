@@ -8,7 +8,8 @@ use crate::store::{
     StoreError, StoreResult,
     accounts::UserRef,
     rooms::{
-        NewRoom, PublicRoom, Retention, Room, RoomMessage, RoomMessageStore, RoomStore, StoredFile,
+        NewRoom, PublicRoom, Retention, Room, RoomMessage, RoomMessageStore, RoomMessages,
+        RoomStore, StoredFile,
     },
 };
 
@@ -301,7 +302,7 @@ impl RoomMessageStore for PostgresStore {
         since: Option<f64>,
         now: f64,
         retention: Retention,
-    ) -> StoreResult<Vec<RoomMessage>> {
+    ) -> StoreResult<RoomMessages> {
         let oldest = (now - retention.ttl_secs).max(since.unwrap_or(f64::MIN));
         let rows: Vec<MessageRow> = query_as(
             "SELECT m.id, m.room_id, u.username, m.message, m.created_at
@@ -316,7 +317,7 @@ impl RoomMessageStore for PostgresStore {
         .await?;
         let mut messages: Vec<RoomMessage> = rows.into_iter().map(message_from_row).collect();
         messages.reverse();
-        Ok(messages)
+        Ok(RoomMessages::owned(messages))
     }
 
     async fn purge_expired_messages(&self, now: f64, retention: Retention) -> StoreResult<u64> {

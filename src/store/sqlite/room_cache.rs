@@ -12,7 +12,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use crate::store::rooms::RoomMessage;
+use crate::store::rooms::{RoomMessage, RoomMessages, RoomSnapshot};
 
 /// Beyond this many cached rooms the cache starts over, so memory stays
 /// bounded (at most `max_messages` messages per room).
@@ -20,7 +20,7 @@ const MAX_ROOMS: usize = 1024;
 
 /// Shared with readers; the messages themselves behind `Arc`s too, so that
 /// a send while a reader holds the list copies pointers, not messages.
-type Messages = Arc<Vec<Arc<RoomMessage>>>;
+type Messages = Arc<RoomSnapshot>;
 
 #[derive(Default)]
 pub(super) struct RoomMessageCache {
@@ -53,7 +53,9 @@ impl RoomMessageCache {
 
     /// Caches what the database held for the room (ids ascending) at `miss`.
     pub fn fill(&self, room_id: i64, messages: Vec<RoomMessage>, miss: Miss) {
-        let messages = Arc::new(messages.into_iter().map(Arc::new).collect());
+        let messages = Arc::new(RoomSnapshot::new(
+            messages.into_iter().map(Arc::new).collect(),
+        ));
         let mut inner = self.lock();
         if inner.changes != miss.0 {
             return;
@@ -72,11 +74,15 @@ impl RoomMessageCache {
         let Some(messages) = inner.rooms.get_mut(&message.room_id) else {
             return;
         };
-        let messages = Arc::make_mut(messages);
-        let at = messages.partition_point(|m| m.id < message.id);
-        if messages.get(at).is_some_and(|m| m.id == message.id) {
+        let at = messages.messages().partition_point(|m| m.id < message.id);
+        if messages
+            .messages()
+            .get(at)
+            .is_some_and(|m| m.id == message.id)
+        {
             return;
         }
+        let messages = Arc::make_mut(messages).messages_mut();
         messages.insert(at, Arc::new(message.clone()));
         let excess = messages.len().saturating_sub(max_messages);
         messages.drain(..excess);
@@ -87,8 +93,14 @@ impl RoomMessageCache {
         let mut inner = self.lock();
         inner.changes += 1;
         for messages in inner.rooms.values_mut() {
-            if messages.first().is_some_and(|m| m.created_at <= cutoff) {
-                Arc::make_mut(messages).retain(|m| m.created_at > cutoff);
+            if messages
+                .messages()
+                .first()
+                .is_some_and(|m| m.created_at <= cutoff)
+            {
+                Arc::make_mut(messages)
+                    .messages_mut()
+                    .retain(|m| m.created_at > cutoff);
             }
         }
     }
@@ -107,11 +119,13 @@ impl RoomMessageCache {
 }
 
 /// The messages of a cached room a reader asked for: newer than `oldest`,
-/// at most the newest `limit`, oldest first.
-pub(super) fn select(messages: &[Arc<RoomMessage>], oldest: f64, limit: usize) -> Vec<RoomMessage> {
+/// at most the newest `limit`, oldest first. `polled` says it is the page
+/// without `since`, whose rendering is kept.
+pub(super) fn select(snapshot: Messages, oldest: f64, limit: usize, polled: bool) -> RoomMessages {
+    let messages = snapshot.messages();
     let newer = messages.partition_point(|m| m.created_at <= oldest);
     let from = newer.max(messages.len().saturating_sub(limit));
-    messages[from..].iter().map(|m| (**m).clone()).collect()
+    RoomMessages::shared(snapshot, from, polled)
 }
 
 #[cfg(test)]
@@ -128,12 +142,13 @@ mod tests {
         }
     }
 
-    fn ids(messages: &[RoomMessage]) -> Vec<i64> {
-        messages.iter().map(|m| m.id).collect()
+    fn ids(messages: &RoomMessages) -> Vec<i64> {
+        messages.as_slice().iter().map(|m| m.id).collect()
     }
 
     fn cached_ids(cache: &RoomMessageCache, room_id: i64) -> Vec<i64> {
-        cache.get(room_id).unwrap().iter().map(|m| m.id).collect()
+        let snapshot = cache.get(room_id).unwrap();
+        snapshot.messages().iter().map(|m| m.id).collect()
     }
 
     #[test]
@@ -165,8 +180,8 @@ mod tests {
         let all = (1..=5).map(|i| message(1, i, i as f64)).collect();
         cache.fill(1, all, miss);
         let held = cache.get(1).unwrap();
-        assert_eq!(ids(&select(&held, 2.0, 100)), vec![3, 4, 5]);
-        assert_eq!(ids(&select(&held, 0.0, 2)), vec![4, 5]);
+        assert_eq!(ids(&select(held.clone(), 2.0, 100, false)), vec![3, 4, 5]);
+        assert_eq!(ids(&select(held, 0.0, 2, false)), vec![4, 5]);
         cache.purged(3.0);
         assert_eq!(cached_ids(&cache, 1), vec![4, 5]);
         cache.clear();

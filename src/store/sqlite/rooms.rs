@@ -9,7 +9,7 @@ use crate::store::{
     accounts::UserRef,
     rooms::{
         NewRoom, NewRoomMessage, PublicRoom, Retention, Room, RoomMessage, RoomMessageStore,
-        RoomStore, StoredFile,
+        RoomMessages, RoomStore, StoredFile,
     },
 };
 
@@ -415,11 +415,11 @@ impl RoomMessageStore for SqliteStore {
         since: Option<f64>,
         now: f64,
         retention: Retention,
-    ) -> StoreResult<Vec<RoomMessage>> {
+    ) -> StoreResult<RoomMessages> {
         let oldest = (now - retention.ttl_secs).max(since.unwrap_or(f64::MIN));
         let limit = retention.max_messages as usize;
         let miss = match self.room_messages.get(room_id) {
-            Ok(cached) => return Ok(room_cache::select(&cached, oldest, limit)),
+            Ok(cached) => return Ok(room_cache::select(cached, oldest, limit, since.is_none())),
             Err(miss) => miss,
         };
         // Everything the room holds, expired or not, is what gets cached.
@@ -442,7 +442,7 @@ impl RoomMessageStore for SqliteStore {
             .cloned()
             .collect();
         self.room_messages.fill(room_id, stored, miss);
-        Ok(page)
+        Ok(RoomMessages::owned(page))
     }
 
     async fn purge_expired_messages(&self, now: f64, retention: Retention) -> StoreResult<u64> {
