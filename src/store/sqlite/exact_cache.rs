@@ -13,11 +13,9 @@
 //! one. What is read often so survives the turnover, where a cache that
 //! started over when full lost its hot values with the cold ones.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
-};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::IdMap;
 use crate::store::{PageRequest, SharedPage};
 
 /// Change stripes; more stripes mean fewer fills turned away under writes.
@@ -30,9 +28,9 @@ pub(super) struct ExactCache<V> {
 }
 
 struct Inner<V> {
-    values: HashMap<i64, V>,
+    values: IdMap<V>,
     /// The generation before `values`.
-    older: HashMap<i64, V>,
+    older: IdMap<V>,
     /// Counts changes (of one id, or of all).
     changes: u64,
     /// For each stripe, the value of `changes` at its last change.
@@ -52,8 +50,8 @@ impl<V: Clone> ExactCache<V> {
     pub fn new(max_entries: usize) -> Self {
         ExactCache {
             inner: Mutex::new(Inner {
-                values: HashMap::new(),
-                older: HashMap::new(),
+                values: IdMap::default(),
+                older: IdMap::default(),
                 changes: 0,
                 changed_at: Box::new([0; STRIPES]),
             }),
@@ -142,7 +140,7 @@ impl<V: Clone> Inner<V> {
         &mut self,
         id: i64,
         generation_size: usize,
-        dropped: &mut Vec<HashMap<i64, V>>,
+        dropped: &mut Vec<IdMap<V>>,
     ) -> Option<V> {
         if let Some(value) = self.values.get(&id) {
             return Some(value.clone());
@@ -156,7 +154,7 @@ impl<V: Clone> Inner<V> {
 impl<V> Inner<V> {
     /// Puts `value` in the newer generation; when that is full it becomes
     /// the older one first, and the older one is returned, to be dropped.
-    fn insert(&mut self, id: i64, value: V, generation_size: usize) -> Option<HashMap<i64, V>> {
+    fn insert(&mut self, id: i64, value: V, generation_size: usize) -> Option<IdMap<V>> {
         let dropped = (self.values.len() >= generation_size && !self.values.contains_key(&id))
             .then(|| std::mem::replace(&mut self.older, std::mem::take(&mut self.values)));
         self.values.insert(id, value);

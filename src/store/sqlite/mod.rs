@@ -24,6 +24,7 @@ mod user_cards;
 mod writer;
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -50,6 +51,11 @@ use self::{
 use super::{
     Page, PoolFigures, PoolStats, StoreError, StoreResult, inbox::InboxMessage, posts::Post,
 };
+
+/// The caches' maps from ids (of posts and users) to values. Ids are
+/// given by the database, not chosen by clients, so the default hasher's
+/// flooding resistance buys nothing; it was most of a cached lookup.
+type IdMap<V> = HashMap<i64, V, foldhash::fast::RandomState>;
 
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../../migrations/sqlite/0001_initial.sql")),

@@ -14,6 +14,7 @@ use std::{
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::IdMap;
 use crate::store::{StoreResult, accounts::UserRef};
 
 /// Beyond this many cached users the cache starts over, so memory stays
@@ -51,7 +52,7 @@ pub(super) struct UserCards {
 
 #[derive(Default)]
 struct Inner {
-    cards: HashMap<i64, Arc<UserCard>>,
+    cards: IdMap<Arc<UserCard>>,
     /// Lower-cased names of the users in `cards`, to their ids.
     ids_by_name: HashMap<String, i64>,
     /// Counts the commits that changed or deleted users. A lookup caches
