@@ -196,7 +196,7 @@ mod tests {
     }
 
     fn draw_for(sample: &ArchiveSample, conn: &Connection, d: &Draw) -> Vec<i64> {
-        let rows: ExactCache<PostRow> = ExactCache::new(1_000);
+        let rows: ExactCache<PostRow> = ExactCache::new(1 << 24, 1_000);
         let before = rows.before_read();
         sample.draw(conn, d, &rows, before).unwrap()
     }
@@ -309,7 +309,7 @@ mod tests {
     fn a_post_that_leaves_the_sample_leaves_the_post_rows() {
         let conn = db(20_000);
         let sample = ArchiveSample::default();
-        let rows: ExactCache<PostRow> = ExactCache::new(100_000);
+        let rows: ExactCache<PostRow> = ExactCache::new(1 << 30, 100_000);
         let d = ANYONE_BELOW_18000;
         for _ in 0..SAMPLE_SIZE * SEEK_EVERY * 4 {
             let before = rows.before_read();
@@ -329,7 +329,7 @@ mod tests {
     fn the_seeks_fill_the_post_rows() {
         let conn = db(50);
         let sample = ArchiveSample::default();
-        let rows: ExactCache<PostRow> = ExactCache::new(1_000);
+        let rows: ExactCache<PostRow> = ExactCache::new(1 << 24, 1_000);
         let before = rows.before_read();
         let d = Draw {
             viewer: 0,

@@ -7,30 +7,59 @@
 //! cache. Each id maps to a stripe that remembers the last change in it,
 //! so that a change to one id turns away only the fills of its stripe.
 //!
-//! Values live in two generations of at most half the entries each. When
-//! the newer one is full it becomes the older one, and the older one is
-//! dropped; a value found in the older generation moves back to the newer
-//! one. What is read often so survives the turnover, where a cache that
-//! started over when full lost its hot values with the cold ones.
+//! Values are bounded by their weight (roughly their bytes, see `Weigh`)
+//! and evicted one at a time by quick_cache's S3-FIFO policy: what is read
+//! often stays, and a burst of values read once does not push it out.
+//! Bounding bytes rather than entries keeps memory predictable whatever
+//! the values' sizes (a page of 50 posts and a follow list of 3 ids).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::IdMap;
+use quick_cache::Weighter;
+
 use crate::store::{PageRequest, SharedPage};
 
 /// Change stripes; more stripes mean fewer fills turned away under writes.
 const STRIPES: usize = 4096;
 
+/// A value's weight in a cache: about the bytes it keeps alive. Computed
+/// once, when the value is cached.
+pub(super) trait Weigh {
+    fn weigh(&self) -> u64;
+}
+
+/// A follow list: its ids.
+impl Weigh for Arc<[i64]> {
+    fn weigh(&self) -> u64 {
+        (self.len() * 8 + 32) as u64
+    }
+}
+
+/// A cached value with its weight.
+#[derive(Clone)]
+struct Weighed<V> {
+    value: V,
+    weight: u64,
+}
+
+#[derive(Clone)]
+struct ByWeight;
+
+impl<V> Weighter<i64, Weighed<V>> for ByWeight {
+    fn weight(&self, _id: &i64, value: &Weighed<V>) -> u64 {
+        value.weight
+    }
+}
+
+/// Ids are given by the database, so the fast hasher is safe (see `IdMap`).
+type Values<V> = quick_cache::unsync::Cache<i64, Weighed<V>, ByWeight, foldhash::fast::RandomState>;
+
 pub(super) struct ExactCache<V> {
     inner: Mutex<Inner<V>>,
-    /// Entries a generation holds at most (half the cache's).
-    generation_size: usize,
 }
 
 struct Inner<V> {
-    values: IdMap<V>,
-    /// The generation before `values`.
-    older: IdMap<V>,
+    values: Values<V>,
     /// Counts changes (of one id, or of all).
     changes: u64,
     /// For each stripe, the value of `changes` at its last change.
@@ -46,16 +75,22 @@ fn stripe(id: i64) -> usize {
     id.rem_euclid(STRIPES as i64) as usize
 }
 
-impl<V: Clone> ExactCache<V> {
-    pub fn new(max_entries: usize) -> Self {
+impl<V: Clone + Weigh> ExactCache<V> {
+    /// A cache of at most `max_weight`, expected to hold about
+    /// `expected_entries` values.
+    pub fn new(max_weight: u64, expected_entries: usize) -> Self {
         ExactCache {
             inner: Mutex::new(Inner {
-                values: IdMap::default(),
-                older: IdMap::default(),
+                values: Values::with(
+                    expected_entries,
+                    max_weight,
+                    ByWeight,
+                    Default::default(),
+                    Default::default(),
+                ),
                 changes: 0,
                 changed_at: Box::new([0; STRIPES]),
             }),
-            generation_size: (max_entries / 2).max(1),
         }
     }
 
@@ -64,49 +99,35 @@ impl<V: Clone> ExactCache<V> {
     }
 
     pub fn get(&self, id: i64) -> Option<V> {
-        let mut dropped = Vec::new();
-        let found = self.lock().lookup(id, self.generation_size, &mut dropped);
-        // A generation dropped by a move is freed after the lock is
-        // released (freeing a full cache of pages under the lock stalled
-        // every other reader for milliseconds).
-        drop(dropped);
-        found
+        self.lock().values.get(&id).map(|v| v.value.clone())
     }
 
     /// The cached values of `ids`, in their order; `None` where not cached.
     pub fn get_many(&self, ids: &[i64]) -> Vec<Option<V>> {
-        let mut dropped = Vec::new();
-        let mut inner = self.lock();
-        let found = ids
-            .iter()
-            .map(|&id| inner.lookup(id, self.generation_size, &mut dropped))
-            .collect();
-        drop(inner);
-        drop(dropped);
-        found
+        let inner = self.lock();
+        ids.iter()
+            .map(|id| inner.values.get(id).map(|v| v.value.clone()))
+            .collect()
     }
 
     /// Keeps values read in a transaction that began after `before`,
     /// unless their id changed since.
     pub fn fill(&self, values: impl IntoIterator<Item = (i64, V)>, before: BeforeRead) {
-        let mut dropped = Vec::new();
         let mut inner = self.lock();
         let unchanged = inner.changes == before.0;
         for (id, value) in values {
             // Nothing changed at all is the common case: no stripe to check.
             if unchanged || inner.changed_at[stripe(id)] <= before.0 {
-                inner.older.remove(&id);
-                dropped.extend(inner.insert(id, value, self.generation_size));
+                let weight = value.weigh();
+                inner.values.insert(id, Weighed { value, weight });
             }
         }
-        drop(inner);
-        drop(dropped);
     }
 
     /// Drops the value of `id` that is no longer wanted (it did not change:
     /// reads that began earlier may still fill it).
     pub fn forget(&self, id: i64) {
-        self.lock().remove(id);
+        self.lock().values.remove(&id);
     }
 
     /// After a commit that changed (or may have changed) the value of `id`.
@@ -115,7 +136,7 @@ impl<V: Clone> ExactCache<V> {
         inner.changes += 1;
         let now = inner.changes;
         inner.changed_at[stripe(id)] = now;
-        inner.remove(id);
+        inner.values.remove(&id);
     }
 
     /// After a commit that may have changed any value.
@@ -125,45 +146,10 @@ impl<V: Clone> ExactCache<V> {
         let now = inner.changes;
         inner.changed_at.fill(now);
         inner.values.clear();
-        inner.older.clear();
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<V>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl<V: Clone> Inner<V> {
-    /// The value of `id`, moved back to the newer generation if it was in
-    /// the older one; a generation that move drops goes to `dropped`.
-    fn lookup(
-        &mut self,
-        id: i64,
-        generation_size: usize,
-        dropped: &mut Vec<IdMap<V>>,
-    ) -> Option<V> {
-        if let Some(value) = self.values.get(&id) {
-            return Some(value.clone());
-        }
-        let value = self.older.remove(&id)?;
-        dropped.extend(self.insert(id, value.clone(), generation_size));
-        Some(value)
-    }
-}
-
-impl<V> Inner<V> {
-    /// Puts `value` in the newer generation; when that is full it becomes
-    /// the older one first, and the older one is returned, to be dropped.
-    fn insert(&mut self, id: i64, value: V, generation_size: usize) -> Option<IdMap<V>> {
-        let dropped = (self.values.len() >= generation_size && !self.values.contains_key(&id))
-            .then(|| std::mem::replace(&mut self.older, std::mem::take(&mut self.values)));
-        self.values.insert(id, value);
-        dropped
-    }
-
-    fn remove(&mut self, id: i64) {
-        self.values.remove(&id);
-        self.older.remove(&id);
     }
 }
 
@@ -172,6 +158,8 @@ impl<V> Inner<V> {
 pub(super) struct NewestPage<T> {
     limit: u32,
     page: Arc<SharedPage<T>>,
+    /// Its items' weight: about what its rendering will keep.
+    weight: u64,
 }
 
 impl<T> Clone for NewestPage<T> {
@@ -179,12 +167,24 @@ impl<T> Clone for NewestPage<T> {
         NewestPage {
             limit: self.limit,
             page: self.page.clone(),
+            weight: self.weight,
         }
+    }
+}
+
+impl<T> Weigh for NewestPage<T> {
+    fn weigh(&self) -> u64 {
+        self.weight
     }
 }
 
 /// Each user's newest page of one list, by user id.
 pub(super) type NewestPages<T> = ExactCache<NewestPage<T>>;
+
+/// The weight of a page of `items` (about the bytes of its rendering).
+pub(super) fn page_weight<T: Weigh>(items: &[T]) -> u64 {
+    items.iter().map(Weigh::weigh).sum::<u64>() + 64
+}
 
 impl<T> ExactCache<NewestPage<T>> {
     /// The cached page of `user` that answers `request`, if any.
@@ -196,18 +196,21 @@ impl<T> ExactCache<NewestPage<T>> {
         (cached.limit == request.limit).then_some(cached.page)
     }
 
-    /// Keeps `page`, read for `request` after `before`, if it is the newest.
+    /// Keeps `page` (of `weight`, see `page_weight`), read for `request`
+    /// after `before`, if it is the newest.
     pub fn keep_newest(
         &self,
         user: i64,
         request: PageRequest,
         page: &Arc<SharedPage<T>>,
+        weight: u64,
         before: BeforeRead,
     ) {
         if request.before.is_none() {
             let cached = NewestPage {
                 limit: request.limit,
                 page: page.clone(),
+                weight,
             };
             self.fill([(user, cached)], before);
         }
@@ -218,11 +221,17 @@ impl<T> ExactCache<NewestPage<T>> {
 mod tests {
     use super::*;
 
-    const MAX: usize = 1_000;
+    const MAX: u64 = 1_000;
 
-    /// Upvotes by post id, say.
+    /// Upvotes by post id, say: each of weight 1.
+    impl Weigh for i64 {
+        fn weigh(&self) -> u64 {
+            1
+        }
+    }
+
     fn cache() -> ExactCache<i64> {
-        ExactCache::new(MAX)
+        ExactCache::new(MAX, MAX as usize)
     }
 
     #[test]
@@ -275,37 +284,53 @@ mod tests {
     }
 
     #[test]
-    fn a_full_generation_turns_over_and_keeps_what_is_read() {
+    fn a_full_cache_keeps_within_its_weight_and_keeps_what_is_read() {
         let votes = cache();
         let before = votes.before_read();
-        let half = MAX as i64 / 2;
-        votes.fill((1..=half).map(|id| (id, 0)), before);
-        // Id 1 is read while the first generation is the newer one...
-        assert_eq!(votes.get(1), Some(0));
-        // ...and after it became the older one, which moves it back.
-        votes.fill([(half + 1, 0)], before);
-        assert_eq!(votes.lock().older.len(), half as usize);
-        assert_eq!(votes.get(1), Some(0));
-        assert_eq!(votes.get(2), Some(0), "the older generation still answers");
-        // The next turnover drops what was not read since.
-        votes.fill((half + 2..=2 * half + 2).map(|id| (id, 0)), before);
-        assert_eq!(votes.get(3), None);
-        assert_eq!(votes.get(1), Some(0));
-        let inner = votes.lock();
-        let held = inner.values.len() + inner.older.len();
-        assert!(held <= MAX, "{held} entries held");
+        votes.fill((1..=MAX as i64).map(|id| (id, 0)), before);
+        for _ in 0..3 {
+            assert_eq!(votes.get(1), Some(0));
+        }
+        // Twice as many values again, each read once, pass through.
+        votes.fill((MAX as i64 + 1..=3 * MAX as i64).map(|id| (id, 0)), before);
+        assert_eq!(votes.get(1), Some(0), "the value read often stays");
+        let held = (1..=3 * MAX as i64)
+            .filter(|&id| votes.get(id).is_some())
+            .count();
+        assert!(held as u64 <= MAX, "{held} values held");
+        assert!(votes.lock().values.weight() <= MAX);
+    }
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Bytes(u64);
+
+    impl Weigh for Bytes {
+        fn weigh(&self) -> u64 {
+            self.0
+        }
     }
 
     #[test]
-    fn a_change_reaches_a_value_in_the_older_generation() {
+    fn heavier_values_take_more_of_the_bound() {
+        let pages: ExactCache<Bytes> = ExactCache::new(10_000, 10);
+        let before = pages.before_read();
+        pages.fill((1..=20).map(|id| (id, Bytes(1_000))), before);
+        let held = (1..=20).filter(|&id| pages.get(id).is_some()).count();
+        assert!((1..=10).contains(&held), "{held} pages of 1,000 held");
+        pages.fill((21..=40).map(|id| (id, Bytes(100))), before);
+        assert!(pages.lock().values.weight() <= 10_000);
+    }
+
+    #[test]
+    fn a_change_reaches_every_cached_value() {
         let votes = cache();
         let before = votes.before_read();
-        votes.fill((1..=MAX as i64 / 2 + 1).map(|id| (id, 0)), before);
-        assert!(votes.lock().older.contains_key(&2));
+        votes.fill((1..=10).map(|id| (id, 0)), before);
         votes.changed(2);
         assert_eq!(votes.get(2), None);
         votes.forget(3);
         assert_eq!(votes.get(3), None);
+        assert_eq!(votes.get(4), Some(0));
         votes.all_changed();
         assert_eq!(votes.get(4), None);
     }

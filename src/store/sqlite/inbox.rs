@@ -5,11 +5,24 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, fallible_streaming_iterator::FallibleStreamingIterator, params};
 
-use super::{SqliteStore, accounts::user_by_name, into_page};
+use super::{
+    SqliteStore,
+    accounts::user_by_name,
+    exact_cache::{Weigh, page_weight},
+    into_page,
+};
 use crate::store::{
     PageRequest, StoreError, StoreResult, UnixSeconds,
     inbox::{InboxMessage, InboxPage, InboxStore},
 };
+
+/// A message in a page: about its rendering's bytes.
+impl Weigh for InboxMessage {
+    fn weigh(&self) -> u64 {
+        let text = self.message.len() + self.sender.len() + self.recipient.len();
+        (text + self.avatar_url.len() + 128) as u64
+    }
+}
 
 /// One side of a user's inbox, newest first, from its covering index
 /// (migrations 0004 and 0005); `INDEXED BY` so that the plan never falls
@@ -198,8 +211,9 @@ impl InboxStore for SqliteStore {
                     });
                 }
             }
+            let weight = page_weight(&messages);
             let read = InboxPage::new(into_page(messages, page.limit, |m| m.id));
-            pages.keep_newest(user_id, page, &read, pages_before);
+            pages.keep_newest(user_id, page, &read, weight, pages_before);
             Ok(read)
         })
         .await

@@ -104,25 +104,32 @@ pub struct SqliteStore {
     archive: Arc<ArchiveSample>,
 }
 
-/// Posts' rows kept in memory at most: about 250 bytes each with their
-/// content, so at most ~16 MB. (100,000, with the two generations kept
-/// full and 2,048 inbox pages, took a full bench run's peak RSS to 267
-/// MiB: docs/PERFORMANCE.md.)
-const MAX_CACHED_POSTS: usize = 64_000;
+const MIB: u64 = 1024 * 1024;
 
-/// Follow lists kept in memory at most (8 bytes a followee).
-const MAX_CACHED_FOLLOW_LISTS: usize = 100_000;
+/// Posts' rows kept in memory at most, by weight (about their bytes): a
+/// row is about 250 bytes with its text, so about 64,000 rows. (100,000
+/// rows, with 2,048 inbox pages and 16 MiB reader caches, took a full
+/// bench run's peak RSS to 267 MiB: docs/PERFORMANCE.md.)
+const POST_ROWS_WEIGHT: u64 = 16 * MIB;
 
-/// Users' newest pages kept in memory at most: a page of 50 posts is kept
-/// as its JSON once rendered (by the request that read it), about 15 KB,
-/// so at most ~15 MB. (When pages kept their posts as well, 30 KB a page,
-/// 2,048 pages took the bench's peak RSS to 273 MiB; 2,048 rendered pages
-/// did not make the bench's `get_posts` faster: docs/PERFORMANCE.md.)
-const MAX_CACHED_NEWEST_PAGES: usize = 1_024;
+/// Follow lists kept in memory at most, by weight (8 bytes a followee).
+const FOLLOW_LISTS_WEIGHT: u64 = 16 * MIB;
 
-/// Users' newest inbox pages kept in memory at most, as JSON once rendered:
-/// a page of 50 direct messages is 10–20 KB, so at most ~15 MB.
-const MAX_CACHED_INBOX_PAGES: usize = 1_024;
+/// Users' newest pages kept in memory at most, by weight: a page of 50
+/// posts is kept as its JSON once rendered (by the request that read it),
+/// about 15 KB, so about 1,000 pages.
+const NEWEST_PAGES_WEIGHT: u64 = 16 * MIB;
+
+/// Users' newest inbox pages kept in memory at most, by weight, as JSON
+/// once rendered: a page of 50 direct messages is 10–20 KB, so about 2,000
+/// pages (the bench's inbox readers are 2,000 users).
+const INBOX_PAGES_WEIGHT: u64 = 24 * MIB;
+
+/// Each reader's page cache. What it misses comes from the kernel's page
+/// cache for a `pread`: 8 MiB served `get_posts`, `fyp` and the inbox as
+/// fast as 16 MiB did (same-time pairs, within 1-2%) and kept 12-19 MiB
+/// less resident, memory the store's own caches use better.
+const READER_CACHE_KIB: u32 = 8 * 1024;
 
 /// Reader connections: reads run on the async workers (one per core) and
 /// never hold a connection across an await, so one per core, and two for
@@ -130,12 +137,6 @@ const MAX_CACHED_INBOX_PAGES: usize = 1_024;
 /// keeps its own page cache (`READER_CACHE_KIB`): eight of them took a long
 /// benchmark run's RSS past 256 MiB, and fewer connections each see more
 /// of the traffic, so their caches are warmer.
-/// Each reader's page cache. What it misses comes from the kernel's page
-/// cache for a `pread`: 8 MiB served `get_posts`, `fyp` and the inbox as
-/// fast as 16 MiB did (same-time pairs, within 1-2%) and kept 12-19 MiB
-/// less resident, memory the store's own caches use better.
-const READER_CACHE_KIB: u32 = 8 * 1024;
-
 fn reader_connections() -> u32 {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     (cores + 2).clamp(4, 16) as u32
@@ -237,10 +238,10 @@ impl SqliteStore {
             sessions: Arc::default(),
             room_messages: Arc::default(),
             users: Arc::default(),
-            post_rows: Arc::new(ExactCache::new(MAX_CACHED_POSTS)),
-            follows: Arc::new(ExactCache::new(MAX_CACHED_FOLLOW_LISTS)),
-            newest_pages: Arc::new(ExactCache::new(MAX_CACHED_NEWEST_PAGES)),
-            inbox_pages: Arc::new(ExactCache::new(MAX_CACHED_INBOX_PAGES)),
+            post_rows: Arc::new(ExactCache::new(POST_ROWS_WEIGHT, 64_000)),
+            follows: Arc::new(ExactCache::new(FOLLOW_LISTS_WEIGHT, 16_000)),
+            newest_pages: Arc::new(ExactCache::new(NEWEST_PAGES_WEIGHT, 1_000)),
+            inbox_pages: Arc::new(ExactCache::new(INBOX_PAGES_WEIGHT, 2_000)),
             archive: Arc::default(),
         })
     }

@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, params};
 use super::{
     SqliteStore,
     archive::{ArchiveSample, Draw},
-    exact_cache::{self, ExactCache},
+    exact_cache::{self, ExactCache, Weigh, page_weight},
     into_page,
     recent::{KEPT_PER_USER, RecentPost, RecentPosts},
     user_cards::{BeforeRead, UserCards},
@@ -102,6 +102,21 @@ impl PostRow {
                 replies: r.get(6)?,
             },
         })
+    }
+}
+
+/// The row's text is shared with the posts made from it; the rest is the
+/// struct and the cache's own entry.
+impl Weigh for PostRow {
+    fn weigh(&self) -> u64 {
+        (self.post.content.json().len() + std::mem::size_of::<PostRow>() + 32) as u64
+    }
+}
+
+/// A post in a page: about its rendering's bytes.
+impl Weigh for Post {
+    fn weigh(&self) -> u64 {
+        (self.content.json().len() + self.username.len() + 128) as u64
     }
 }
 
@@ -464,8 +479,9 @@ impl PostStore for SqliteStore {
                     },
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
+            let weight = page_weight(&rows);
             let read = PostsPage::new(into_page(rows, page.limit, |p| p.id));
-            pages.keep_newest(user.id, page, &read, pages_before);
+            pages.keep_newest(user.id, page, &read, weight, pages_before);
             Ok(read)
         })
         .await
