@@ -1,13 +1,16 @@
 //! The For You feed and trending topics.
 
-use axum::extract::State;
+use std::borrow::Cow;
+
+use axum::{extract::State, response::Response};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    json::{ITEM_OVERHEAD, SizedJson},
-    posts::PostBody,
+    json::{self, ITEM_OVERHEAD},
+    posts::{PostBody, post_json},
 };
 use crate::{
     app::AppState,
@@ -22,15 +25,17 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct FeedBody {
-    posts: Vec<PostBody<'static>>,
+pub struct FeedBody<'a> {
+    /// Each post's JSON as kept with it (see `post_json`).
+    #[schema(value_type = Vec<PostBody>)]
+    posts: Vec<Cow<'a, RawValue>>,
     trending_topics: Vec<String>,
 }
 
 /// GET /api/fyp
 #[utoipa::path(get, path = "/api/fyp", tag = "feed",
     responses((status = 200, body = FeedBody), (status = 401, body = ErrorBody)))]
-async fn fyp(State(state): State<AppState>, user: AuthUser) -> ApiResult<SizedJson<FeedBody>> {
+async fn fyp(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
     let now = now_secs();
     // A full page of followed and global posts, so that short shares can
     // be filled; archive draws (random seeks) only as many as needed.
@@ -50,16 +55,10 @@ async fn fyp(State(state): State<AppState>, user: AuthUser) -> ApiResult<SizedJs
         )
         .await?;
     let trending = state.trending.top(now, 3);
-    let capacity = posts
-        .iter()
-        .map(|p| p.content.json().len() + p.username.len() + ITEM_OVERHEAD)
-        .sum::<usize>()
-        + ITEM_OVERHEAD;
-    Ok(SizedJson {
-        body: FeedBody {
-            posts: posts.into_iter().map(PostBody::from).collect(),
-            trending_topics: trending.into_iter().map(|t| format!("#{t}")).collect(),
-        },
-        capacity,
-    })
+    let body = FeedBody {
+        posts: posts.iter().map(post_json).collect::<ApiResult<_>>()?,
+        trending_topics: trending.into_iter().map(|t| format!("#{t}")).collect(),
+    };
+    let capacity = body.posts.iter().map(|p| p.get().len() + 1).sum::<usize>() + ITEM_OVERHEAD;
+    Ok(json::response(json::to_vec(&body, capacity)?.into()))
 }

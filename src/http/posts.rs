@@ -4,6 +4,7 @@ use std::borrow::Cow;
 
 use axum::{Json, body::Bytes, extract::State, http::StatusCode, response::Response};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -35,13 +36,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_replies))
 }
 
-/// A post as every endpoint shows it: owned, or borrowed from a shared
-/// page (see `get_posts`).
+/// A post as every endpoint shows it, borrowed from the post.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PostBody<'a> {
     id: i64,
-    #[schema(value_type = String)]
-    username: Cow<'a, str>,
+    username: &'a str,
     #[schema(value_type = String)]
     content: PostText,
     #[schema(value_type = String)]
@@ -51,12 +50,12 @@ pub struct PostBody<'a> {
     replies: i64,
 }
 
-impl From<Post> for PostBody<'static> {
-    fn from(p: Post) -> Self {
+impl<'a> From<&'a Post> for PostBody<'a> {
+    fn from(p: &'a Post) -> Self {
         PostBody {
             id: p.id,
-            username: Cow::Owned(p.username),
-            content: p.content,
+            username: &p.username,
+            content: p.content.clone(),
             created_at: UtcTimestamp(p.created_at),
             upvotes: p.upvotes,
             downvotes: p.downvotes,
@@ -65,18 +64,16 @@ impl From<Post> for PostBody<'static> {
     }
 }
 
-impl<'a> From<&'a Post> for PostBody<'a> {
-    fn from(p: &'a Post) -> Self {
-        PostBody {
-            id: p.id,
-            username: Cow::Borrowed(&p.username),
-            content: p.content.clone(),
-            created_at: UtcTimestamp(p.created_at),
-            upvotes: p.upvotes,
-            downvotes: p.downvotes,
-            replies: p.replies,
-        }
+/// The post's JSON: kept with the post when its store keeps renderings
+/// (see `PostRendering`), so a cached post is serialised once, not once per
+/// feed that shows it.
+pub fn post_json(post: &Post) -> ApiResult<Cow<'_, RawValue>> {
+    if let Some(json) = post.rendering.get() {
+        return Ok(Cow::Borrowed(json));
     }
+    let json =
+        serde_json::value::to_raw_value(&PostBody::from(post)).map_err(ApiError::internal)?;
+    Ok(post.rendering.keep(json))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -159,13 +156,14 @@ async fn get_posts(
 async fn get_post_by_id(
     State(state): State<AppState>,
     PathText(id): PathText,
-) -> ApiResult<Json<PostBody<'static>>> {
+) -> ApiResult<Response> {
     let post = state
         .store
         .post(path_id(&id, "post")?)
         .await?
         .ok_or_else(|| ApiError::not_found("post not found"))?;
-    Ok(Json(post.into()))
+    let json = Bytes::copy_from_slice(post_json(&post)?.get().as_bytes());
+    Ok(json::response(json))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -1,6 +1,9 @@
 //! Posts, hashtags, votes, replies, and the raw material of the feed.
 
-use std::sync::Arc;
+use std::{
+    borrow::Cow,
+    sync::{Arc, OnceLock},
+};
 
 use async_trait::async_trait;
 use serde::{Serialize, Serializer};
@@ -17,6 +20,43 @@ pub struct Post {
     pub upvotes: i64,
     pub downvotes: i64,
     pub replies: i64,
+    /// Its JSON, once a response made it.
+    pub rendering: PostRendering,
+}
+
+/// A post's JSON as responses show it, made by the first response that
+/// needs it. The SQLite store keeps it with the post's cached row, which
+/// goes when the post changes (a vote, a reply), so a post in many feeds is
+/// serialised once. Every copy of a `Post` shares it; the default keeps
+/// nothing (a post not cached: each response renders it).
+#[derive(Debug, Clone, Default)]
+pub struct PostRendering(Option<Arc<OnceLock<Box<RawValue>>>>);
+
+impl PostRendering {
+    /// A rendering kept for whoever shares this post.
+    pub fn kept() -> Self {
+        PostRendering(Some(Arc::default()))
+    }
+
+    pub fn get(&self) -> Option<&RawValue> {
+        self.0.as_ref()?.get().map(|json| &**json)
+    }
+
+    /// Keeps `json` (unless another response kept the post's JSON first)
+    /// and returns the post's JSON.
+    pub fn keep(&self, json: Box<RawValue>) -> Cow<'_, RawValue> {
+        match &self.0 {
+            Some(cell) => Cow::Borrowed(&**cell.get_or_init(|| json)),
+            None => Cow::Owned(json),
+        }
+    }
+}
+
+/// The rendering follows from the post's fields: not part of its value.
+impl PartialEq for PostRendering {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
 }
 
 /// A post's text, kept as the JSON string that shows it (quoted and
@@ -220,6 +260,24 @@ mod tests {
                     .unwrap(),
             );
         }
+    }
+
+    fn json(text: &str) -> Box<RawValue> {
+        serde_json::value::to_raw_value(text).unwrap()
+    }
+
+    #[test]
+    fn a_kept_rendering_is_shared_by_copies_and_the_first_one_stays() {
+        let kept = PostRendering::kept();
+        let copy = kept.clone();
+        assert!(copy.get().is_none());
+        assert_eq!(kept.keep(json("first")).get(), "\"first\"");
+        assert_eq!(copy.get().map(RawValue::get), Some("\"first\""));
+        assert_eq!(copy.keep(json("second")).get(), "\"first\"");
+        // A post nobody keeps: each rendering is the caller's own.
+        let none = PostRendering::default();
+        assert_eq!(none.keep(json("mine")).get(), "\"mine\"");
+        assert!(none.get().is_none());
     }
 
     fn query() -> FeedQuery {

@@ -30,6 +30,7 @@ fn post_from_row(
         upvotes,
         downvotes,
         replies,
+        rendering: Default::default(),
     }
 }
 

@@ -16,8 +16,8 @@ use super::{
 use crate::store::{
     Page, PageRequest, StoreError, StoreResult, UnixSeconds,
     posts::{
-        FeedCandidates, FeedQuery, Post, PostStore, PostText, PostsPage, Reply, TagUse, VoteCounts,
-        VoteKind,
+        FeedCandidates, FeedQuery, Post, PostRendering, PostStore, PostText, PostsPage, Reply,
+        TagUse, VoteCounts, VoteKind,
     },
 };
 
@@ -100,16 +100,20 @@ impl PostRow {
                 upvotes: r.get(4)?,
                 downvotes: r.get(5)?,
                 replies: r.get(6)?,
+                // Rows are what the post cache keeps.
+                rendering: PostRendering::kept(),
             },
         })
     }
 }
 
-/// The row's text is shared with the posts made from it; the rest is the
-/// struct and the cache's own entry.
+/// The row's text is shared with the posts made from it; then the
+/// rendering a response keeps with it (the text again, the other fields and
+/// keys: about 150 bytes), the struct and the cache's own entry.
 impl Weigh for PostRow {
     fn weigh(&self) -> u64 {
-        (self.post.content.json().len() + std::mem::size_of::<PostRow>() + 32) as u64
+        let text = self.post.content.json().len();
+        (2 * text + 150 + std::mem::size_of::<PostRow>() + 96) as u64
     }
 }
 
@@ -475,6 +479,7 @@ impl PostStore for SqliteStore {
                             upvotes: r.get(3)?,
                             downvotes: r.get(4)?,
                             replies: r.get(5)?,
+                            rendering: Default::default(),
                         })
                     },
                 )?
