@@ -72,7 +72,7 @@ pub struct Config {
     #[arg(long, env = "MIRAGE_MAX_JSON_BYTES", default_value_t = 65_536)]
     pub max_json_bytes: usize,
 
-    /// Threads that hash passwords (Argon2id, 19 MiB each), at low CPU
+    /// Threads that hash passwords (Argon2id, 7 MiB each), at low CPU
     /// priority. Unset: one per core.
     #[arg(long, env = "MIRAGE_HASHING_THREADS")]
     pub hashing_threads: Option<usize>,
