@@ -140,20 +140,8 @@ async fn the_public_room_limit_applies() {
 async fn each_room_keeps_its_own_newest_messages_across_a_restart() {
     let mut app = spawn_app_with(|c| c.room_message_limit = 5).await;
     let (_, t) = app.new_user("rr").await;
-    let busy = body(
-        app.post_json("/api/create_room", Some(&t), json!({"room_name": "busy"}))
-            .await,
-    )
-    .await["room_id"]
-        .as_i64()
-        .unwrap();
-    let quiet = body(
-        app.post_json("/api/create_room", Some(&t), json!({"room_name": "quiet"}))
-            .await,
-    )
-    .await["room_id"]
-        .as_i64()
-        .unwrap();
+    let busy = create_room(&app, &t, "busy").await;
+    let quiet = create_room(&app, &t, "quiet").await;
     app.post_json(
         "/api/send_room_message",
         Some(&t),
@@ -190,6 +178,18 @@ async fn each_room_keeps_its_own_newest_messages_across_a_restart() {
     assert_eq!(v["messages"][0]["message"], "still here");
 }
 
+/// Creates a public room; its id.
+async fn create_room(app: &TestApp, token: &str, name: &str) -> i64 {
+    let created = app
+        .post_json(
+            "/api/create_room",
+            Some(token),
+            json!({ "room_name": name }),
+        )
+        .await;
+    body(created).await["room_id"].as_i64().unwrap()
+}
+
 async fn room_texts(app: &TestApp, token: &str, room_id: i64) -> Vec<String> {
     room_texts_at(app, token, &format!("room_id={room_id}")).await
 }
@@ -214,13 +214,7 @@ async fn room_texts_at(app: &TestApp, token: &str, query: &str) -> Vec<String> {
 async fn a_page_read_since_a_message_and_the_full_page_stay_apart() {
     let app = spawn_app().await;
     let (_, t) = app.new_user("rs").await;
-    let room = body(
-        app.post_json("/api/create_room", Some(&t), json!({"room_name": "since"}))
-            .await,
-    )
-    .await["room_id"]
-        .as_i64()
-        .unwrap();
+    let room = create_room(&app, &t, "since").await;
     let send = |text: &'static str| {
         app.post_json(
             "/api/send_room_message",
@@ -260,13 +254,7 @@ async fn a_page_read_since_a_message_and_the_full_page_stay_apart() {
 async fn messages_disappear_when_they_expire_even_from_a_room_just_read() {
     let app = spawn_app_with(|c| c.room_message_ttl_secs = 2).await;
     let (_, t) = app.new_user("rx").await;
-    let room = body(
-        app.post_json("/api/create_room", Some(&t), json!({"room_name": "brief"}))
-            .await,
-    )
-    .await["room_id"]
-        .as_i64()
-        .unwrap();
+    let room = create_room(&app, &t, "brief").await;
     for text in ["first", "second"] {
         app.post_json(
             "/api/send_room_message",
