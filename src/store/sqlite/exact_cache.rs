@@ -22,8 +22,9 @@ use crate::store::{PageRequest, SharedPage};
 /// Change stripes; more stripes mean fewer fills turned away under writes.
 const STRIPES: usize = 4096;
 
-/// A value's weight in a cache: about the bytes it keeps alive. Computed
-/// once, when the value is cached.
+/// A value's weight in a cache: about the bytes it keeps alive. It must
+/// not change while the value is cached (quick_cache asks again when it
+/// evicts), so it follows only from what a cached value never changes.
 pub(super) trait Weigh {
     fn weigh(&self) -> u64;
 }
@@ -35,24 +36,17 @@ impl Weigh for Arc<[i64]> {
     }
 }
 
-/// A cached value with its weight.
-#[derive(Clone)]
-struct Weighed<V> {
-    value: V,
-    weight: u64,
-}
-
 #[derive(Clone)]
 struct ByWeight;
 
-impl<V> Weighter<i64, Weighed<V>> for ByWeight {
-    fn weight(&self, _id: &i64, value: &Weighed<V>) -> u64 {
-        value.weight
+impl<V: Weigh> Weighter<i64, V> for ByWeight {
+    fn weight(&self, _id: &i64, value: &V) -> u64 {
+        value.weigh()
     }
 }
 
 /// Ids are given by the database, so the fast hasher is safe (see `IdMap`).
-type Values<V> = quick_cache::unsync::Cache<i64, Weighed<V>, ByWeight, foldhash::fast::RandomState>;
+type Values<V> = quick_cache::unsync::Cache<i64, V, ByWeight, foldhash::fast::RandomState>;
 
 pub(super) struct ExactCache<V> {
     inner: Mutex<Inner<V>>,
@@ -99,15 +93,13 @@ impl<V: Clone + Weigh> ExactCache<V> {
     }
 
     pub fn get(&self, id: i64) -> Option<V> {
-        self.lock().values.get(&id).map(|v| v.value.clone())
+        self.lock().values.get(&id).cloned()
     }
 
     /// The cached values of `ids`, in their order; `None` where not cached.
     pub fn get_many(&self, ids: &[i64]) -> Vec<Option<V>> {
         let inner = self.lock();
-        ids.iter()
-            .map(|id| inner.values.get(id).map(|v| v.value.clone()))
-            .collect()
+        ids.iter().map(|id| inner.values.get(id).cloned()).collect()
     }
 
     /// Keeps values read in a transaction that began after `before`,
@@ -118,8 +110,7 @@ impl<V: Clone + Weigh> ExactCache<V> {
         for (id, value) in values {
             // Nothing changed at all is the common case: no stripe to check.
             if unchanged || inner.changed_at[stripe(id)] <= before.0 {
-                let weight = value.weigh();
-                inner.values.insert(id, Weighed { value, weight });
+                inner.values.insert(id, value);
             }
         }
     }
