@@ -169,8 +169,8 @@ pub enum Durability {
 /// pairs), `get_posts` misses cost 5-6% more (a page of posts spans more
 /// index leaves) and other reads stayed within 4%; with 1 KiB pages the
 /// covering index's post texts spill to overflow pages and `get_posts`
-/// lost 15% (docs/PERFORMANCE.md, "Smaller pages"). A file that already exists keeps
-/// the page size it was created with.
+/// lost 15% (docs/PERFORMANCE.md, "Smaller pages"). A file that already
+/// exists keeps the page size it was created with.
 const PAGE_SIZE: u32 = 2048;
 
 fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
