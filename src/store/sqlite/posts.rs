@@ -218,22 +218,21 @@ pub(super) fn apply_vote(
         (_, false) => (0, 1),
         (_, true) => (-1, 1),
     };
-    conn.prepare_cached(
-        "UPDATE posts SET upvotes = upvotes + ?2, downvotes = downvotes + ?3 WHERE id = ?1",
-    )?
-    .execute(params![post_id, up, down])?;
-    conn.prepare_cached(
-        "UPDATE users SET upvotes = upvotes + ?2, downvotes = downvotes + ?3 WHERE id = ?1",
-    )?
-    .execute(params![author, up, down])?;
     let counts = conn
-        .prepare_cached("SELECT upvotes, downvotes FROM posts WHERE id = ?1")?
-        .query_row([post_id], |r| {
+        .prepare_cached(
+            "UPDATE posts SET upvotes = upvotes + ?2, downvotes = downvotes + ?3 WHERE id = ?1
+             RETURNING upvotes, downvotes",
+        )?
+        .query_row(params![post_id, up, down], |r| {
             Ok(VoteCounts {
                 upvotes: r.get(0)?,
                 downvotes: r.get(1)?,
             })
         })?;
+    conn.prepare_cached(
+        "UPDATE users SET upvotes = upvotes + ?2, downvotes = downvotes + ?3 WHERE id = ?1",
+    )?
+    .execute(params![author, up, down])?;
     Ok((author, counts))
 }
 
