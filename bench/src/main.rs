@@ -317,6 +317,7 @@ async fn load_dataset(
         sizes.posts,
         data_dir.path().display()
     );
+    warn_if_disk_is_short(data_dir.path());
     let dir = data_dir.path().to_owned();
     let hash = password_hash.to_owned();
     let load_sizes = sizes.clone();
@@ -627,4 +628,38 @@ async fn upload_memory(shared: &Arc<Shared>, pid: u32, run: usize) -> Result<Val
         "rss_after_mib": mib(after),
         "upload_ms": times,
     }))
+}
+
+/// Free space a full run's write phases may need: under writes that never
+/// pause the server's WAL grows (13 GB in a full run at 1M posts,
+/// docs/PERFORMANCE.md), and a full disk turns writes into errors.
+const DISK_WANTED: u64 = 16 << 30;
+
+/// Warns when the file system holding `dir` has less than `DISK_WANTED` free.
+fn warn_if_disk_is_short(dir: &std::path::Path) {
+    let Some(free) = free_bytes(dir) else { return };
+    if free < DISK_WANTED {
+        println!(
+            "warning: {:.1} GiB free under {}; a full run's write phases can grow the WAL \
+             to about 13 GB (README, \"Known gaps\")",
+            free as f64 / (1u64 << 30) as f64,
+            dir.display()
+        );
+    }
+}
+
+/// Bytes available to this user on the file system holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stats` is written by
+    // statvfs before it is read, which only happens when the call succeeded.
+    let stats = unsafe {
+        if libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stats.assume_init()
+    };
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
