@@ -166,8 +166,9 @@ pub enum Durability {
 /// WAL grows into page-cache pages the kernel must zero first: a vote,
 /// spread over a million posts, changes about five pages. With 2 KiB pages
 /// it writes half the bytes: votes ran 1.28-1.39x as fast (same-time
-/// pairs), `get_posts` misses cost 5-6% more (a page of posts spans more
-/// index leaves) and other reads stayed within 4%; with 1 KiB pages the
+/// pairs), `get_posts` misses cost 5-6% more (the covering index keeps its
+/// entries' texts in its interior pages too: 25 MB of them instead of 12)
+/// and other reads stayed within 4%; with 1 KiB pages the
 /// covering index's post texts spill to overflow pages and `get_posts`
 /// lost 15% (docs/PERFORMANCE.md, "Smaller pages"). A file that already
 /// exists keeps the page size it was created with.
