@@ -6,18 +6,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-async fn create_post(app: &TestApp, token: &str, content: &str) -> i64 {
-    let r = app
-        .post_json(
-            "/api/create_post",
-            Some(token),
-            json!({ "content": content }),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    body(r).await["id"].as_i64().unwrap()
-}
-
 async fn ok(app: &TestApp, path: &str, token: &str, request: Value) -> Value {
     let r = app.post_json(path, Some(token), request.clone()).await;
     let status = r.status();
@@ -56,7 +44,7 @@ async fn deleting_an_account_erases_its_data_and_keeps_every_counter_right() {
 
     // Votes and replies on someone else's post, including a reply to the
     // victim's reply (it goes with it).
-    let ann_post = create_post(&app, &at, "ann's post #annstag").await;
+    let ann_post = app.create_post(&at, "ann's post #annstag").await;
     ok(
         &app,
         "/api/vote_post",
@@ -99,8 +87,8 @@ async fn deleting_an_account_erases_its_data_and_keeps_every_counter_right() {
     // The victim's own posts, voted and replied on by others, with a tag
     // that trends.
     let victim_posts = [
-        create_post(&app, &vt, "first #victimtag").await,
-        create_post(&app, &vt, "second #victimtag").await,
+        app.create_post(&vt, "first #victimtag").await,
+        app.create_post(&vt, "second #victimtag").await,
     ];
     ok(
         &app,
@@ -411,8 +399,8 @@ async fn counters_stay_right_when_others_write_during_the_deletion() {
     let (ann, at) = app.new_user("annrace").await;
     let (victim, vt) = app.new_user("gonerace").await;
     let ann_posts = [
-        create_post(&app, &at, "one").await,
-        create_post(&app, &at, "two").await,
+        app.create_post(&at, "one").await,
+        app.create_post(&at, "two").await,
     ];
     for post in ann_posts {
         ok(
@@ -431,7 +419,7 @@ async fn counters_stay_right_when_others_write_during_the_deletion() {
         .await;
     }
     ok(&app, "/api/follow", &vt, json!({ "username": ann })).await;
-    let victim_post = create_post(&app, &vt, "victim's post").await;
+    let victim_post = app.create_post(&vt, "victim's post").await;
     let mut others = Vec::new();
     for _ in 0..OTHERS {
         others.push(app.new_user("racer").await.1);

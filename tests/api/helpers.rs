@@ -169,6 +169,19 @@ impl TestApp {
         let token = self.login(&name).await;
         (name, token)
     }
+
+    /// Posts `content` as the holder of `token`; the new post's id.
+    pub async fn create_post(&self, token: &str, content: &str) -> i64 {
+        let resp = self
+            .post_json(
+                "/api/create_post",
+                Some(token),
+                json!({ "content": content }),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        body(resp).await["id"].as_i64().expect("post id")
+    }
 }
 
 /// The JSON body of a response.

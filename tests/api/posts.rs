@@ -211,19 +211,6 @@ async fn the_feed_mixes_followed_and_global_posts_with_trending_tags() {
     assert_error(app.get("/api/fyp", None).await, StatusCode::UNAUTHORIZED).await;
 }
 
-/// Creates a post; its id.
-async fn post_as(app: &TestApp, token: &str, content: &str) -> i64 {
-    let resp = app
-        .post_json(
-            "/api/create_post",
-            Some(token),
-            json!({ "content": content }),
-        )
-        .await;
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    body(resp).await["id"].as_i64().unwrap()
-}
-
 /// Votes `vote` ("up" or "down") on the post; the vote must be counted.
 async fn vote_as(app: &TestApp, token: &str, post_id: i64, vote: &str) {
     let resp = app
@@ -258,16 +245,16 @@ async fn trending_topics_count_new_posts_at_once_and_survive_a_restart() {
     let (_, viewer) = app.new_user("tv").await;
     let (_, poster) = app.new_user("tp").await;
     assert_eq!(trending_for(&app, &viewer).await, json!([]));
-    post_as(&app, &poster, "#Alpha #beta").await;
-    post_as(&app, &poster, "#beta again").await;
+    app.create_post(&poster, "#Alpha #beta").await;
+    app.create_post(&poster, "#beta again").await;
     assert_eq!(
         trending_for(&app, &viewer).await,
         json!(["#beta", "#alpha"])
     );
     // Each new post moves the ranking on the very next read.
-    post_as(&app, &poster, "#gamma #alpha #Alpha").await;
-    post_as(&app, &poster, "#gamma").await;
-    post_as(&app, &poster, "#gamma").await;
+    app.create_post(&poster, "#gamma #alpha #Alpha").await;
+    app.create_post(&poster, "#gamma").await;
+    app.create_post(&poster, "#gamma").await;
     let expected = json!(["#gamma", "#alpha", "#beta"]);
     assert_eq!(trending_for(&app, &viewer).await, expected);
     app.restart().await;
@@ -321,10 +308,13 @@ async fn the_feed_finds_followed_and_global_posts_after_a_restart() {
     let (_, stranger_token) = app.new_user("rs").await;
     app.post_json("/api/follow", Some(&viewer), json!({ "username": friend }))
         .await;
-    post_as(&app, &friend_token, "followed before restart").await;
-    post_as(&app, &stranger_token, "global before restart").await;
+    app.create_post(&friend_token, "followed before restart")
+        .await;
+    app.create_post(&stranger_token, "global before restart")
+        .await;
     app.restart().await;
-    post_as(&app, &stranger_token, "global after restart").await;
+    app.create_post(&stranger_token, "global after restart")
+        .await;
     let v = body(app.get("/api/fyp", Some(&viewer)).await).await;
     let contents: Vec<&str> = v["posts"]
         .as_array()
@@ -365,11 +355,11 @@ async fn an_archive_post_in_the_feed_shows_the_votes_it_just_got() {
     let (_, author) = app.new_user("aa").await;
     let (_, viewer) = app.new_user("av").await;
     let (_, voter) = app.new_user("ao").await;
-    let old = post_as(&app, &author, "the only archive post").await;
+    let old = app.create_post(&author, "the only archive post").await;
     // 1,000 newer posts fill the global window (50 at a time).
     for round in 0..20 {
         let contents: Vec<String> = (0..50).map(|i| format!("w{round}.{i}")).collect();
-        join_all(contents.iter().map(|c| post_as(&app, &author, c))).await;
+        join_all(contents.iter().map(|c| app.create_post(&author, c))).await;
     }
     // Twice: the second feed shows the post as the first one rendered it
     // (its JSON is kept with its cached row), which a vote must replace.
@@ -408,7 +398,7 @@ async fn the_feed_changes_at_once_when_the_viewer_follows_or_unfollows() {
     for (token, n) in [(&friend_token, 20), (&stranger, 40)] {
         let contents: Vec<String> = (0..n).map(|i| format!("post {i}")).collect();
         for content in &contents {
-            post_as(&app, token, content).await;
+            app.create_post(token, content).await;
         }
     }
     // The 30 newest posts are the stranger's.
@@ -454,10 +444,10 @@ async fn a_users_newest_page_shows_each_change_at_once() {
     let app = spawn_app().await;
     let (author, author_token) = app.new_user("na").await;
     let (voter, voter_token) = app.new_user("nv").await;
-    let first = post_as(&app, &author_token, "first").await;
+    let first = app.create_post(&author_token, "first").await;
     assert_eq!(page_of(&app, &author, "").await, [(first, 0, 0, 0)]);
 
-    let second = post_as(&app, &author_token, "second").await;
+    let second = app.create_post(&author_token, "second").await;
     assert_eq!(
         page_of(&app, &author, "").await,
         [(second, 0, 0, 0), (first, 0, 0, 0)]
@@ -502,7 +492,7 @@ async fn a_users_newest_page_shows_each_change_at_once() {
 async fn an_empty_page_of_replies_is_found_for_a_real_post() {
     let app = spawn_app().await;
     let (_, token) = app.new_user("er").await;
-    let post = post_as(&app, &token, "quiet").await;
+    let post = app.create_post(&token, "quiet").await;
     let v = body(app.get(&format!("/api/get_replies/{post}"), None).await).await;
     assert_eq!(v["replies"], json!([]));
     reply_as(&app, &token, post, "one").await;

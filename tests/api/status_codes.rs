@@ -8,14 +8,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-async fn create_post(app: &TestApp, token: &str, content: &str) -> i64 {
-    let resp = app
-        .post_json("/api/create_post", Some(token), json!({"content": content}))
-        .await;
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    body(resp).await["id"].as_i64().expect("post id")
-}
-
 async fn create_room(app: &TestApp, token: &str, name: &str, password: Option<&str>) -> i64 {
     let req = match password {
         Some(pw) => json!({"room_name": name, "is_private": 1, "password": pw}),
@@ -424,7 +416,7 @@ async fn create_post_400_for_missing_blank_or_long_content() {
     let v = body(app.get(&format!("/api/get_posts/{name}"), None).await).await;
     assert_eq!(v["posts"], json!([]));
     // Exactly 512 characters is fine.
-    create_post(&app, &token, &"é".repeat(512)).await;
+    app.create_post(&token, &"é".repeat(512)).await;
     assert_eq!(profile(&app, &name).await["stats"]["posts"], 1);
 }
 
@@ -432,7 +424,7 @@ async fn create_post_400_for_missing_blank_or_long_content() {
 async fn post_reads_404_for_unknown_users_and_posts() {
     let app = spawn_app().await;
     let (_, token) = app.new_user("pr").await;
-    let id = create_post(&app, &token, "exists").await;
+    let id = app.create_post(&token, "exists").await;
     assert_error(
         app.get("/api/get_posts/ghost_user", None).await,
         StatusCode::NOT_FOUND,
@@ -460,7 +452,7 @@ async fn vote_post_rejections_leave_counters_unchanged() {
     let app = spawn_app().await;
     let (author, ta) = app.new_user("vo").await;
     let (_, tv) = app.new_user("vv").await;
-    let id = create_post(&app, &ta, "vote on me").await;
+    let id = app.create_post(&ta, "vote on me").await;
     let resp = app
         .post_json(
             "/api/vote_post",
@@ -550,8 +542,8 @@ async fn reply_to_post_400_and_404_cases_create_nothing() {
     let app = spawn_app().await;
     let (_, ta) = app.new_user("ra").await;
     let (_, tb) = app.new_user("rb").await;
-    let post = create_post(&app, &ta, "first").await;
-    let other_post = create_post(&app, &ta, "second").await;
+    let post = app.create_post(&ta, "first").await;
+    let other_post = app.create_post(&ta, "second").await;
     let resp = app
         .post_json(
             "/api/reply_to_post",
@@ -1039,7 +1031,7 @@ async fn inbox_send_and_delete_statuses() {
 async fn every_authenticated_endpoint_is_401_without_a_valid_token() {
     let app = spawn_app().await;
     let (victim, tv) = app.new_user("vi").await;
-    let post = create_post(&app, &tv, "target #tag").await;
+    let post = app.create_post(&tv, "target #tag").await;
     let room = create_room(&app, &tv, "Target Room", None).await;
     app.post_json(
         "/api/send_inbox_message",
@@ -1280,7 +1272,7 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_json_errors() {
 async fn a_before_cursor_that_is_not_an_id_is_400_on_every_list() {
     let app = spawn_app().await;
     let (name, token) = app.new_user("cur").await;
-    let post = create_post(&app, &token, "listed").await;
+    let post = app.create_post(&token, "listed").await;
     let lists = [
         format!("/api/get_posts/{name}"),
         format!("/api/get_replies/{post}"),
