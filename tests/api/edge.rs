@@ -9,10 +9,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::{
-    helpers::{TestApp, assert_error, body, spawn_app, spawn_app_with},
-    ws::create_room,
-};
+use crate::helpers::{TestApp, assert_error, body, spawn_app, spawn_app_with};
 
 fn assert_security_headers(resp: &Response, what: &str) {
     let header = |name: &str| {
@@ -87,7 +84,9 @@ async fn every_kind_of_response_carries_the_security_headers() {
     assert_security_headers(&preflight, "preflight");
 
     let (_, token) = app.new_user("headers").await;
-    let room = create_room(&app, &token, &crate::helpers::unique_name("headers")).await;
+    let room = app
+        .create_room(&token, &crate::helpers::unique_name("headers"), None)
+        .await;
     for (name, disposition) in [("note.txt", "inline"), ("page.html", "attachment")] {
         let url = app
             .upload(&token, room, name, b"<script>alert(1)</script>")
@@ -293,7 +292,9 @@ async fn an_oversized_json_body_is_413_json_and_stores_nothing() {
 async fn a_stalled_upload_is_408_and_leaves_no_file() {
     let app = spawn_app_with(|config| config.body_read_timeout_secs = 1).await;
     let (_, token) = app.new_user("stallup").await;
-    let room = create_room(&app, &token, &crate::helpers::unique_name("stallup")).await;
+    let room = app
+        .create_room(&token, &crate::helpers::unique_name("stallup"), None)
+        .await;
     let mut stream = TcpStream::connect(address(&app)).await.unwrap();
     let head = format!(
         "POST /api/upload_file HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n\

@@ -182,6 +182,18 @@ impl TestApp {
         assert_eq!(resp.status(), StatusCode::CREATED);
         body(resp).await["id"].as_i64().expect("post id")
     }
+
+    /// Creates a room as the holder of `token`, private when a password is
+    /// given; the new room's id.
+    pub async fn create_room(&self, token: &str, name: &str, password: Option<&str>) -> i64 {
+        let req = match password {
+            Some(pw) => json!({ "room_name": name, "is_private": 1, "password": pw }),
+            None => json!({ "room_name": name }),
+        };
+        let resp = self.post_json("/api/create_room", Some(token), req).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        body(resp).await["room_id"].as_i64().expect("room id")
+    }
 }
 
 /// The JSON body of a response.

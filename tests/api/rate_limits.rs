@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{TestApp, assert_error, body, spawn_app_with, unique_name},
-    ws::{connect, create_room, join, room_messages, send_frame},
+    ws::{connect, join, room_messages, send_frame},
 };
 
 /// A server with limits on; sign-up and login are roomy unless `adjust`
@@ -345,7 +345,9 @@ async fn room_messages_over_http_and_websocket_share_one_limit() {
     let app = spawn_limited(|limits| limits.room_messages = "2/4s".parse().unwrap()).await;
     let (_, alice_token) = app.new_user("chatty").await;
     let (_, bob_token) = app.new_user("chatty").await;
-    let room = create_room(&app, &alice_token, &unique_name("chatroom")).await;
+    let room = app
+        .create_room(&alice_token, &unique_name("chatroom"), None)
+        .await;
     join(&app, &bob_token, room).await;
     let mut socket = connect(&app, &alice_token).await;
 
@@ -430,7 +432,9 @@ async fn uploads_over_the_limit_store_nothing() {
     let app = spawn_limited(|limits| limits.uploads = "1/2s".parse().unwrap()).await;
     let (_, alice_token) = app.new_user("uploader").await;
     let (_, bob_token) = app.new_user("uploader").await;
-    let room = create_room(&app, &alice_token, &unique_name("files")).await;
+    let room = app
+        .create_room(&alice_token, &unique_name("files"), None)
+        .await;
     join(&app, &bob_token, room).await;
 
     assert_eq!(

@@ -140,8 +140,8 @@ async fn the_public_room_limit_applies() {
 async fn each_room_keeps_its_own_newest_messages_across_a_restart() {
     let mut app = spawn_app_with(|c| c.room_message_limit = 5).await;
     let (_, t) = app.new_user("rr").await;
-    let busy = create_room(&app, &t, "busy").await;
-    let quiet = create_room(&app, &t, "quiet").await;
+    let busy = app.create_room(&t, "busy", None).await;
+    let quiet = app.create_room(&t, "quiet", None).await;
     app.post_json(
         "/api/send_room_message",
         Some(&t),
@@ -178,18 +178,6 @@ async fn each_room_keeps_its_own_newest_messages_across_a_restart() {
     assert_eq!(v["messages"][0]["message"], "still here");
 }
 
-/// Creates a public room; its id.
-async fn create_room(app: &TestApp, token: &str, name: &str) -> i64 {
-    let created = app
-        .post_json(
-            "/api/create_room",
-            Some(token),
-            json!({ "room_name": name }),
-        )
-        .await;
-    body(created).await["room_id"].as_i64().unwrap()
-}
-
 async fn room_texts(app: &TestApp, token: &str, room_id: i64) -> Vec<String> {
     room_texts_at(app, token, &format!("room_id={room_id}")).await
 }
@@ -214,7 +202,7 @@ async fn room_texts_at(app: &TestApp, token: &str, query: &str) -> Vec<String> {
 async fn a_page_read_since_a_message_and_the_full_page_stay_apart() {
     let app = spawn_app().await;
     let (_, t) = app.new_user("rs").await;
-    let room = create_room(&app, &t, "since").await;
+    let room = app.create_room(&t, "since", None).await;
     let send = |text: &'static str| {
         app.post_json(
             "/api/send_room_message",
@@ -254,7 +242,7 @@ async fn a_page_read_since_a_message_and_the_full_page_stay_apart() {
 async fn messages_disappear_when_they_expire_even_from_a_room_just_read() {
     let app = spawn_app_with(|c| c.room_message_ttl_secs = 2).await;
     let (_, t) = app.new_user("rx").await;
-    let room = create_room(&app, &t, "brief").await;
+    let room = app.create_room(&t, "brief", None).await;
     for text in ["first", "second"] {
         app.post_json(
             "/api/send_room_message",

@@ -8,16 +8,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-async fn create_room(app: &TestApp, token: &str, name: &str, password: Option<&str>) -> i64 {
-    let req = match password {
-        Some(pw) => json!({"room_name": name, "is_private": 1, "password": pw}),
-        None => json!({"room_name": name}),
-    };
-    let resp = app.post_json("/api/create_room", Some(token), req).await;
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    body(resp).await["room_id"].as_i64().expect("room id")
-}
-
 async fn profile(app: &TestApp, name: &str) -> Value {
     let resp = app.get(&format!("/api/user/{name}"), None).await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -657,8 +647,8 @@ async fn join_room_400_404_403() {
     let app = spawn_app().await;
     let (owner, to) = app.new_user("jo").await;
     let (joiner, tj) = app.new_user("jj").await;
-    let public = create_room(&app, &to, "Open Room", None).await;
-    let vip = create_room(&app, &to, "VIP Lounge", Some("secret123")).await;
+    let public = app.create_room(&to, "Open Room", None).await;
+    let vip = app.create_room(&to, "VIP Lounge", Some("secret123")).await;
 
     for req in [
         json!({}),
@@ -745,8 +735,8 @@ async fn leave_room_and_room_members_statuses() {
     let app = spawn_app().await;
     let (owner, to) = app.new_user("lo").await;
     let (_, tx) = app.new_user("lx").await;
-    let public = create_room(&app, &to, "Lobby", None).await;
-    let private = create_room(&app, &to, "Back Office", Some("pw")).await;
+    let public = app.create_room(&to, "Lobby", None).await;
+    let private = app.create_room(&to, "Back Office", Some("pw")).await;
 
     for req in [json!({}), json!({"room_id": "lobby"})] {
         let resp = app.post_json("/api/leave_room", Some(&tx), req).await;
@@ -799,7 +789,7 @@ async fn send_room_message_400_404_403_store_nothing() {
     let app = spawn_app().await;
     let (_, to) = app.new_user("so").await;
     let (_, tx) = app.new_user("sx").await;
-    let room = create_room(&app, &to, "Chatter", None).await;
+    let room = app.create_room(&to, "Chatter", None).await;
 
     let cases = [
         (
@@ -875,8 +865,8 @@ async fn get_room_messages_400_404_403() {
     let app = spawn_app().await;
     let (_, to) = app.new_user("go").await;
     let (_, tx) = app.new_user("gx").await;
-    let public = create_room(&app, &to, "Readers", None).await;
-    let private = create_room(&app, &to, "Secret Readers", Some("pw")).await;
+    let public = app.create_room(&to, "Readers", None).await;
+    let private = app.create_room(&to, "Secret Readers", Some("pw")).await;
     for q in ["", "?room_id=", "?room_id=abc", "?room_id=1.5"] {
         let resp = app
             .get(&format!("/api/get_room_messages{q}"), Some(&to))
@@ -918,7 +908,7 @@ async fn get_room_messages_400_404_403() {
 async fn upload_400_for_an_empty_filename_and_parts_may_come_in_any_order() {
     let app = spawn_app().await;
     let (_, t) = app.new_user("uf").await;
-    let room = create_room(&app, &t, "Uploads", None).await;
+    let room = app.create_room(&t, "Uploads", None).await;
     let send = |form: multipart::Form| {
         app.client
             .post(app.url("/api/upload_file"))
@@ -1032,7 +1022,7 @@ async fn every_authenticated_endpoint_is_401_without_a_valid_token() {
     let app = spawn_app().await;
     let (victim, tv) = app.new_user("vi").await;
     let post = app.create_post(&tv, "target #tag").await;
-    let room = create_room(&app, &tv, "Target Room", None).await;
+    let room = app.create_room(&tv, "Target Room", None).await;
     app.post_json(
         "/api/send_inbox_message",
         Some(&tv),

@@ -80,18 +80,6 @@ pub(crate) async fn assert_nothing_pending(socket: &mut Socket) {
     );
 }
 
-pub(crate) async fn create_room(app: &TestApp, token: &str, name: &str) -> i64 {
-    let resp = app
-        .post_json(
-            "/api/create_room",
-            Some(token),
-            json!({"room_name": name, "is_private": 0}),
-        )
-        .await;
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    body(resp).await["room_id"].as_i64().unwrap()
-}
-
 pub(crate) async fn join(app: &TestApp, token: &str, room_id: i64) {
     let resp = app
         .post_json(
@@ -173,7 +161,9 @@ async fn room_events_reach_members_only_with_the_http_shapes() {
     let (alice, alice_token) = app.new_user("wsalice").await;
     let (bob, bob_token) = app.new_user("wsbob").await;
     let (_, carol_token) = app.new_user("wscarol").await;
-    let room = create_room(&app, &alice_token, &crate::helpers::unique_name("wsroom")).await;
+    let room = app
+        .create_room(&alice_token, &crate::helpers::unique_name("wsroom"), None)
+        .await;
     let mut alice_ws = connect(&app, &alice_token).await;
     let mut bob_ws = connect(&app, &bob_token).await;
     let mut carol_ws = connect(&app, &carol_token).await;
@@ -208,7 +198,9 @@ async fn joining_and_leaving_take_effect_on_open_streams() {
     let app = spawn_app().await;
     let (_, alice_token) = app.new_user("wsjl").await;
     let (carol, carol_token) = app.new_user("wsjl").await;
-    let room = create_room(&app, &alice_token, &crate::helpers::unique_name("wsjlroom")).await;
+    let room = app
+        .create_room(&alice_token, &crate::helpers::unique_name("wsjlroom"), None)
+        .await;
     let mut carol_ws = connect(&app, &carol_token).await;
     let mut alice_ws = connect(&app, &alice_token).await;
 
@@ -248,7 +240,9 @@ async fn joining_and_leaving_take_effect_on_open_streams() {
     assert_nothing_pending(&mut carol_ws).await;
 
     // Creating a room subscribes the creator's open streams at once.
-    let new_room = create_room(&app, &carol_token, &crate::helpers::unique_name("wsnew")).await;
+    let new_room = app
+        .create_room(&carol_token, &crate::helpers::unique_name("wsnew"), None)
+        .await;
     assert_eq!(
         next_of_type(&mut carol_ws, "member_joined").await["room_id"],
         new_room
@@ -265,7 +259,9 @@ async fn http_and_socket_messages_are_delivered_once_in_order() {
     let app = spawn_app().await;
     let (_, alice_token) = app.new_user("wsorder").await;
     let (_, bob_token) = app.new_user("wsorder").await;
-    let room = create_room(&app, &alice_token, &crate::helpers::unique_name("wsord")).await;
+    let room = app
+        .create_room(&alice_token, &crate::helpers::unique_name("wsord"), None)
+        .await;
     join(&app, &bob_token, room).await;
     let mut bob_ws = connect(&app, &bob_token).await;
     let mut alice_ws = connect(&app, &alice_token).await;
@@ -349,7 +345,9 @@ async fn concurrent_senders_are_published_in_stored_order() {
     let app = spawn_app().await;
     let (_, alice_token) = app.new_user("wsmany").await;
     let (_, bob_token) = app.new_user("wsmany").await;
-    let room = create_room(&app, &alice_token, &crate::helpers::unique_name("wsmany")).await;
+    let room = app
+        .create_room(&alice_token, &crate::helpers::unique_name("wsmany"), None)
+        .await;
     join(&app, &bob_token, room).await;
     let mut bob_ws = connect(&app, &bob_token).await;
 
@@ -381,7 +379,9 @@ async fn resuming_with_since_replays_the_gap_without_duplicates() {
     let app = spawn_app().await;
     let (_, alice_token) = app.new_user("wsresume").await;
     let (_, bob_token) = app.new_user("wsresume").await;
-    let room = create_room(&app, &alice_token, &crate::helpers::unique_name("wsres")).await;
+    let room = app
+        .create_room(&alice_token, &crate::helpers::unique_name("wsres"), None)
+        .await;
     join(&app, &bob_token, room).await;
 
     let mut bob_ws = connect(&app, &bob_token).await;
@@ -492,7 +492,9 @@ async fn invalid_frames_get_the_http_errors_as_error_frames() {
     let app = spawn_app().await;
     let (_, alice_token) = app.new_user("wserr").await;
     let (_, bob_token) = app.new_user("wserr").await;
-    let room = create_room(&app, &alice_token, &crate::helpers::unique_name("wserr")).await;
+    let room = app
+        .create_room(&alice_token, &crate::helpers::unique_name("wserr"), None)
+        .await;
     let mut bob_ws = connect(&app, &bob_token).await;
 
     let cases = [
@@ -564,7 +566,9 @@ async fn a_slow_reader_is_disconnected_while_a_fast_reader_keeps_receiving() {
     let app = spawn_app_with(|c| c.ws_queue_len = 16).await;
     let (_, alice_token) = app.new_user("wsslow").await;
     let (_, slow_token) = app.new_user("wsslow").await;
-    let room = create_room(&app, &alice_token, &crate::helpers::unique_name("wsslow")).await;
+    let room = app
+        .create_room(&alice_token, &crate::helpers::unique_name("wsslow"), None)
+        .await;
     join(&app, &slow_token, room).await;
 
     // The slow client never reads; a small receive buffer makes the
@@ -742,7 +746,9 @@ async fn deleting_the_account_closes_every_stream() {
     let (name, first) = app.new_user("wsgone").await;
     let second = app.login(&name).await;
     let (_, other) = app.new_user("wsstay").await;
-    let room = create_room(&app, &other, &crate::helpers::unique_name("wsgoneroom")).await;
+    let room = app
+        .create_room(&other, &crate::helpers::unique_name("wsgoneroom"), None)
+        .await;
     join(&app, &first, room).await;
     let mut first_ws = connect(&app, &first).await;
     let mut second_ws = connect(&app, &second).await;
@@ -776,7 +782,9 @@ async fn an_upload_reaches_the_room_as_a_message_with_its_url() {
     let app = spawn_app().await;
     let (alice, alice_token) = app.new_user("wsup").await;
     let (_, bob_token) = app.new_user("wsup").await;
-    let room = create_room(&app, &alice_token, &crate::helpers::unique_name("wsup")).await;
+    let room = app
+        .create_room(&alice_token, &crate::helpers::unique_name("wsup"), None)
+        .await;
     join(&app, &bob_token, room).await;
     let mut bob_ws = connect(&app, &bob_token).await;
 

@@ -8,8 +8,8 @@ use serde_json::json;
 use crate::{
     helpers::{body, spawn_app},
     ws::{
-        assert_nothing_pending, connect, create_room, join, next_of_type, room_messages,
-        send_frame, send_http, without_type,
+        assert_nothing_pending, connect, join, next_of_type, room_messages, send_frame, send_http,
+        without_type,
     },
 };
 
@@ -45,7 +45,9 @@ async fn two_nodes_behave_as_one() {
 
     // Rooms and room chat: a message sent through either node is stored
     // once and delivered to sockets on both nodes, in the same order.
-    let room = create_room(&a, &alice_token, &crate::helpers::unique_name("mnroom")).await;
+    let room = a
+        .create_room(&alice_token, &crate::helpers::unique_name("mnroom"), None)
+        .await;
     join(&b, &bob_token, room).await;
     let mut alice_on_a = connect(&a, &alice_token).await;
     let mut bob_on_b = connect(&b, &bob_token).await;
