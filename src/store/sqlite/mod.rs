@@ -21,6 +21,7 @@ mod room_cache;
 mod rooms;
 mod sessions;
 mod user_cards;
+mod wal_vfs;
 mod writer;
 
 use std::{
@@ -217,7 +218,7 @@ impl SqliteStore {
     }
 
     pub fn open_with(path: &Path, durability: Durability) -> StoreResult<Self> {
-        let mut writer = Connection::open(path).map_err(other)?;
+        let mut writer = writer::open_connection(path).map_err(other)?;
         configure(&writer, durability).map_err(other)?;
         Migrations::from_slice(MIGRATIONS)
             .to_latest(&mut writer)
