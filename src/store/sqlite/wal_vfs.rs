@@ -3,7 +3,7 @@
 //!
 //! SQLite appends a commit to the WAL frame by frame, a 24-byte header and
 //! then the page, each its own `pwrite` (`walWriteOneFrame`): a vote, which
-//! changes about five pages, made ten write calls, and under votes the
+//! changes about five pages, made about eleven write calls, and under votes the
 //! writer thread spent a third of its time in them. This VFS gathers a
 //! WAL's contiguous writes in memory and hands them to the file at once,
 //! when anything needs them in the file: a sync, a read, a size, a write
@@ -18,18 +18,20 @@
 //! Inside [`deferring_wal_sync`] a WAL sync only writes the gathered frames:
 //! the writer's syncer thread fsyncs the WAL before it answers, as it did
 //! with `synchronous = NORMAL`. Every other sync is a real one: a
-//! checkpoint's, and the one after a commit that started the WAL over
-//! (SQLite syncs the new WAL header before frames that follow it).
+//! checkpoint's, and any sync that covers a new WAL header (when the WAL
+//! starts over, SQLite syncs its header before the frames that follow).
+//! Only the writer's connection uses this VFS (`writer::open_connection`).
 //!
 //! It also keeps the WAL index (the `-shm` file SQLite maps into memory) from
 //! holding the process's memory: under writes that never pause the WAL is
 //! never started over, its index grows by 8 bytes a frame, and every page of
-//! it the writer touched stayed resident (about 50 MiB of a benchmark run's
-//! peak RSS). The index is a shared mapping of a file, so dropping pages of
-//! it from the process (`MADV_DONTNEED`) loses nothing: a later access maps
-//! them again from the page cache. When the writer maps a new 32 KiB region
-//! of the index, the regions whose frames are all copied into the database
-//! (checkpointed, so no new reader looks them up) are dropped.
+//! it the writer touched stayed resident (75 MiB at the end of a benchmark
+//! run). The index is a shared mapping of a file, so dropping pages of it
+//! from the process (`MADV_DONTNEED`) loses nothing: a later access maps
+//! them again from the page cache. At the writer's memory barriers (a few
+//! per commit) the 32 KiB regions of the index whose frames are all copied
+//! into the database (checkpointed, so no reader that starts later looks
+//! them up) are dropped.
 //!
 //! Only the database file and its WAL go through this code; every other
 //! file is the default VFS's own.
@@ -103,7 +105,8 @@ pub(super) fn register() -> Result<(), String> {
                     .map_err(|_| "the WAL VFS was registered twice".to_owned())?;
                 // The default VFS's methods, which get this struct instead
                 // of their own: its fields are the same but for the name,
-                // the file size and `xOpen`.
+                // the file size and `xOpen` (the unix VFS's other methods
+                // do not read it).
                 let mut vfs = *default;
                 vfs.zName = NAME_C.as_ptr();
                 vfs.pNext = ptr::null_mut();
