@@ -589,6 +589,19 @@ mod tests {
         conn
     }
 
+    /// A fresh database with a table `t`, after `setup`, and a connection
+    /// to it on this VFS.
+    fn database(setup: &str) -> (tempfile::TempDir, std::path::PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = open(&path);
+        conn.execute_batch(&format!(
+            "{setup} CREATE TABLE t (n INTEGER PRIMARY KEY, s BLOB)"
+        ))
+        .unwrap();
+        (dir, path, conn)
+    }
+
     fn count(path: &std::path::Path) -> i64 {
         let reader = Connection::open(path).expect("open");
         assert_eq!(
@@ -614,11 +627,7 @@ mod tests {
 
     #[test]
     fn a_commit_is_in_the_file_when_other_connections_see_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let conn = open(&path);
-        conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY, s BLOB)")
-            .unwrap();
+        let (_dir, path, conn) = database("");
         // Small commits, and one of about 1 MB of frames: more than one
         // gathering, and past the default VFS's 128 KiB limit per write.
         for rows in [1, 10, 2_000, 3] {
@@ -633,13 +642,7 @@ mod tests {
 
     #[test]
     fn a_transaction_larger_than_the_cache_reads_back_its_spilled_frames() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let conn = open(&path);
-        conn.execute_batch(
-            "PRAGMA cache_size = 10; CREATE TABLE t (n INTEGER PRIMARY KEY, s BLOB)",
-        )
-        .unwrap();
+        let (_dir, path, conn) = database("PRAGMA cache_size = 10;");
         deferring_wal_sync(|| {
             conn.execute_batch("BEGIN").unwrap();
             insert(&conn, 5_000);
@@ -657,11 +660,7 @@ mod tests {
 
     #[test]
     fn only_a_deferred_commit_skips_the_fsync() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let conn = open(&path);
-        conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY, s BLOB)")
-            .unwrap();
+        let (_dir, path, conn) = database("");
         let syncs = || REAL_SYNCS.get();
         // A commit that starts the WAL over syncs its header for real.
         conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -682,15 +681,9 @@ mod tests {
 
     #[test]
     fn checkpointed_regions_of_the_wal_index_are_dropped_and_read_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let conn = open(&path);
         // As the writer: checkpoints only from another connection.
-        conn.execute_batch(
-            "PRAGMA wal_autocheckpoint = 0;
-             CREATE TABLE t (n INTEGER PRIMARY KEY, s BLOB); INSERT INTO t (s) VALUES (0)",
-        )
-        .unwrap();
+        let (_dir, path, conn) = database("PRAGMA wal_autocheckpoint = 0;");
+        conn.execute("INSERT INTO t (s) VALUES (0)", []).unwrap();
         let checkpointer = Connection::open(&path).unwrap();
         let reader = Connection::open(&path).unwrap();
         let value = |conn: &Connection| -> i64 {
