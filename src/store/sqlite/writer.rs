@@ -23,7 +23,7 @@
 use std::{
     fs::File,
     io,
-    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    os::unix::fs::MetadataExt,
     panic::{AssertUnwindSafe, catch_unwind},
     path::{Path, PathBuf},
     sync::{
@@ -201,80 +201,12 @@ fn run_cached(tx: &Transaction, sql: &str) -> rusqlite::Result<()> {
 /// back the pages votes dirtied as fast as they came, and vote throughput
 /// nearly halved (docs/PERFORMANCE.md, sixth session).
 fn checkpoint(conn: Connection, stop: mpsc::Receiver<()>) {
-    let mut copied_frames = CopiedFrames::of(&conn);
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        // The third column: frames copied into the database so far.
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(2)) {
-            Ok(copied) => copied_frames.leave_cache(copied),
-            Err(err) => tracing::warn!(%err, "checkpointing the WAL failed"),
+        if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+            tracing::warn!(%err, "checkpointing the WAL failed");
         }
     }
 }
-
-/// Gives the page cache back the WAL frames a checkpoint copied.
-///
-/// Under writes that never pause the WAL grows into page-cache pages the
-/// kernel hands out fresh, and on the VM the benchmarks run on a fresh page
-/// costs far more than one just freed (1 GiB written into new pages took
-/// 1.8-2.5 s, rewritten in place 0.08 s, right after another file's pages
-/// were freed 0.2 s). Copied frames are synced (the checkpoint syncs the
-/// WAL first) and no reader that starts later reads them, so their pages
-/// are dropped as soon as they are copied and the WAL's next frames take
-/// them: votes ran 1.10-1.33x as fast, one server at a time
-/// (docs/PERFORMANCE.md, eleventh session). A reader that still reads one
-/// reads it from the disk.
-struct CopiedFrames {
-    wal: Option<PathBuf>,
-    open: Option<File>,
-    frame_bytes: i64,
-    /// The WAL's bytes before this offset are out of the cache already.
-    dropped_to: i64,
-}
-
-impl CopiedFrames {
-    fn of(conn: &Connection) -> CopiedFrames {
-        let page_size = conn
-            .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
-            .unwrap_or(4096);
-        CopiedFrames {
-            wal: conn.path().map(|db| PathBuf::from(format!("{db}-wal"))),
-            open: None,
-            frame_bytes: page_size + WAL_FRAME_HEADER,
-            dropped_to: 0,
-        }
-    }
-
-    fn leave_cache(&mut self, copied: i64) {
-        let end = WAL_HEADER + copied * self.frame_bytes;
-        if end < self.dropped_to {
-            // The WAL started over.
-            self.dropped_to = 0;
-        }
-        if end <= self.dropped_to {
-            return;
-        }
-        if self.open.is_none() {
-            self.open = self.wal.as_ref().and_then(|wal| File::open(wal).ok());
-        }
-        if let Some(file) = &self.open {
-            // SAFETY: advice about a range of an open file; it changes what
-            // the kernel caches, never the file.
-            unsafe {
-                libc::posix_fadvise(
-                    file.as_raw_fd(),
-                    self.dropped_to,
-                    end - self.dropped_to,
-                    libc::POSIX_FADV_DONTNEED,
-                );
-            }
-            self.dropped_to = end;
-        }
-    }
-}
-
-/// Sizes in SQLite's WAL file format.
-const WAL_HEADER: i64 = 32;
-const WAL_FRAME_HEADER: i64 = 24;
 
 /// An fsync of the database's WAL file at `path`. It reopens the file if it
 /// was replaced (SQLite deletes it when the last connection closes, which
@@ -552,73 +484,5 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
             .expect("count");
         assert_eq!(n, 1);
-    }
-
-    /// Bytes of the file at `path` in the page cache.
-    fn cached_bytes(path: &Path) -> usize {
-        let file = File::open(path).expect("open");
-        let len = file.metadata().expect("metadata").len() as usize;
-        if len == 0 {
-            return 0;
-        }
-        let page = 4096;
-        let mut resident = vec![0u8; len.div_ceil(page)];
-        // SAFETY: a read-only shared mapping of an open file, unmapped
-        // before return; mincore fills one byte per page of it.
-        unsafe {
-            let map = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            );
-            assert_ne!(map, libc::MAP_FAILED);
-            assert_eq!(libc::mincore(map, len, resident.as_mut_ptr()), 0);
-            libc::munmap(map, len);
-        }
-        resident.iter().filter(|&&b| b & 1 != 0).count() * page
-    }
-
-    #[tokio::test]
-    async fn the_checkpointer_gives_the_page_cache_back_the_copied_frames() {
-        let (dir, writer, path) = writer();
-        // A tmpfs keeps a file's pages whatever the advice.
-        // SAFETY: statfs fills the struct for an existing path.
-        let tmpfs = unsafe {
-            let mut fs: libc::statfs = std::mem::zeroed();
-            let dir = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
-            libc::statfs(dir.as_ptr(), &mut fs) == 0 && fs.f_type == libc::TMPFS_MAGIC
-        };
-        for batch in 0..50i64 {
-            writer
-                .run(move |tx| {
-                    let mut insert = tx.prepare_cached("INSERT INTO t (n) VALUES (?1)")?;
-                    for n in 0..1_000 {
-                        insert.execute([batch * 1_000 + n])?;
-                    }
-                    Ok(())
-                })
-                .await
-                .expect("write");
-        }
-        let wal = dir.path().join("w.db-wal");
-        let written = std::fs::metadata(&wal).expect("WAL").len() as usize;
-        assert!(written > 256 * 1024, "only {written} bytes of WAL");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !tmpfs && cached_bytes(&wal) > written / 10 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} of {written} WAL bytes still cached",
-                cached_bytes(&wal)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let conn = Connection::open(&path).expect("open");
-        let n: i64 = conn
-            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
-            .expect("count");
-        assert_eq!(n, 50_000);
     }
 }
