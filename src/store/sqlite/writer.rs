@@ -193,10 +193,9 @@ fn run_cached(tx: &Transaction, sql: &str) -> rusqlite::Result<()> {
 /// stalled writes for up to 1.25 s (tried again in the eleventh session,
 /// run by the writer when the WAL passed 256 MiB or 1 GiB: 207-246 ms a
 /// restart, and a p99 of about 200 ms in the seconds around each). The
-/// file keeps its largest size: with
-/// `journal_size_limit` SQLite cuts it back when the WAL starts over, in
-/// the first write after the load, which then waited 0.67 s for a 686 MB
-/// file. Neither was kept. Nor was the writer starting the WAL over every
+/// file keeps its largest size: with `journal_size_limit` SQLite cuts it
+/// back when the WAL starts over, in the first write after the load,
+/// which then waited 0.67 s for a 686 MB file. Neither was kept. Nor was the writer starting the WAL over every
 /// 64 MiB while this thread copied back to back: the disk could not write
 /// back the pages votes dirtied as fast as they came, and vote throughput
 /// nearly halved (docs/PERFORMANCE.md, sixth session).
