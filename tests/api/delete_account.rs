@@ -256,6 +256,19 @@ async fn deleting_an_account_erases_its_data_and_keeps_every_counter_right() {
         feed["posts"].as_array().unwrap().is_empty(),
         "only ann's own post is left: {feed}"
     );
+    // The victim's name, looked up (and kept in memory) when ann wrote to
+    // them, leads nowhere now.
+    let r = app
+        .post_json(
+            "/api/send_inbox_message",
+            Some(&at),
+            json!({"recipient": victim, "message": "anyone there?"}),
+        )
+        .await;
+    assert_eq!(
+        assert_error(r, StatusCode::NOT_FOUND).await,
+        "recipient not found"
+    );
     let inbox = body(app.get("/api/inbox", Some(&at)).await).await;
     let inbox = inbox["messages"].as_array().unwrap();
     assert_eq!(inbox.len(), 1, "{inbox:?}");

@@ -139,8 +139,17 @@ impl AccountStore for SqliteStore {
     }
 
     async fn find_user(&self, username: &str) -> StoreResult<Option<UserRef>> {
+        // From the users' cards when there: looking the name up in SQLite
+        // was a fifth of the workers' time under direct messages, since a
+        // reader's page cache starts over after every commit.
+        if let Some(user) = self.users.cached_user(username) {
+            return Ok(Some(user));
+        }
         let username = username.to_owned();
-        self.read(move |conn| user_by_name(conn, &username)).await
+        let users = self.users.clone();
+        let before = users.before_read();
+        self.read(move |conn| users.by_name(conn, &username, before))
+            .await
     }
 
     async fn login_record(&self, username: &str) -> StoreResult<Option<LoginRecord>> {

@@ -134,18 +134,10 @@ impl UserCards {
         username: &str,
         before: BeforeRead,
     ) -> StoreResult<Option<UserRef>> {
-        let key = username.to_lowercase();
-        {
-            let inner = self.lock();
-            if let Some(&id) = inner.ids_by_name.get(&key)
-                && let Some(card) = inner.cards.get(&id)
-            {
-                return Ok(Some(UserRef {
-                    id,
-                    username: card.username.clone(),
-                }));
-            }
+        if let Some(user) = self.cached_user(username) {
+            return Ok(Some(user));
         }
+        let key = username.to_lowercase();
         let found = conn
             .prepare_cached("SELECT id, username, avatar_url FROM users WHERE username_key = ?1")?
             .query_row([&key], |r| {
@@ -170,6 +162,19 @@ impl UserCards {
         let inner = self.lock();
         let id = *inner.ids_by_name.get(&key)?;
         inner.cards.contains_key(&id).then_some(id)
+    }
+
+    /// The user named `username` (ignoring case) if their card is in
+    /// memory; `None` says nothing about whether the user exists.
+    pub fn cached_user(&self, username: &str) -> Option<UserRef> {
+        let key = username.to_lowercase();
+        let inner = self.lock();
+        let id = *inner.ids_by_name.get(&key)?;
+        let card = inner.cards.get(&id)?;
+        Some(UserRef {
+            id,
+            username: card.username.clone(),
+        })
     }
 
     fn fill(&self, user_id: i64, card: Arc<UserCard>, before: BeforeRead) {
@@ -278,6 +283,7 @@ mod tests {
         cards.changed(2);
         assert_eq!(avatar(&cards, &conn, 2), None);
         assert_eq!(id_of(&cards, &conn, "bob"), None);
+        assert_eq!(cards.cached_user("bob"), None);
         // The id is reused by a new user (SQLite reuses the highest id).
         conn.execute("INSERT INTO users VALUES (2, 'cy', 'c.png', 'cy')", [])
             .unwrap();
@@ -294,5 +300,9 @@ mod tests {
             assert_eq!((ann.id, ann.username.as_str()), (1, "ann"));
         }
         assert_eq!(id_of(&cards, &conn, "nobody"), None);
+        // Found once, known without the database.
+        let ann = cards.cached_user("Ann").unwrap();
+        assert_eq!((ann.id, ann.username.as_str()), (1, "ann"));
+        assert_eq!(cards.cached_user("bob"), None, "never looked up");
     }
 }
