@@ -323,59 +323,60 @@ impl FeedRead {
         // most recently, so only that many followees are looked at.
         // When there are that many, each of them has a post at or above
         // the last one's newest, so nothing older can make the list.
-        let (mut followed, unknown, global, window_floor) =
-            self.recent.read(|newest, last_posts| {
-                let mut active: Vec<(i64, i64)> = followees
-                    .iter()
-                    .map(|&user| (last_posts(user)[0], user))
-                    .filter(|&(last, _)| last > 0)
-                    .collect();
-                let mut floor = if active.len() >= q.followed && q.followed > 0 {
-                    active.select_nth_unstable_by(q.followed - 1, |a, b| b.cmp(a));
-                    active.truncate(q.followed);
-                    active.iter().map(|&(last, _)| last).min().unwrap_or(0)
-                } else {
-                    0
-                };
-                // Their newest posts are in memory...
-                let mut followed: Vec<i64> = active
-                    .iter()
-                    .flat_map(|&(_, user)| last_posts(user))
-                    .filter(|&id| id > 0 && id >= floor)
-                    .collect();
-                if q.followed > 0 && followed.len() >= q.followed {
-                    followed.select_nth_unstable_by(q.followed - 1, |a, b| b.cmp(a));
-                    followed.truncate(q.followed);
-                    floor = floor.max(followed.iter().copied().min().unwrap_or(0));
-                }
-                // ...except for a followee whose every kept id is above the
-                // floor: older posts of theirs may be too (id range to read).
-                let unknown: Vec<(i64, i64, i64)> = active
-                    .iter()
-                    .filter_map(|&(_, user)| {
-                        let oldest_kept = last_posts(user)[KEPT_PER_USER - 1];
-                        (oldest_kept > floor).then_some((user, floor, oldest_kept))
-                    })
-                    .collect();
-                // The global window: the newest posts, none older than its
-                // start. Ids and creation times rise together (up to a
-                // commit's wait in the writer's queue), so its first post
-                // is found by halving rather than by walking the window.
-                let first_by_count = newest.len().saturating_sub(q.window_posts.max(0) as usize);
-                let first_by_age = newest.partition_point(|p| p.created_at < q.window_start);
-                let start = first_by_count.max(first_by_age);
-                let window_floor = newest
-                    .get(start)
-                    .map_or(newest.back().map_or(0, |p| p.id) + 1, |p| p.id);
-                let global: Vec<i64> = newest
-                    .range(start..)
-                    .rev()
-                    .filter(|p| p.author != q.viewer && followees.binary_search(&p.author).is_err())
-                    .take(q.global)
-                    .map(|p| p.id)
-                    .collect();
-                (followed, unknown, global, window_floor)
-            });
+        let (mut followed, unknown, global, window_floor) = self.recent.read(|kept| {
+            let newest = kept.newest();
+            let last_posts = |user| kept.last_posts(user);
+            let mut active: Vec<(i64, i64)> = followees
+                .iter()
+                .map(|&user| (kept.latest(user), user))
+                .filter(|&(last, _)| last > 0)
+                .collect();
+            let mut floor = if active.len() >= q.followed && q.followed > 0 {
+                active.select_nth_unstable_by(q.followed - 1, |a, b| b.cmp(a));
+                active.truncate(q.followed);
+                active.iter().map(|&(last, _)| last).min().unwrap_or(0)
+            } else {
+                0
+            };
+            // Their newest posts are in memory...
+            let mut followed: Vec<i64> = active
+                .iter()
+                .flat_map(|&(_, user)| last_posts(user))
+                .filter(|&id| id > 0 && id >= floor)
+                .collect();
+            if q.followed > 0 && followed.len() >= q.followed {
+                followed.select_nth_unstable_by(q.followed - 1, |a, b| b.cmp(a));
+                followed.truncate(q.followed);
+                floor = floor.max(followed.iter().copied().min().unwrap_or(0));
+            }
+            // ...except for a followee whose every kept id is above the
+            // floor: older posts of theirs may be too (id range to read).
+            let unknown: Vec<(i64, i64, i64)> = active
+                .iter()
+                .filter_map(|&(_, user)| {
+                    let oldest_kept = last_posts(user)[KEPT_PER_USER - 1];
+                    (oldest_kept > floor).then_some((user, floor, oldest_kept))
+                })
+                .collect();
+            // The global window: the newest posts, none older than its
+            // start. Ids and creation times rise together (up to a
+            // commit's wait in the writer's queue), so its first post
+            // is found by halving rather than by walking the window.
+            let first_by_count = newest.len().saturating_sub(q.window_posts.max(0) as usize);
+            let first_by_age = newest.partition_point(|p| p.created_at < q.window_start);
+            let start = first_by_count.max(first_by_age);
+            let window_floor = newest
+                .get(start)
+                .map_or(newest.back().map_or(0, |p| p.id) + 1, |p| p.id);
+            let global: Vec<i64> = newest
+                .range(start..)
+                .rev()
+                .filter(|p| p.author != q.viewer && followees.binary_search(&p.author).is_err())
+                .take(q.global)
+                .map(|p| p.id)
+                .collect();
+            (followed, unknown, global, window_floor)
+        });
         if !unknown.is_empty() {
             let mut older_of = conn.prepare_cached(
                 "SELECT id FROM posts WHERE user_id = ?1 AND id >= ?2 AND id < ?3

@@ -35,11 +35,15 @@ pub(super) struct RecentPosts {
 }
 
 #[derive(Default)]
-struct Inner {
+pub(super) struct Inner {
     /// At most `capacity` posts, oldest first, ids ascending.
     newest: VecDeque<RecentPost>,
     /// Indexed by user id.
     last_posts: Vec<LastPosts>,
+    /// Each user's newest post id (0 for none), indexed by user id: the
+    /// feed looks at every followee's, and this array is an eighth of
+    /// `last_posts`, so it stays in the CPU's cache.
+    latest: Vec<i64>,
 }
 
 impl RecentPosts {
@@ -100,25 +104,42 @@ impl RecentPosts {
         if let Some(kept) = inner.slot(author) {
             *kept = [0; KEPT_PER_USER];
         }
+        if let Some(latest) = usize::try_from(author)
+            .ok()
+            .and_then(|i| inner.latest.get_mut(i))
+        {
+            *latest = 0;
+        }
     }
 
-    /// Runs `read` with the newest posts (oldest first) and a lookup of
-    /// each user's newest post ids.
-    pub fn read<T>(
-        &self,
-        read: impl FnOnce(&VecDeque<RecentPost>, &dyn Fn(i64) -> LastPosts) -> T,
-    ) -> T {
+    /// Runs `read` with what is kept: the newest posts and each user's
+    /// newest post ids.
+    pub fn read<T>(&self, read: impl FnOnce(&Inner) -> T) -> T {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        read(&inner.newest, &|user| inner.last_posts(user))
+        read(&inner)
     }
 }
 
 impl Inner {
-    fn last_posts(&self, user: i64) -> LastPosts {
+    /// The newest posts, oldest first.
+    pub fn newest(&self) -> &VecDeque<RecentPost> {
+        &self.newest
+    }
+
+    /// The user's newest post ids, newest first.
+    pub fn last_posts(&self, user: i64) -> LastPosts {
         usize::try_from(user)
             .ok()
             .and_then(|i| self.last_posts.get(i).copied())
             .unwrap_or_default()
+    }
+
+    /// The user's newest post id; 0 if they have none.
+    pub fn latest(&self, user: i64) -> i64 {
+        usize::try_from(user)
+            .ok()
+            .and_then(|i| self.latest.get(i).copied())
+            .unwrap_or(0)
     }
 
     /// The user's slot, grown into if needed; `None` for an id no array can index.
@@ -126,6 +147,7 @@ impl Inner {
         let i = usize::try_from(user).ok()?;
         if i >= self.last_posts.len() {
             self.last_posts.resize(i + 1, [0; KEPT_PER_USER]);
+            self.latest.resize(i + 1, 0);
         }
         self.last_posts.get_mut(i)
     }
@@ -139,6 +161,13 @@ impl Inner {
         if let Some(at) = kept.iter().position(|&id| id < post) {
             kept.copy_within(at..KEPT_PER_USER - 1, at + 1);
             kept[at] = post;
+            let latest = kept[0];
+            if let Some(slot) = usize::try_from(user)
+                .ok()
+                .and_then(|i| self.latest.get_mut(i))
+            {
+                *slot = latest;
+            }
         }
     }
 }
@@ -163,7 +192,7 @@ mod tests {
     }
 
     fn ids(recent: &RecentPosts) -> Vec<i64> {
-        recent.read(|newest, _| newest.iter().map(|p| p.id).collect())
+        recent.read(|kept| kept.newest().iter().map(|p| p.id).collect())
     }
 
     #[test]
@@ -188,14 +217,19 @@ mod tests {
         let newest_of_3: LastPosts = std::array::from_fn(|i| top - i as i64);
         let mut only_of_4 = [0; KEPT_PER_USER];
         only_of_4[0] = 100;
-        recent.read(|_, last| {
-            assert_eq!(last(3), newest_of_3);
-            assert_eq!(last(4), only_of_4);
-            assert_eq!(last(5), [0; KEPT_PER_USER]);
-            assert_eq!(last(1_000_000), [0; KEPT_PER_USER]);
+        recent.read(|kept| {
+            assert_eq!(kept.last_posts(3), newest_of_3);
+            assert_eq!(kept.last_posts(4), only_of_4);
+            assert_eq!(kept.last_posts(5), [0; KEPT_PER_USER]);
+            assert_eq!(kept.last_posts(1_000_000), [0; KEPT_PER_USER]);
+            assert_eq!((kept.latest(3), kept.latest(4)), (top, 100));
+            assert_eq!((kept.latest(5), kept.latest(1_000_000)), (0, 0));
         });
         recent.forget_author(3);
         assert_eq!(ids(&recent), vec![100]);
-        recent.read(|_, last| assert_eq!(last(3), [0; KEPT_PER_USER]));
+        recent.read(|kept| {
+            assert_eq!(kept.last_posts(3), [0; KEPT_PER_USER]);
+            assert_eq!(kept.latest(3), 0);
+        });
     }
 }
