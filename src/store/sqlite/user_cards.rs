@@ -164,6 +164,12 @@ impl UserCards {
         inner.cards.contains_key(&id).then_some(id)
     }
 
+    /// The user's card if it is in memory; `None` says nothing about
+    /// whether the user exists.
+    pub fn cached_card(&self, user_id: i64) -> Option<Arc<UserCard>> {
+        self.lock().cards.get(&user_id).cloned()
+    }
+
     /// The user named `username` (ignoring case) if their card is in
     /// memory; `None` says nothing about whether the user exists.
     pub fn cached_user(&self, username: &str) -> Option<UserRef> {
