@@ -189,16 +189,19 @@ fn run_cached(tx: &Transaction, sql: &str) -> rusqlite::Result<()> {
 ///
 /// Under writes that never pause, the WAL is never started over and grows
 /// (measured: 1.2 GB after 10 s of votes at full speed); see "Known gaps"
-/// in the README. A RESTART checkpoint between batches bounded it, but
-/// stalled writes for up to 1.25 s (tried again in the eleventh session,
-/// run by the writer when the WAL passed 256 MiB or 1 GiB: 207-246 ms a
-/// restart, and a p99 of about 200 ms in the seconds around each). The
-/// file keeps its largest size: with `journal_size_limit` SQLite cuts it
-/// back when the WAL starts over, in the first write after the load,
-/// which then waited 0.67 s for a 686 MB file. Neither was kept. Nor was the writer starting the WAL over every
-/// 64 MiB while this thread copied back to back: the disk could not write
-/// back the pages votes dirtied as fast as they came, and vote throughput
-/// nearly halved (docs/PERFORMANCE.md, sixth session).
+/// in the README. Starting it over needs every frame copied and the
+/// database file fsynced first, and the database's pages are scattered:
+/// that write-back, forced while the load runs, is what each attempt paid
+/// for (docs/PERFORMANCE.md, sixth, eleventh and twelfth sessions). A
+/// RESTART checkpoint between batches stalled writes for up to 1.25 s;
+/// every 64 MiB, with this thread copying back to back, it nearly halved
+/// vote throughput; run by the writer past 256 MiB or 1 GiB, it held
+/// writes 207-246 ms a restart (p99 about 200 ms around each); prepared by
+/// this thread (fsyncs of the database while the writer runs, then a hold
+/// of 63-114 ms), it was no faster one server at a time and the p99 was
+/// 75-79 ms. With `journal_size_limit` SQLite cuts the file back when the
+/// WAL starts over, in the first write after the load, which then waited
+/// 0.67 s for a 686 MB file. None was kept.
 fn checkpoint(conn: Connection, stop: mpsc::Receiver<()>) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
