@@ -6,13 +6,26 @@
 //! Room messages are published by the room-message store's script, in the
 //! same atomic step that gives them their id (`store::redis`); this hub
 //! publishes everything else. It is used only together with that store.
+//!
+//! A publication returns once its echo has been delivered on this node,
+//! so that the request that caused an event is answered after the event
+//! reached the node's streams: a stream the same client opens next does
+//! not receive it as news (a join's `member_joined`, say).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::{AsyncCommands, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 use super::{
     event::{Event, Publication, Route},
@@ -35,26 +48,83 @@ enum Wire {
         m: String,
         c: String,
     },
-    /// Any other publication, from `RedisHub::publish`.
+    /// Any other publication, from `RedisHub::publish`, with the mark its
+    /// node waits for (absent from older nodes).
     #[serde(rename = "pub")]
-    Publication { p: Publication },
+    Publication {
+        p: Publication,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        e: Option<String>,
+    },
 }
 
 impl Wire {
-    fn into_publication(self) -> Option<Publication> {
+    /// The publication, and the mark its publisher waits for.
+    fn into_parts(self) -> Option<(Publication, Option<String>)> {
         match self {
-            Wire::Publication { p } => Some(p),
-            Wire::RoomMessage { r, i, n, m, c } => Some(Publication {
-                route: Route::Room(r),
-                event: Event::RoomMessage {
-                    id: i.parse().ok()?,
-                    room_id: r,
-                    username: n,
-                    message: m,
-                    created_at: micros_to_secs(c.parse().ok()?),
+            Wire::Publication { p, e } => Some((p, e)),
+            Wire::RoomMessage { r, i, n, m, c } => Some((
+                Publication {
+                    route: Route::Room(r),
+                    event: Event::RoomMessage {
+                        id: i.parse().ok()?,
+                        room_id: r,
+                        username: n,
+                        message: m,
+                        created_at: micros_to_secs(c.parse().ok()?),
+                    },
                 },
-            }),
+                None,
+            )),
         }
+    }
+}
+
+/// Longest `publish` waits for its echo (Redis answers in well under a
+/// millisecond; a lost subscription is retried every second).
+const ECHO_WAIT: Duration = Duration::from_secs(2);
+
+/// This node's publications waiting for their echo, by mark.
+struct Echoes {
+    /// Tells this node's marks from other nodes'.
+    node: String,
+    next: AtomicU64,
+    waiting: Mutex<HashMap<String, oneshot::Sender<()>>>,
+}
+
+impl Echoes {
+    fn new() -> Self {
+        Echoes {
+            node: format!("{:016x}", rand::random::<u64>()),
+            next: AtomicU64::new(0),
+            waiting: Mutex::default(),
+        }
+    }
+
+    /// A new mark, and what completes when its echo is delivered.
+    fn expect(&self) -> (String, oneshot::Receiver<()>) {
+        let mark = format!(
+            "{}:{}",
+            self.node,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
+        let (arrived, echoed) = oneshot::channel();
+        self.lock().insert(mark.clone(), arrived);
+        (mark, echoed)
+    }
+
+    fn arrived(&self, mark: &str) {
+        if let Some(waiter) = self.lock().remove(mark) {
+            let _ = waiter.send(());
+        }
+    }
+
+    fn forget(&self, mark: &str) {
+        self.lock().remove(mark);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<()>>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -62,6 +132,7 @@ pub struct RedisHub {
     conn: ConnectionManager,
     channel: String,
     fanout: Arc<Fanout>,
+    echoes: Arc<Echoes>,
 }
 
 impl RedisHub {
@@ -77,11 +148,19 @@ impl RedisHub {
         let fanout = Arc::new(Fanout::new(queue_len));
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(&channel).await?;
-        tokio::spawn(listen(client, pubsub, channel.clone(), fanout.clone()));
+        let echoes = Arc::new(Echoes::new());
+        tokio::spawn(listen(
+            client,
+            pubsub,
+            channel.clone(),
+            fanout.clone(),
+            echoes.clone(),
+        ));
         Ok(RedisHub {
             conn,
             channel,
             fanout,
+            echoes,
         })
     }
 }
@@ -94,14 +173,20 @@ async fn listen(
     mut pubsub: redis::aio::PubSub,
     channel: String,
     fanout: Arc<Fanout>,
+    echoes: Arc<Echoes>,
 ) {
     loop {
         {
             let mut messages = pubsub.on_message();
             while let Some(message) = messages.next().await {
                 let wire = serde_json::from_slice::<Wire>(message.get_payload_bytes());
-                match wire.ok().and_then(Wire::into_publication) {
-                    Some(publication) => fanout.deliver(&publication),
+                match wire.ok().and_then(Wire::into_parts) {
+                    Some((publication, mark)) => {
+                        fanout.deliver(&publication);
+                        if let Some(mark) = mark {
+                            echoes.arrived(&mark);
+                        }
+                    }
                     None => tracing::warn!("ignoring a malformed event from Redis"),
                 }
             }
@@ -125,9 +210,21 @@ impl Hub for RedisHub {
             // Already published by the script that stored it.
             return Ok(());
         }
-        let payload = serde_json::to_string(&Wire::Publication { p: publication })?;
+        let (mark, echoed) = self.echoes.expect();
+        let payload = serde_json::to_string(&Wire::Publication {
+            p: publication,
+            e: Some(mark.clone()),
+        })?;
         let mut conn = self.conn.clone();
-        let _: i64 = conn.publish(&self.channel, payload).await?;
+        let published: redis::RedisResult<i64> = conn.publish(&self.channel, payload).await;
+        if let Err(err) = published {
+            self.echoes.forget(&mark);
+            return Err(err.into());
+        }
+        if tokio::time::timeout(ECHO_WAIT, echoed).await.is_err() {
+            self.echoes.forget(&mark);
+            tracing::warn!("a real-time event did not come back from Redis in time");
+        }
         Ok(())
     }
 
@@ -145,7 +242,8 @@ mod tests {
         // As cjson encodes it: numbers for the room, strings elsewhere, `/` escaped.
         let payload = r#"{"k":"msg","r":3,"i":"42","n":"ann","m":"a\/b","c":"1764121234123456"}"#;
         let wire: Wire = serde_json::from_str(payload).unwrap();
-        let publication = wire.into_publication().unwrap();
+        let (publication, mark) = wire.into_parts().unwrap();
+        assert_eq!(mark, None);
         assert_eq!(publication.route, Route::Room(3));
         assert_eq!(
             publication.event,

@@ -254,6 +254,28 @@ async fn joining_and_leaving_take_effect_on_open_streams() {
     );
 }
 
+/// An event is news only to the streams open when it happens: a stream
+/// opened once a join was answered does not receive that join. (With
+/// Redis the event goes out through Redis and comes back to every node,
+/// this one included; the join is answered after it came back.)
+#[tokio::test]
+async fn a_stream_opened_after_a_join_was_answered_does_not_receive_it() {
+    let app = spawn_app().await;
+    let (_, owner) = app.new_user("wsnews").await;
+    let room = app
+        .create_room(&owner, &crate::helpers::unique_name("wsnews"), None)
+        .await;
+    for round in 0..30 {
+        let (_, joiner) = app.new_user("wsnewsj").await;
+        join(&app, &joiner, room).await;
+        let mut stream = connect(&app, &owner).await;
+        let message = format!("after join {round}");
+        send_http(&app, &owner, room, &message).await;
+        let event = next_of_type(&mut stream, "room_message").await;
+        assert_eq!(event["message"], message.as_str());
+    }
+}
+
 #[tokio::test]
 async fn http_and_socket_messages_are_delivered_once_in_order() {
     let app = spawn_app().await;
