@@ -118,12 +118,15 @@ const FOLLOW_LISTS_WEIGHT: u64 = 16 * MIB;
 
 /// Users' newest pages kept in memory at most, by weight: a page of 50
 /// posts is kept as its JSON once rendered (by the request that read it),
-/// about 15 KB, so about 2,000 pages. The bench's `get_posts` asks for
+/// about 15 KB, so about 3,000 pages. The bench's `get_posts` asks for
 /// authors as often as they post: the 1,000 busiest authors are 67% of
-/// its requests, the 2,000 busiest 77%. 32 MiB instead of 16 served those
-/// requests 1.07-1.16x as fast at 16 connections (same-time pairs); the
-/// memory came from the WAL index no longer held (`wal_vfs`).
-const NEWEST_PAGES_WEIGHT: u64 = 32 * MIB;
+/// its requests, the 2,000 busiest 77%, the 3,000 busiest 83%. 32 MiB
+/// instead of 16 served those requests 1.07-1.16x as fast at 16
+/// connections (same-time pairs), 48 instead of 32 another 1.07-1.14x at
+/// 16 and 64 (CPU 0.85-0.87x); the memory came from the WAL index no
+/// longer held (`wal_vfs`), and a full bench run still peaks well under
+/// 256 MiB (docs/PERFORMANCE.md).
+const NEWEST_PAGES_WEIGHT: u64 = 48 * MIB;
 
 /// Users' newest inbox pages kept in memory at most, by weight, as JSON
 /// once rendered: a page of 50 direct messages is 10–20 KB, so about 2,000
