@@ -155,9 +155,9 @@ impl InboxStore for SqliteStore {
         message: String,
         now: UnixSeconds,
     ) -> StoreResult<InboxMessage> {
-        // The names as the users' cards know them, checked in the write
-        // (by id, one lookup instead of two); the lookups they spare were
-        // a third of the writer's time for a message.
+        // The names as the users' cards know them: the write checks the
+        // recipient by id (one lookup instead of two) and reads nothing
+        // for the sender (1.01-1.05x the messages in same-time pairs).
         let known_recipient = self.users.cached_user(recipient);
         let known_sender = self.users.cached_card(sender);
         let recipient = recipient.to_owned();

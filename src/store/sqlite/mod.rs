@@ -123,9 +123,9 @@ const FOLLOW_LISTS_WEIGHT: u64 = 16 * MIB;
 /// its requests, the 2,000 busiest 77%, the 3,000 busiest 83%. 32 MiB
 /// instead of 16 served those requests 1.07-1.16x as fast at 16
 /// connections (same-time pairs), 48 instead of 32 another 1.07-1.14x at
-/// 16 and 64 (CPU 0.85-0.87x); the memory came from the WAL index no
-/// longer held (`wal_vfs`), and a full bench run still peaks well under
-/// 256 MiB (docs/PERFORMANCE.md).
+/// 16 and 64 (CPU 0.85-0.87x). The memory came from the WAL index no
+/// longer held (`wal_vfs`); a full bench run then peaked at 230 MiB
+/// against 207 with 32 MiB (target 256: docs/PERFORMANCE.md).
 const NEWEST_PAGES_WEIGHT: u64 = 48 * MIB;
 
 /// Users' newest inbox pages kept in memory at most, by weight, as JSON
