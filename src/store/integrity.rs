@@ -1,5 +1,7 @@
 //! What `mirage check` verifies, as SQL that both backends run: every
-//! denormalised counter and every reference.
+//! denormalised counter and every reference. The posts' counters are the
+//! exception: PostgreSQL keeps them in `posts` (`POST_COUNTERS` here),
+//! SQLite in a table of their own (its `check` module).
 //!
 //! Each check counts from the rows themselves, never from another counter
 //! (a user's vote totals are counted from `votes`, not summed from the
@@ -35,7 +37,8 @@ pub struct CounterCheck {
     pub count_sql: &'static str,
 }
 
-pub const COUNTERS: &[CounterCheck] = &[
+/// The posts' counters as columns of `posts` (PostgreSQL).
+pub const POST_COUNTERS: &[CounterCheck] = &[
     CounterCheck {
         what: "posts.upvotes differs from its up votes",
         count_sql: "SELECT COUNT(*) FROM posts p WHERE p.upvotes !=
@@ -51,6 +54,10 @@ pub const COUNTERS: &[CounterCheck] = &[
         count_sql: "SELECT COUNT(*) FROM posts p WHERE p.replies !=
                     (SELECT COUNT(*) FROM replies r WHERE r.post_id = p.id)",
     },
+];
+
+/// The users' counters (both backends).
+pub const USER_COUNTERS: &[CounterCheck] = &[
     CounterCheck {
         what: "users.followers differs from their followers",
         count_sql: "SELECT COUNT(*) FROM users u WHERE u.followers !=
@@ -200,7 +207,8 @@ impl OrphanCheck {
 }
 
 /// Recomputes every counter from the rows (posts first: the users' vote
-/// totals are summed from them); plain SQL both backends run.
+/// totals are summed from them), with the posts' counters in `posts`
+/// (PostgreSQL).
 pub const RECOUNT_POSTS: &str =
     "UPDATE posts SET upvotes = c.up, downvotes = c.down, replies = c.replies
  FROM (SELECT p.id,

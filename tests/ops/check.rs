@@ -45,7 +45,8 @@ async fn check_reports_drift_and_repair_fixes_it_while_the_server_runs() {
     db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
     db.execute_batch(&format!(
         "PRAGMA foreign_keys = OFF;
-         UPDATE posts SET upvotes = 5 WHERE id = {post};
+         UPDATE post_counts SET upvotes = 5 WHERE post_id = {post};
+         INSERT INTO post_counts (user_id, post_id, upvotes) VALUES (1, 777777, 3);
          UPDATE users SET followers = 0 WHERE username = 'ann';
          INSERT INTO votes (post_id, user_id, kind) VALUES (999999, 1, 1);
          INSERT INTO follows (follower_id, followee_id, created_at) VALUES (888888, 1, 0);
@@ -58,7 +59,8 @@ async fn check_reports_drift_and_repair_fixes_it_while_the_server_runs() {
     let report = stdout(&drift);
     assert_eq!(drift.status.code(), Some(1), "{report}");
     for expected in [
-        "posts.upvotes differs from its up votes",
+        "a post's upvotes differ from its up votes",
+        "post counters of no post by that author",
         "users.followers differs from their followers",
         "votes on a missing post or by a missing user",
         "follows with a missing side",
@@ -101,7 +103,8 @@ async fn check_reports_drift_and_repair_fixes_it_while_the_server_runs() {
         .query_row(
             "SELECT (SELECT COUNT(*) FROM votes WHERE post_id = 999999)
                   + (SELECT COUNT(*) FROM follows WHERE follower_id = 888888)
-                  + (SELECT COUNT(*) FROM files WHERE id = 'nobytes')",
+                  + (SELECT COUNT(*) FROM files WHERE id = 'nobytes')
+                  + (SELECT COUNT(*) FROM post_counts WHERE post_id = 777777)",
             [],
             |r| r.get(0),
         )

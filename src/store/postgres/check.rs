@@ -15,8 +15,8 @@ use sqlx_postgres::{PgConnection, Postgres};
 use crate::store::{
     FileStore, StoreError, StoreResult,
     integrity::{
-        COUNTERS, CheckReport, Drift, MISSING_BLOBS, ORPHAN_OWNED_ROOMS, ORPHAN_OWNED_ROOMS_WHERE,
-        ORPHANS, RECOUNT_POSTS, RECOUNT_USERS, adopt_orphan_rooms_sql,
+        CheckReport, Drift, MISSING_BLOBS, ORPHAN_OWNED_ROOMS, ORPHAN_OWNED_ROOMS_WHERE, ORPHANS,
+        POST_COUNTERS, RECOUNT_POSTS, RECOUNT_USERS, USER_COUNTERS, adopt_orphan_rooms_sql,
     },
 };
 
@@ -86,7 +86,7 @@ async fn find_drift(
     }
     let owned = format!("SELECT COUNT(*) FROM rooms WHERE {ORPHAN_OWNED_ROOMS_WHERE}");
     note(ORPHAN_OWNED_ROOMS, count(tx, &owned).await?);
-    for counter in COUNTERS {
+    for counter in POST_COUNTERS.iter().chain(USER_COUNTERS) {
         note(counter.what, count(tx, counter.count_sql).await?);
     }
     let file_ids: Vec<String> = query_scalar("SELECT id FROM files")

@@ -473,11 +473,14 @@ fn erase_user(conn: &rusqlite::Connection, user_id: i64) -> StoreResult<DeletedA
         return Err(StoreError::not_found("user not found"));
     }
     let mut recount_post = conn.prepare_cached(
-        "UPDATE posts SET
-             upvotes = (SELECT COUNT(*) FROM votes v WHERE v.post_id = posts.id AND v.kind = 1),
-             downvotes = (SELECT COUNT(*) FROM votes v WHERE v.post_id = posts.id AND v.kind = -1),
-             replies = (SELECT COUNT(*) FROM replies r WHERE r.post_id = posts.id)
-         WHERE id = ?1",
+        "INSERT INTO post_counts (user_id, post_id, upvotes, downvotes, replies)
+         SELECT p.user_id, p.id,
+             (SELECT COUNT(*) FROM votes v WHERE v.post_id = p.id AND v.kind = 1),
+             (SELECT COUNT(*) FROM votes v WHERE v.post_id = p.id AND v.kind = -1),
+             (SELECT COUNT(*) FROM replies r WHERE r.post_id = p.id)
+         FROM posts p WHERE p.id = ?1
+         ON CONFLICT (user_id, post_id) DO UPDATE SET upvotes = excluded.upvotes,
+             downvotes = excluded.downvotes, replies = excluded.replies",
     )?;
     for post_id in touched_posts {
         recount_post.execute([post_id])?;
@@ -486,8 +489,10 @@ fn erase_user(conn: &rusqlite::Connection, user_id: i64) -> StoreResult<DeletedA
         "UPDATE users SET
              followers = (SELECT COUNT(*) FROM follows f WHERE f.followee_id = users.id),
              following = (SELECT COUNT(*) FROM follows f WHERE f.follower_id = users.id),
-             upvotes = (SELECT COALESCE(SUM(p.upvotes), 0) FROM posts p WHERE p.user_id = users.id),
-             downvotes = (SELECT COALESCE(SUM(p.downvotes), 0) FROM posts p WHERE p.user_id = users.id)
+             upvotes = (SELECT COALESCE(SUM(c.upvotes), 0) FROM post_counts c
+                        WHERE c.user_id = users.id),
+             downvotes = (SELECT COALESCE(SUM(c.downvotes), 0) FROM post_counts c
+                          WHERE c.user_id = users.id)
          WHERE id = ?1",
     )?;
     for other in touched_users {

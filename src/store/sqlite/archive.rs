@@ -20,7 +20,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     exact_cache::{BeforeRead, ExactCache},
-    posts::PostRow,
+    posts::{POST_ROW_COLUMNS, PostRow},
 };
 use crate::store::StoreResult;
 
@@ -83,10 +83,9 @@ impl ArchiveSample {
             return Ok(pick(&self.lock(), draw));
         }
         let mut found = Vec::with_capacity(seeks);
-        let mut seek = conn.prepare_cached(
-            "SELECT id, user_id, content, created_at, upvotes, downvotes, replies
-             FROM posts WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 1",
-        )?;
+        let mut seek = conn.prepare_cached(&format!(
+            "SELECT {POST_ROW_COLUMNS} WHERE p.id >= ?1 AND p.id < ?2 ORDER BY p.id LIMIT 1"
+        ))?;
         for _ in 0..seeks {
             let start = rand::random_range(1..draw.below);
             let row = seek
@@ -182,12 +181,14 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(
             "CREATE TABLE posts (id INTEGER PRIMARY KEY, user_id INTEGER, content TEXT,
-                 created_at INTEGER, upvotes INTEGER, downvotes INTEGER, replies INTEGER);",
+                 created_at INTEGER);
+             CREATE TABLE post_counts (user_id INTEGER, post_id INTEGER, upvotes INTEGER,
+                 downvotes INTEGER, replies INTEGER, PRIMARY KEY (user_id, post_id));",
         )
         .unwrap();
         for id in 1..=n {
             conn.execute(
-                "INSERT INTO posts VALUES (?1, ?2, 'x', 0, 0, 0, 0)",
+                "INSERT INTO posts VALUES (?1, ?2, 'x', 0)",
                 params![id, 1 + id % 2],
             )
             .unwrap();

@@ -6,11 +6,14 @@
 
 use rusqlite::Connection;
 
-use super::{Durability, SqliteStore, accounts, configure, inbox, other, posts, rooms};
+use super::{
+    Durability, SqliteStore, accounts,
+    check::{RECOUNT_POSTS, RECOUNT_USERS},
+    configure, inbox, other, posts, rooms,
+};
 use crate::store::{
     StoreResult, UnixSeconds,
     accounts::NewUser,
-    integrity::{RECOUNT_POSTS, RECOUNT_USERS},
     posts::VoteKind,
     rooms::{NewRoom, Retention},
 };
@@ -56,9 +59,11 @@ impl SqliteStore {
 /// rows (users and posts) held a wrong value. Used by `recount_counters`
 /// and by `mirage check --repair`.
 pub(super) fn recount_all(tx: &Connection) -> rusqlite::Result<u64> {
-    let posts = tx.execute(RECOUNT_POSTS, [])?;
-    let users = tx.execute(RECOUNT_USERS, [])?;
-    Ok((posts + users) as u64)
+    let mut changed = 0;
+    for sql in RECOUNT_POSTS.into_iter().chain([RECOUNT_USERS]) {
+        changed += tx.execute(sql, [])?;
+    }
+    Ok(changed as u64)
 }
 
 impl BulkImport {
@@ -242,7 +247,10 @@ mod tests {
         store
             .write(move |tx| {
                 tx.execute("UPDATE users SET followers = 7 WHERE id = ?1", [ann])?;
-                tx.execute("UPDATE posts SET replies = 0 WHERE id = ?1", [post])?;
+                tx.execute(
+                    "UPDATE post_counts SET replies = 0 WHERE post_id = ?1",
+                    [post],
+                )?;
                 Ok(())
             })
             .await

@@ -11,10 +11,82 @@ use super::{bulk::recount_all, other};
 use crate::store::{
     StoreResult,
     integrity::{
-        COUNTERS, CheckReport, Drift, MISSING_BLOBS, ORPHAN_OWNED_ROOMS, ORPHAN_OWNED_ROOMS_WHERE,
-        ORPHANS, adopt_orphan_rooms_sql,
+        CheckReport, CounterCheck, Drift, MISSING_BLOBS, ORPHAN_OWNED_ROOMS,
+        ORPHAN_OWNED_ROOMS_WHERE, ORPHANS, USER_COUNTERS, adopt_orphan_rooms_sql,
     },
 };
+
+/// The posts' counters, in `post_counts` (migration 0007): a post without
+/// a row there counts zero of everything.
+const POST_COUNTERS: &[CounterCheck] = &[
+    CounterCheck {
+        what: "a post's upvotes differ from its up votes",
+        count_sql: "SELECT COUNT(*) FROM posts p
+                    LEFT JOIN post_counts c ON c.user_id = p.user_id AND c.post_id = p.id
+                    WHERE COALESCE(c.upvotes, 0) !=
+                    (SELECT COUNT(*) FROM votes v WHERE v.post_id = p.id AND v.kind = 1)",
+    },
+    CounterCheck {
+        what: "a post's downvotes differ from its down votes",
+        count_sql: "SELECT COUNT(*) FROM posts p
+                    LEFT JOIN post_counts c ON c.user_id = p.user_id AND c.post_id = p.id
+                    WHERE COALESCE(c.downvotes, 0) !=
+                    (SELECT COUNT(*) FROM votes v WHERE v.post_id = p.id AND v.kind = -1)",
+    },
+    CounterCheck {
+        what: "a post's replies count differs from its replies",
+        count_sql: "SELECT COUNT(*) FROM posts p
+                    LEFT JOIN post_counts c ON c.user_id = p.user_id AND c.post_id = p.id
+                    WHERE COALESCE(c.replies, 0) !=
+                    (SELECT COUNT(*) FROM replies r WHERE r.post_id = p.id)",
+    },
+    CounterCheck {
+        what: "post counters of no post by that author",
+        count_sql: "SELECT COUNT(*) FROM post_counts c WHERE NOT EXISTS
+                    (SELECT 1 FROM posts p WHERE p.id = c.post_id AND p.user_id = c.user_id)",
+    },
+];
+
+/// Recomputes the posts' counters from the rows (`recount_all` runs these
+/// in order, then `RECOUNT_USERS`).
+pub(super) const RECOUNT_POSTS: [&str; 2] = [
+    "DELETE FROM post_counts WHERE NOT EXISTS
+         (SELECT 1 FROM posts p WHERE p.id = post_counts.post_id
+                                  AND p.user_id = post_counts.user_id)",
+    "INSERT INTO post_counts (user_id, post_id, upvotes, downvotes, replies)
+     SELECT c.user_id, c.id, c.up, c.down, c.replies
+     FROM (SELECT p.user_id, p.id,
+                  (SELECT COUNT(*) FROM votes v WHERE v.post_id = p.id AND v.kind = 1) AS up,
+                  (SELECT COUNT(*) FROM votes v WHERE v.post_id = p.id AND v.kind = -1) AS down,
+                  (SELECT COUNT(*) FROM replies r WHERE r.post_id = p.id) AS replies
+           FROM posts p) AS c
+     LEFT JOIN post_counts k ON k.user_id = c.user_id AND k.post_id = c.id
+     WHERE COALESCE(k.upvotes, 0) != c.up OR COALESCE(k.downvotes, 0) != c.down
+        OR COALESCE(k.replies, 0) != c.replies
+     ON CONFLICT (user_id, post_id) DO UPDATE SET upvotes = excluded.upvotes,
+         downvotes = excluded.downvotes, replies = excluded.replies",
+];
+
+/// Recomputes the users' counters, their vote totals summed from
+/// `post_counts` (after `RECOUNT_POSTS`).
+pub(super) const RECOUNT_USERS: &str =
+    "UPDATE users SET followers = c.followers, following = c.following,
+                  posts = c.posts, upvotes = c.up, downvotes = c.down,
+                  last_post_id = c.last_post_id
+ FROM (SELECT u.id,
+              (SELECT COUNT(*) FROM follows f WHERE f.followee_id = u.id) AS followers,
+              (SELECT COUNT(*) FROM follows f WHERE f.follower_id = u.id) AS following,
+              COALESCE(p.posts, 0) AS posts, COALESCE(k.up, 0) AS up,
+              COALESCE(k.down, 0) AS down, COALESCE(p.last_post_id, 0) AS last_post_id
+       FROM users u
+       LEFT JOIN (SELECT user_id, COUNT(*) AS posts, MAX(id) AS last_post_id
+                  FROM posts GROUP BY user_id) AS p ON p.user_id = u.id
+       LEFT JOIN (SELECT user_id, SUM(upvotes) AS up, SUM(downvotes) AS down
+                  FROM post_counts GROUP BY user_id) AS k ON k.user_id = u.id) AS c
+ WHERE c.id = users.id
+   AND (users.followers != c.followers OR users.following != c.following
+        OR users.posts != c.posts OR users.upvotes != c.up
+        OR users.downvotes != c.down OR users.last_post_id != c.last_post_id)";
 
 /// Checks the database at `path`; with `repair`, fixes what drifted in the
 /// same transaction and verifies the result. `blob_exists` tells whether
@@ -98,7 +170,7 @@ fn find_drift(
         ORPHAN_OWNED_ROOMS,
         conn.query_row(&owned, [], |r| r.get(0))?,
     );
-    for counter in COUNTERS {
+    for counter in POST_COUNTERS.iter().chain(USER_COUNTERS) {
         note(
             counter.what,
             conn.query_row(counter.count_sql, [], |r| r.get(0))?,

@@ -75,6 +75,9 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!(
         "../../../migrations/sqlite/0006_replies_page_index.sql"
     )),
+    M::up(include_str!(
+        "../../../migrations/sqlite/0007_post_counts.sql"
+    )),
 ];
 
 #[derive(Clone)]
@@ -385,5 +388,57 @@ mod tests {
         let store = SqliteStore::open(&old).unwrap();
         assert_eq!(page_size(&old), 4096);
         assert!(store.profile("nobody").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn moving_the_post_counters_out_of_posts_keeps_every_count() {
+        use crate::store::{PageRequest, PostStore};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v6.db");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+            .unwrap();
+        // The schema before migration 0007, with counters in `posts`.
+        Migrations::from_slice(&MIGRATIONS[..6])
+            .to_latest(&mut conn)
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO users (id, username, username_key, email, email_key, password_hash,
+                                created_at, posts, upvotes, downvotes)
+                 VALUES (1, 'ann', 'ann', 'a@x.io', 'a@x.io', 'h', 0, 3, 7, 2);
+             INSERT INTO posts (id, user_id, content, created_at, upvotes, downvotes, replies)
+                 VALUES (1, 1, 'one', 0, 5, 2, 1), (2, 1, 'two', 0, 0, 0, 0),
+                        (3, 1, 'three', 0, 2, 0, 4);",
+        )
+        .unwrap();
+        drop(conn);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let counts = |p: &crate::store::posts::Post| (p.id, p.upvotes, p.downvotes, p.replies);
+        let post = store.post(1).await.unwrap().unwrap();
+        assert_eq!(counts(&post), (1, 5, 2, 1));
+        let page = store
+            .posts_by(
+                "ann",
+                PageRequest {
+                    before: None,
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap();
+        let mut all = Vec::new();
+        page.rendered(|p| {
+            all = p.items.iter().map(counts).collect();
+            Ok::<_, std::convert::Infallible>(bytes::Bytes::new())
+        })
+        .unwrap();
+        assert_eq!(all, [(3, 2, 0, 4), (2, 0, 0, 0), (1, 5, 2, 1)]);
+        // Only posts with something to count got a row.
+        let rows: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM post_counts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
     }
 }
