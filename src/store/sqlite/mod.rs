@@ -16,6 +16,7 @@ mod check;
 mod exact_cache;
 mod inbox;
 mod posts;
+mod read_lock;
 mod recent;
 mod room_cache;
 mod rooms;
@@ -43,6 +44,7 @@ use self::{
     archive::ArchiveSample,
     exact_cache::{ExactCache, NewestPages},
     posts::PostRow,
+    read_lock::ReadLock,
     recent::RecentPosts,
     room_cache::RoomMessageCache,
     sessions::SessionCache,
@@ -83,6 +85,8 @@ const MIGRATIONS: &[M<'static>] = &[
 #[derive(Clone)]
 pub struct SqliteStore {
     path: PathBuf,
+    /// Lets reads lock in memory (see `read_lock`).
+    _read_lock: Arc<ReadLock>,
     writer: Arc<Writer>,
     readers: r2d2::Pool<SqliteConnectionManager>,
     /// What the feed asks of every request, in memory (see `recent`).
@@ -259,6 +263,7 @@ impl SqliteStore {
         });
         Ok(SqliteStore {
             path: path.to_owned(),
+            _read_lock: Arc::new(ReadLock::start(path).map_err(other)?),
             writer: Arc::new(Writer::start(writer, checkpointer, sync_wal).map_err(other)?),
             readers,
             recent: Arc::new(recent),
