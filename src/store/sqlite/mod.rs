@@ -136,15 +136,19 @@ const FOLLOW_LISTS_WEIGHT: u64 = 16 * MIB;
 const NEWEST_PAGES_WEIGHT: u64 = 48 * MIB;
 
 /// Users' newest inbox pages kept in memory at most, by weight, as JSON
-/// once rendered: a page of 50 direct messages is 10–20 KB, so about 2,000
-/// pages (the bench's inbox readers are 2,000 users).
-const INBOX_PAGES_WEIGHT: u64 = 24 * MIB;
+/// once rendered: a full page of 50 direct messages is about 15 KB, so
+/// about 2,000 full pages (the bench's inbox readers are 2,000 users, and
+/// once they have sent a few dozen messages each their pages are full: 24
+/// MiB then held too few, and the inbox made 0.62-0.69x as many requests
+/// as with 32; 28 MiB 0.82-0.84x).
+const INBOX_PAGES_WEIGHT: u64 = 32 * MIB;
 
 /// Each reader's page cache. What it misses comes from the kernel's page
 /// cache for a `pread`: 8 MiB served `get_posts`, `fyp` and the inbox as
-/// fast as 16 MiB did (same-time pairs, within 1-2%) and kept 12-19 MiB
-/// less resident, memory the store's own caches use better.
-const READER_CACHE_KIB: u32 = 8 * 1024;
+/// fast as 16 MiB did (same-time pairs, within 1-2%), and 6 MiB as fast as
+/// 8 (`get_post_by_id`, `fyp`, `profile`, `get_replies`: 0.95-1.06x); the
+/// 8 MiB the four readers give back went to the inbox pages.
+const READER_CACHE_KIB: u32 = 6 * 1024;
 
 /// Reader connections: reads run on the async workers (one per core) and
 /// never hold a connection across an await, so one per core, and two for
