@@ -220,19 +220,28 @@ pub const RECOUNT_POSTS: &str =
    AND (posts.upvotes != c.up OR posts.downvotes != c.down
         OR posts.replies != c.replies)";
 
-pub const RECOUNT_USERS: &str = "UPDATE users SET followers = c.followers, following = c.following,
+/// Recomputes the users' counters from the rows, after the posts' ones:
+/// their vote totals are summed from `counts_table`, which holds the
+/// posts' `upvotes` and `downvotes` by `user_id` (`posts` on PostgreSQL,
+/// `post_counts` on SQLite).
+pub fn recount_users_sql(counts_table: &str) -> String {
+    format!(
+        "UPDATE users SET followers = c.followers, following = c.following,
                   posts = c.posts, upvotes = c.up, downvotes = c.down,
                   last_post_id = c.last_post_id
  FROM (SELECT u.id,
               (SELECT COUNT(*) FROM follows f WHERE f.followee_id = u.id) AS followers,
               (SELECT COUNT(*) FROM follows f WHERE f.follower_id = u.id) AS following,
-              COALESCE(p.posts, 0) AS posts, COALESCE(p.up, 0) AS up,
-              COALESCE(p.down, 0) AS down, COALESCE(p.last_post_id, 0) AS last_post_id
+              COALESCE(p.posts, 0) AS posts, COALESCE(k.up, 0) AS up,
+              COALESCE(k.down, 0) AS down, COALESCE(p.last_post_id, 0) AS last_post_id
        FROM users u
-       LEFT JOIN (SELECT user_id, COUNT(*) AS posts, SUM(upvotes) AS up,
-                         SUM(downvotes) AS down, MAX(id) AS last_post_id
-                  FROM posts GROUP BY user_id) AS p ON p.user_id = u.id) AS c
+       LEFT JOIN (SELECT user_id, COUNT(*) AS posts, MAX(id) AS last_post_id
+                  FROM posts GROUP BY user_id) AS p ON p.user_id = u.id
+       LEFT JOIN (SELECT user_id, SUM(upvotes) AS up, SUM(downvotes) AS down
+                  FROM {counts_table} GROUP BY user_id) AS k ON k.user_id = u.id) AS c
  WHERE c.id = users.id
    AND (users.followers != c.followers OR users.following != c.following
         OR users.posts != c.posts OR users.upvotes != c.up
-        OR users.downvotes != c.down OR users.last_post_id != c.last_post_id)";
+        OR users.downvotes != c.down OR users.last_post_id != c.last_post_id)"
+    )
+}

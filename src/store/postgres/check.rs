@@ -16,7 +16,7 @@ use crate::store::{
     FileStore, StoreError, StoreResult,
     integrity::{
         CheckReport, Drift, MISSING_BLOBS, ORPHAN_OWNED_ROOMS, ORPHAN_OWNED_ROOMS_WHERE, ORPHANS,
-        POST_COUNTERS, RECOUNT_POSTS, RECOUNT_USERS, USER_COUNTERS, adopt_orphan_rooms_sql,
+        POST_COUNTERS, RECOUNT_POSTS, USER_COUNTERS, adopt_orphan_rooms_sql, recount_users_sql,
     },
 };
 
@@ -127,6 +127,8 @@ async fn apply_repairs(
         .execute(&mut **tx)
         .await?;
     query(RECOUNT_POSTS).execute(&mut **tx).await?;
-    query(RECOUNT_USERS).execute(&mut **tx).await?;
+    query(&recount_users_sql("posts"))
+        .execute(&mut **tx)
+        .await?;
     Ok(orphan_files)
 }

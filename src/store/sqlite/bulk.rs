@@ -7,13 +7,12 @@
 use rusqlite::Connection;
 
 use super::{
-    Durability, SqliteStore, accounts,
-    check::{RECOUNT_POSTS, RECOUNT_USERS},
-    configure, inbox, other, posts, rooms,
+    Durability, SqliteStore, accounts, check::RECOUNT_POSTS, configure, inbox, other, posts, rooms,
 };
 use crate::store::{
     StoreResult, UnixSeconds,
     accounts::NewUser,
+    integrity::recount_users_sql,
     posts::VoteKind,
     rooms::{NewRoom, Retention},
 };
@@ -60,9 +59,10 @@ impl SqliteStore {
 /// and by `mirage check --repair`.
 pub(super) fn recount_all(tx: &Connection) -> rusqlite::Result<u64> {
     let mut changed = 0;
-    for sql in RECOUNT_POSTS.into_iter().chain([RECOUNT_USERS]) {
+    for sql in RECOUNT_POSTS {
         changed += tx.execute(sql, [])?;
     }
+    changed += tx.execute(&recount_users_sql("post_counts"), [])?;
     Ok(changed as u64)
 }
 

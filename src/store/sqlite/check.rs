@@ -48,7 +48,7 @@ const POST_COUNTERS: &[CounterCheck] = &[
 ];
 
 /// Recomputes the posts' counters from the rows (`recount_all` runs these
-/// in order, then `RECOUNT_USERS`).
+/// in order, then the users' recount).
 pub(super) const RECOUNT_POSTS: [&str; 2] = [
     "DELETE FROM post_counts WHERE NOT EXISTS
          (SELECT 1 FROM posts p WHERE p.id = post_counts.post_id
@@ -66,27 +66,6 @@ pub(super) const RECOUNT_POSTS: [&str; 2] = [
      ON CONFLICT (user_id, post_id) DO UPDATE SET upvotes = excluded.upvotes,
          downvotes = excluded.downvotes, replies = excluded.replies",
 ];
-
-/// Recomputes the users' counters, their vote totals summed from
-/// `post_counts` (after `RECOUNT_POSTS`).
-pub(super) const RECOUNT_USERS: &str =
-    "UPDATE users SET followers = c.followers, following = c.following,
-                  posts = c.posts, upvotes = c.up, downvotes = c.down,
-                  last_post_id = c.last_post_id
- FROM (SELECT u.id,
-              (SELECT COUNT(*) FROM follows f WHERE f.followee_id = u.id) AS followers,
-              (SELECT COUNT(*) FROM follows f WHERE f.follower_id = u.id) AS following,
-              COALESCE(p.posts, 0) AS posts, COALESCE(k.up, 0) AS up,
-              COALESCE(k.down, 0) AS down, COALESCE(p.last_post_id, 0) AS last_post_id
-       FROM users u
-       LEFT JOIN (SELECT user_id, COUNT(*) AS posts, MAX(id) AS last_post_id
-                  FROM posts GROUP BY user_id) AS p ON p.user_id = u.id
-       LEFT JOIN (SELECT user_id, SUM(upvotes) AS up, SUM(downvotes) AS down
-                  FROM post_counts GROUP BY user_id) AS k ON k.user_id = u.id) AS c
- WHERE c.id = users.id
-   AND (users.followers != c.followers OR users.following != c.following
-        OR users.posts != c.posts OR users.upvotes != c.up
-        OR users.downvotes != c.down OR users.last_post_id != c.last_post_id)";
 
 /// Checks the database at `path`; with `repair`, fixes what drifted in the
 /// same transaction and verifies the result. `blob_exists` tells whether
