@@ -8,7 +8,8 @@
 //! 6% of the CPU of `get_post_by_id`. A connection that stays inside a read
 //! transaction keeps the count of the mark current readers share above
 //! zero, so that a read-only load locks in memory only (same-time pairs:
-//! `get_post_by_id` and `profile` 1.08-1.12x as fast, `get_replies` 1.07x).
+//! `get_post_by_id` 1.04-1.10x as fast, `profile` 1.10-1.12x, `get_replies`
+//! 1.06-1.08x).
 //!
 //! The transaction starts over every `HOLD`: the checkpointer may not copy
 //! frames past the oldest reader's snapshot, so it never falls more than
