@@ -20,7 +20,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     exact_cache::{BeforeRead, ExactCache},
-    posts::{POST_ROW_COLUMNS, PostRow},
+    posts::{PostRow, post_row_columns},
 };
 use crate::store::StoreResult;
 
@@ -83,8 +83,10 @@ impl ArchiveSample {
             return Ok(pick(&self.lock(), draw));
         }
         let mut found = Vec::with_capacity(seeks);
-        let mut seek = conn.prepare_cached(&format!(
-            "SELECT {POST_ROW_COLUMNS} WHERE p.id >= ?1 AND p.id < ?2 ORDER BY p.id LIMIT 1"
+        let mut seek = conn.prepare_cached(concat!(
+            "SELECT ",
+            post_row_columns!(),
+            " WHERE p.id >= ?1 AND p.id < ?2 ORDER BY p.id LIMIT 1"
         ))?;
         for _ in 0..seeks {
             let start = rand::random_range(1..draw.below);

@@ -71,17 +71,23 @@ fn post_rows(
 
 fn read_post_row(conn: &rusqlite::Connection, post_id: i64) -> StoreResult<Option<PostRow>> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {POST_ROW_COLUMNS} WHERE p.id = ?1"))?
+        .prepare_cached(concat!("SELECT ", post_row_columns!(), " WHERE p.id = ?1"))?
         .query_row([post_id], PostRow::read)
         .optional()?)
 }
 
 /// What `PostRow::read` takes, from `posts` (aliased `p`) and the post's
 /// counters, which are zero when it has no `post_counts` row (migration
-/// 0007); a statement adds its `WHERE` on `p`.
-pub(super) const POST_ROW_COLUMNS: &str = "p.id, p.user_id, p.content, p.created_at,
-        COALESCE(c.upvotes, 0), COALESCE(c.downvotes, 0), COALESCE(c.replies, 0)
-    FROM posts p LEFT JOIN post_counts c ON c.user_id = p.user_id AND c.post_id = p.id";
+/// 0007); a statement adds its `WHERE` on `p`. A literal, so that the
+/// statements built on it are too (no `format!` on every read).
+macro_rules! post_row_columns {
+    () => {
+        "p.id, p.user_id, p.content, p.created_at,
+            COALESCE(c.upvotes, 0), COALESCE(c.downvotes, 0), COALESCE(c.replies, 0)
+        FROM posts p LEFT JOIN post_counts c ON c.user_id = p.user_id AND c.post_id = p.id"
+    };
+}
+pub(super) use post_row_columns;
 
 /// A post's row without its author's name (that comes from the user cards).
 #[derive(Debug, Clone)]

@@ -56,9 +56,10 @@ fn hold(conn: &Connection, stopped: &mpsc::Receiver<()>) {
             stopped.recv_timeout(HOLD),
             Err(mpsc::RecvTimeoutError::Timeout)
         );
-        if conn.is_autocommit() {
-            // BEGIN failed: nothing to end.
-        } else if let Err(err) = conn.execute_batch("COMMIT") {
+        // Still in autocommit mode when BEGIN failed: nothing to end.
+        if !conn.is_autocommit()
+            && let Err(err) = conn.execute_batch("COMMIT")
+        {
             tracing::warn!(%err, "ending a held read transaction failed");
         }
         if stop {
