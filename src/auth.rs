@@ -3,6 +3,7 @@
 use std::{
     sync::{Arc, Mutex, mpsc},
     thread,
+    time::{Duration, Instant},
 };
 
 use argon2::{
@@ -136,7 +137,7 @@ impl Passwords {
                             Err(_) => return,
                         };
                         match job {
-                            Ok(job) => job(),
+                            Ok(job) => run_then_rest(job),
                             Err(_) => return,
                         }
                     }
@@ -194,6 +195,48 @@ impl Passwords {
         })
         .await
     }
+}
+
+/// Runs a hashing job, then rests if the job was starved of CPU.
+fn run_then_rest(job: HashJob) {
+    let (wall, cpu) = (Instant::now(), this_threads_cpu_time());
+    job();
+    let used = cpu
+        .zip(this_threads_cpu_time())
+        .map(|(before, after)| after.saturating_sub(before));
+    if let Some(rest) = used.and_then(|cpu| rest_after(wall.elapsed(), cpu)) {
+        thread::sleep(rest);
+    }
+}
+
+/// How long a hashing thread rests after a hash that took `wall` time and
+/// `cpu` of it on a core. A hash that got less than half of a core ran
+/// beside a busy server, in its idle moments; even there it slows the
+/// other requests by far more than the CPU it uses (under reads at 64
+/// connections a login took as much from them as 8 of its own CPU time),
+/// so the thread rests for twice the time it waited and logins slow
+/// down to about a third. A hash that had the CPU it wanted rests not at
+/// all: logins alone run at full speed.
+fn rest_after(wall: Duration, cpu: Duration) -> Option<Duration> {
+    const REST_PER_WAIT: u32 = 2;
+    const LONGEST_REST: Duration = Duration::from_secs(1);
+    (wall > cpu * 2).then(|| ((wall - cpu) * REST_PER_WAIT).min(LONGEST_REST))
+}
+
+/// CPU time the calling thread has used (None where it cannot be read).
+fn this_threads_cpu_time() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        let mut used = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes only the timespec it is given.
+        let read = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut used) } == 0;
+        read.then(|| Duration::new(used.tv_sec as u64, used.tv_nsec as u32))
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// On Linux niceness and scheduling policy are per thread: this lowers only
@@ -270,6 +313,32 @@ mod tests {
             seen += 1;
         }
         assert!(seen >= 1);
+    }
+
+    #[test]
+    fn a_starved_hash_rests_twice_its_wait_and_a_fed_one_not_at_all() {
+        let ms = Duration::from_millis;
+        assert_eq!(rest_after(ms(5), ms(5)), None);
+        assert_eq!(rest_after(ms(9), ms(5)), None);
+        assert_eq!(rest_after(ms(105), ms(5)), Some(ms(200)));
+        assert_eq!(rest_after(ms(2_000), ms(5)), Some(ms(1_000)));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_threads_cpu_time_counts_its_work_and_not_its_sleep() {
+        let before = this_threads_cpu_time().unwrap();
+        thread::sleep(Duration::from_millis(50));
+        let slept = this_threads_cpu_time().unwrap() - before;
+        assert!(slept < Duration::from_millis(25), "{slept:?}");
+        let spinning = this_threads_cpu_time().unwrap();
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while this_threads_cpu_time().unwrap() - spinning < Duration::from_millis(20) {
+            assert!(
+                Instant::now() < give_up,
+                "spinning did not count as CPU time"
+            );
+        }
     }
 
     #[test]
