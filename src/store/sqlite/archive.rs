@@ -7,12 +7,17 @@
 //! sample of up to [`SAMPLE_SIZE`] old posts; each feed draws its share
 //! from the sample, and every [`SEEK_EVERY`]th feed replaces one entry with
 //! a fresh random seek, so the sample keeps turning over with the traffic
-//! (the whole of it every `SAMPLE_SIZE * SEEK_EVERY` feeds). Until the
+//! (the whole of it every `SAMPLE_SIZE * SEEK_EVERY` feeds), but not more
+//! often than every [`SEEK_GAP`], so under heavy traffic the sample turns
+//! over in time rather than in feeds (every half second or so). Until the
 //! sample is full, a feed makes as many seeks as it draws posts, as before.
 
-use std::sync::{
-    Mutex, MutexGuard,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use rand::Rng;
@@ -33,17 +38,34 @@ pub(super) const SAMPLE_SIZE: usize = 512;
 /// tenth of a second at the bench's feed rate.
 pub(super) const SEEK_EVERY: usize = 8;
 
+/// Once the sample is full, seeks are at least this far apart: at the
+/// bench's 40,000-50,000 feeds a second one in eight was still 5,000 seeks
+/// a second and a tenth of the feed's CPU (pairs at 64 connections: one
+/// seek in 40 feeds gave 1.05 / 1.09 / 1.09 / 0.95 and 1.01 / 1.05 / 1.05
+/// times the feeds, at 0.94 of the CPU; this gap 1.04 / 1.03 / 1.04 / 1.07
+/// and 1.04 / 1.05 / 1.05, at 0.91-0.96).
+pub(super) const SEEK_GAP: Duration = Duration::from_millis(1);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     id: i64,
     author: i64,
 }
 
-#[derive(Default)]
 pub(super) struct ArchiveSample {
     entries: Mutex<Vec<Entry>>,
     /// Draws from the full sample so far, to seek on every `SEEK_EVERY`th.
     full_draws: AtomicUsize,
+    /// When the last seek into a full sample was, in microseconds since `started`.
+    last_seek_micros: AtomicU64,
+    started: Instant,
+    seek_gap: Duration,
+}
+
+impl Default for ArchiveSample {
+    fn default() -> Self {
+        Self::with_seek_gap(SEEK_GAP)
+    }
 }
 
 /// Who the archive posts are for and what they must not repeat.
@@ -57,6 +79,16 @@ pub(super) struct Draw<'a> {
 }
 
 impl ArchiveSample {
+    fn with_seek_gap(seek_gap: Duration) -> Self {
+        ArchiveSample {
+            entries: Mutex::default(),
+            full_draws: AtomicUsize::new(0),
+            last_seek_micros: AtomicU64::new(0),
+            started: Instant::now(),
+            seek_gap,
+        }
+    }
+
     /// Up to `draw.wanted` distinct archive posts, none by the viewer nor
     /// in `draw.exclude`. The rows the seeks read go into `rows`, where
     /// the feed then finds them.
@@ -73,11 +105,7 @@ impl ArchiveSample {
         let seeks = if self.lock().len() < SAMPLE_SIZE {
             draw.wanted * 3
         } else {
-            usize::from(
-                self.full_draws
-                    .fetch_add(1, Ordering::Relaxed)
-                    .is_multiple_of(SEEK_EVERY),
-            )
+            usize::from(self.seek_due())
         };
         if seeks == 0 {
             return Ok(pick(&self.lock(), draw));
@@ -119,6 +147,22 @@ impl ArchiveSample {
             }
         }
         Ok(picked)
+    }
+
+    /// On every `SEEK_EVERY`th draw from the full sample, unless the last
+    /// seek was less than `seek_gap` ago; a due seek is claimed by one draw.
+    fn seek_due(&self) -> bool {
+        let draw = self.full_draws.fetch_add(1, Ordering::Relaxed);
+        if !draw.is_multiple_of(SEEK_EVERY) {
+            return false;
+        }
+        let now = self.started.elapsed().as_micros() as u64;
+        let last = self.last_seek_micros.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= self.seek_gap.as_micros() as u64
+            && self
+                .last_seek_micros
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// After posts were deleted: the sample starts over.
@@ -207,7 +251,7 @@ mod tests {
     #[test]
     fn draws_distinct_old_posts_not_by_the_viewer_nor_on_the_page() {
         let conn = db(2_000);
-        let sample = ArchiveSample::default();
+        let sample = ArchiveSample::with_seek_gap(Duration::ZERO);
         let d = Draw {
             viewer: 2,
             below: 1_500,
@@ -245,7 +289,7 @@ mod tests {
 
     /// A sample filled by drawing `d` until full.
     fn full_sample(conn: &Connection, d: &Draw) -> ArchiveSample {
-        let sample = ArchiveSample::default();
+        let sample = ArchiveSample::with_seek_gap(Duration::ZERO);
         while sample.lock().len() < SAMPLE_SIZE {
             draw_for(&sample, conn, d);
         }
@@ -287,9 +331,27 @@ mod tests {
     }
 
     #[test]
+    fn a_full_sample_seeks_at_most_once_per_gap() {
+        let (conn, d) = (db(20_000), ANYONE_BELOW_18000);
+        let mut sample = full_sample(&conn, &d);
+        sample.seek_gap = Duration::from_secs(3600);
+        sample.last_seek_micros = AtomicU64::new(sample.started.elapsed().as_micros() as u64);
+        let first: Vec<Entry> = sample.lock().clone();
+        for _ in 0..SEEK_EVERY * 10 {
+            assert_eq!(draw_for(&sample, &conn, &d).len(), 6);
+        }
+        assert_eq!(*sample.lock(), first, "a seek within the gap");
+        sample.seek_gap = Duration::ZERO;
+        for _ in 0..SEEK_EVERY * 10 {
+            draw_for(&sample, &conn, &d);
+        }
+        assert_ne!(*sample.lock(), first, "no seek once the gap was over");
+    }
+
+    #[test]
     fn a_small_archive_gives_what_it_has() {
         let conn = db(5);
-        let sample = ArchiveSample::default();
+        let sample = ArchiveSample::with_seek_gap(Duration::ZERO);
         let d = Draw {
             viewer: 2,
             below: 5,
@@ -311,7 +373,7 @@ mod tests {
     #[test]
     fn a_post_that_leaves_the_sample_leaves_the_post_rows() {
         let conn = db(20_000);
-        let sample = ArchiveSample::default();
+        let sample = ArchiveSample::with_seek_gap(Duration::ZERO);
         let rows: ExactCache<PostRow> = ExactCache::new(1 << 30, 100_000);
         let d = ANYONE_BELOW_18000;
         for _ in 0..SAMPLE_SIZE * SEEK_EVERY * 4 {
@@ -331,7 +393,7 @@ mod tests {
     #[test]
     fn the_seeks_fill_the_post_rows() {
         let conn = db(50);
-        let sample = ArchiveSample::default();
+        let sample = ArchiveSample::with_seek_gap(Duration::ZERO);
         let rows: ExactCache<PostRow> = ExactCache::new(1 << 24, 1_000);
         let before = rows.before_read();
         let d = Draw {
