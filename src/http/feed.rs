@@ -45,7 +45,9 @@ async fn fyp(State(state): State<AppState>, user: AuthUser) -> ApiResult<Respons
             FeedQuery {
                 viewer: user.id,
                 followed: feed::PAGE,
+                followed_share: feed::FOLLOWED_SHARE,
                 global: feed::PAGE,
+                global_share: feed::GLOBAL_SHARE,
                 archive: feed::ARCHIVE_SHARE,
                 page: feed::PAGE,
                 window_posts: feed::WINDOW_POSTS as i64,

@@ -161,8 +161,14 @@ pub struct FeedCandidates {
 #[derive(Debug, Clone, Copy)]
 pub struct FeedQuery {
     pub viewer: i64,
+    /// Followed posts wanted at most...
     pub followed: usize,
+    /// ...of which the page takes this many first; a store may read only
+    /// these when the global list holds `global_share` and the archive
+    /// gives `archive`, since the page then takes no more.
+    pub followed_share: usize,
     pub global: usize,
+    pub global_share: usize,
     /// Archive posts wanted at least; more when the other two lists
     /// together fall short of `page` (see `archive_wanted`).
     pub archive: usize,
@@ -284,7 +290,9 @@ mod tests {
         FeedQuery {
             viewer: 1,
             followed: 30,
+            followed_share: 12,
             global: 30,
+            global_share: 12,
             archive: 6,
             page: 30,
             window_posts: 1000,

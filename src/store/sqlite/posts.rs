@@ -343,64 +343,13 @@ impl FeedRead {
     }
 
     fn candidates(&self, conn: &rusqlite::Connection, q: FeedQuery) -> StoreResult<FeedCandidates> {
-        // Sorted, for the binary searches below.
-        let followees = match self.follows.get(q.viewer) {
-            Some(followees) => followees,
-            None => {
-                let mut ids: Vec<i64> = conn
-                    .prepare_cached("SELECT followee_id FROM follows WHERE follower_id = ?1")?
-                    .query_map([q.viewer], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
-                ids.sort_unstable();
-                let ids: Arc<[i64]> = ids.into();
-                self.follows
-                    .fill([(q.viewer, ids.clone())], self.follows_before);
-                ids
-            }
-        };
-        // The newest followed posts come from the followees who posted
-        // most recently, so only that many followees are looked at.
-        // When there are that many, each of them has a post at or above
-        // the last one's newest, so nothing older can make the list.
-        let (mut followed, unknown, global, window_floor) = self.recent.read(|kept| {
-            let newest = kept.newest();
-            let last_posts = |user| kept.last_posts(user);
-            let mut active: Vec<(i64, i64)> = followees
-                .iter()
-                .map(|&user| (kept.latest(user), user))
-                .filter(|&(last, _)| last > 0)
-                .collect();
-            let mut floor = if active.len() >= q.followed && q.followed > 0 {
-                active.select_nth_unstable_by(q.followed - 1, |a, b| b.cmp(a));
-                active.truncate(q.followed);
-                active.iter().map(|&(last, _)| last).min().unwrap_or(0)
-            } else {
-                0
-            };
-            // Their newest posts are in memory...
-            let mut followed: Vec<i64> = active
-                .iter()
-                .flat_map(|&(_, user)| last_posts(user))
-                .filter(|&id| id > 0 && id >= floor)
-                .collect();
-            if q.followed > 0 && followed.len() >= q.followed {
-                followed.select_nth_unstable_by(q.followed - 1, |a, b| b.cmp(a));
-                followed.truncate(q.followed);
-                floor = floor.max(followed.iter().copied().min().unwrap_or(0));
-            }
-            // ...except for a followee whose every kept id is above the
-            // floor: older posts of theirs may be too (id range to read).
-            let unknown: Vec<(i64, i64, i64)> = active
-                .iter()
-                .filter_map(|&(_, user)| {
-                    let oldest_kept = last_posts(user)[KEPT_PER_USER - 1];
-                    (oldest_kept > floor).then_some((user, floor, oldest_kept))
-                })
-                .collect();
+        let followees = self.followees(conn, q.viewer)?;
+        let (global, window_floor) = self.recent.read(|kept| {
             // The global window: the newest posts, none older than its
             // start. Ids and creation times rise together (up to a
             // commit's wait in the writer's queue), so its first post
             // is found by halving rather than by walking the window.
+            let newest = kept.newest();
             let first_by_count = newest.len().saturating_sub(q.window_posts.max(0) as usize);
             let first_by_age = newest.partition_point(|p| p.created_at < q.window_start);
             let start = first_by_count.max(first_by_age);
@@ -414,7 +363,110 @@ impl FeedRead {
                 .take(q.global)
                 .map(|p| p.id)
                 .collect();
-            (followed, unknown, global, window_floor)
+            (global, window_floor)
+        });
+        // Followed posts past their share only fill a page the other lists
+        // leave short: with the global share full, only the share is read
+        // (the fewer posts, the fewer followees whose older posts must be
+        // looked up in the index), and the rest only if the archive falls
+        // short too.
+        let mut limit = if global.len() >= q.global_share {
+            q.followed_share.min(q.followed)
+        } else {
+            q.followed
+        };
+        let mut followed = self.newest_followed(conn, &followees, limit)?;
+        let archive = loop {
+            let archive = self.archive.draw(
+                conn,
+                &Draw {
+                    viewer: q.viewer,
+                    below: window_floor,
+                    exclude: &followed,
+                    wanted: q.archive_wanted(followed.len() + global.len()),
+                },
+                &self.rows,
+                self.rows_before,
+            )?;
+            if limit < q.followed && followed.len() == limit && archive.len() < q.archive {
+                limit = q.followed;
+                followed = self.newest_followed(conn, &followees, limit)?;
+                continue;
+            }
+            break archive;
+        };
+        Ok(FeedCandidates {
+            followed,
+            global,
+            archive,
+        })
+    }
+
+    /// Whom `viewer` follows, sorted (for binary searches).
+    fn followees(&self, conn: &rusqlite::Connection, viewer: i64) -> StoreResult<Arc<[i64]>> {
+        if let Some(followees) = self.follows.get(viewer) {
+            return Ok(followees);
+        }
+        let mut ids: Vec<i64> = conn
+            .prepare_cached("SELECT followee_id FROM follows WHERE follower_id = ?1")?
+            .query_map([viewer], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        ids.sort_unstable();
+        let ids: Arc<[i64]> = ids.into();
+        self.follows
+            .fill([(viewer, ids.clone())], self.follows_before);
+        Ok(ids)
+    }
+
+    /// The `limit` newest posts of `followees`, newest first.
+    fn newest_followed(
+        &self,
+        conn: &rusqlite::Connection,
+        followees: &[i64],
+        limit: usize,
+    ) -> StoreResult<Vec<i64>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // The newest followed posts come from the followees who posted
+        // most recently, so only that many followees are looked at.
+        // When there are that many, each of them has a post at or above
+        // the last one's newest, so nothing older can make the list.
+        let (mut followed, unknown) = self.recent.read(|kept| {
+            let last_posts = |user| kept.last_posts(user);
+            let mut active: Vec<(i64, i64)> = followees
+                .iter()
+                .map(|&user| (kept.latest(user), user))
+                .filter(|&(last, _)| last > 0)
+                .collect();
+            let mut floor = if active.len() >= limit {
+                active.select_nth_unstable_by(limit - 1, |a, b| b.cmp(a));
+                active.truncate(limit);
+                active.iter().map(|&(last, _)| last).min().unwrap_or(0)
+            } else {
+                0
+            };
+            // Their newest posts are in memory...
+            let mut followed: Vec<i64> = active
+                .iter()
+                .flat_map(|&(_, user)| last_posts(user))
+                .filter(|&id| id > 0 && id >= floor)
+                .collect();
+            if followed.len() >= limit {
+                followed.select_nth_unstable_by(limit - 1, |a, b| b.cmp(a));
+                followed.truncate(limit);
+                floor = floor.max(followed.iter().copied().min().unwrap_or(0));
+            }
+            // ...except for a followee whose every kept id is above the
+            // floor: older posts of theirs may be too (id range to read).
+            let unknown: Vec<(i64, i64, i64)> = active
+                .iter()
+                .filter_map(|&(_, user)| {
+                    let oldest_kept = last_posts(user)[KEPT_PER_USER - 1];
+                    (oldest_kept > floor).then_some((user, floor, oldest_kept))
+                })
+                .collect();
+            (followed, unknown)
         });
         if !unknown.is_empty() {
             let mut older_of = conn.prepare_cached(
@@ -422,31 +474,16 @@ impl FeedRead {
                  ORDER BY id DESC LIMIT ?4 + 0",
             )?;
             for (user, floor, below) in unknown {
-                let ids = older_of
-                    .query_map(params![user, floor, below, q.followed as i64], |r| r.get(0))?;
+                let ids =
+                    older_of.query_map(params![user, floor, below, limit as i64], |r| r.get(0))?;
                 for id in ids {
                     followed.push(id?);
                 }
             }
         }
         followed.sort_unstable_by(|a, b| b.cmp(a));
-        followed.truncate(q.followed);
-        let archive = self.archive.draw(
-            conn,
-            &Draw {
-                viewer: q.viewer,
-                below: window_floor,
-                exclude: &followed,
-                wanted: q.archive_wanted(followed.len() + global.len()),
-            },
-            &self.rows,
-            self.rows_before,
-        )?;
-        Ok(FeedCandidates {
-            followed,
-            global,
-            archive,
-        })
+        followed.truncate(limit);
+        Ok(followed)
     }
 }
 
@@ -702,12 +739,90 @@ mod tests {
         FeedQuery {
             viewer: 0,
             followed: 0,
+            followed_share: 0,
             global: 30,
+            global_share: 12,
             archive: 0,
             page: 30,
             window_posts,
             window_start,
         }
+    }
+
+    /// A viewer following one author of 40 posts at 1000..; another
+    /// author's 20 posts at 1000.. and, with `old_posts`, 20 at 100 first.
+    async fn store_with_a_prolific_followee(
+        old_posts: bool,
+    ) -> (tempfile::TempDir, SqliteStore, i64, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("mirage.db")).unwrap();
+        let mut import = store.bulk_import(1).unwrap();
+        let mut ids = Vec::new();
+        for name in ["viewer", "followee", "other"] {
+            let user = NewUser {
+                username: name.into(),
+                email: format!("{name}@example.com"),
+                password_hash: "x".into(),
+                avatar_url: String::new(),
+                description: String::new(),
+            };
+            ids.push(import.user(&user, 1).unwrap());
+        }
+        let (viewer, followee, other) = (ids[0], ids[1], ids[2]);
+        import.follow(viewer, followee, 1).unwrap();
+        import.finish().unwrap();
+        let old = if old_posts { 20 } else { 0 };
+        for (author, n, at) in [(other, old, 100), (followee, 40, 1000), (other, 20, 1000)] {
+            for i in 0..n {
+                store
+                    .create_post(author, format!("post {i}"), Vec::new(), at + i)
+                    .await
+                    .unwrap();
+            }
+        }
+        (dir, store, viewer, followee)
+    }
+
+    fn feed_query(viewer: i64) -> FeedQuery {
+        FeedQuery {
+            viewer,
+            followed: 30,
+            followed_share: 12,
+            global: 30,
+            global_share: 12,
+            archive: 6,
+            page: 30,
+            window_posts: 1_000,
+            window_start: 500,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_followed_share_is_read_when_the_other_lists_fill_the_page() {
+        let (_dir, store, viewer, _) = store_with_a_prolific_followee(true).await;
+        let candidates = store.feed_candidates(feed_query(viewer)).await.unwrap();
+        assert_eq!(candidates.followed, (49..=60).rev().collect::<Vec<i64>>());
+        assert_eq!(candidates.global.len(), 20);
+        assert_eq!(candidates.archive.len(), 6);
+        assert_eq!(crate::domain::feed::mix(candidates).len(), 30);
+    }
+
+    #[tokio::test]
+    async fn followed_posts_past_their_share_fill_a_page_the_archive_leaves_short() {
+        // No old posts: no archive, so the page takes 18 followed posts,
+        // as it did when every feed read 30 of them.
+        let (_dir, store, viewer, followee) = store_with_a_prolific_followee(false).await;
+        let candidates = store.feed_candidates(feed_query(viewer)).await.unwrap();
+        assert!(candidates.archive.is_empty());
+        assert_eq!(candidates.followed.len(), 30);
+        let page = store
+            .posts_by_ids(crate::domain::feed::mix(candidates))
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 30);
+        let followee_name = "followee";
+        let followed = page.iter().filter(|p| p.username == followee_name).count();
+        assert_eq!(followed, 18, "{followee}");
     }
 
     #[tokio::test]
