@@ -229,7 +229,9 @@ pub trait PostStore: Send + Sync {
     async fn feed_candidates(&self, query: FeedQuery) -> StoreResult<FeedCandidates>;
     /// The feed's posts: the candidates for `query`, of which `choose`
     /// picks the ids, read in its order. By default two reads; a store
-    /// may answer from one snapshot.
+    /// may answer from one snapshot. A post that comes with its JSON kept
+    /// (`PostRendering`) may come without its author's name, which that
+    /// JSON holds: the feed shows its posts through `post_json`.
     async fn feed_posts(
         &self,
         query: FeedQuery,

@@ -171,7 +171,7 @@ async fn the_feed_mixes_followed_and_global_posts_with_trending_tags() {
     let app = spawn_app().await;
     let (_, viewer) = app.new_user("fv").await;
     let (friend, tf) = app.new_user("ff").await;
-    let (_, ts) = app.new_user("fs").await;
+    let (stranger, ts) = app.new_user("fs").await;
     app.post_json("/api/follow", Some(&viewer), json!({"username": friend}))
         .await;
     for i in 0..20 {
@@ -208,6 +208,14 @@ async fn the_feed_mixes_followed_and_global_posts_with_trending_tags() {
     let ids: Vec<i64> = posts.iter().map(|p| p["id"].as_i64().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] > w[1]));
     assert_eq!(v["trending_topics"], json!(["#rust", "#tea", "#solo"]));
+    // Served again, the posts come from the JSON the first feed kept:
+    // the same, their authors' names included.
+    let again = body(app.get("/api/fyp", Some(&viewer)).await).await;
+    for post in again["posts"].as_array().unwrap() {
+        let first = posts.iter().find(|p| p["id"] == post["id"]).unwrap();
+        assert_eq!(post, first);
+        assert!(post["username"] == friend.as_str() || post["username"] == stranger.as_str());
+    }
     assert_error(app.get("/api/fyp", None).await, StatusCode::UNAUTHORIZED).await;
 }
 
