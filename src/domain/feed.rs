@@ -1,6 +1,9 @@
 //! The For You mix: 12 followed, 12 global, 6 archive; shortfalls filled by the others.
 
-use crate::store::posts::FeedCandidates;
+use crate::store::{
+    UnixSeconds,
+    posts::{FeedCandidates, FeedQuery},
+};
 
 pub const PAGE: usize = 30;
 pub const FOLLOWED_SHARE: usize = 12;
@@ -11,6 +14,24 @@ pub const ARCHIVE_SHARE: usize = 6;
 pub const WINDOW_POSTS: usize = 1_000;
 /// ...none older than this.
 pub const WINDOW_SECS: i64 = 7 * 24 * 3600;
+
+/// What the For You page of `viewer` reads at `now`: a full page of
+/// followed and global posts, so that short shares can be filled (a store
+/// may read only the shares when the page needs no more); archive draws
+/// (random seeks) only as many as needed.
+pub fn query(viewer: i64, now: UnixSeconds) -> FeedQuery {
+    FeedQuery {
+        viewer,
+        followed: PAGE,
+        followed_share: FOLLOWED_SHARE,
+        global: PAGE,
+        global_share: GLOBAL_SHARE,
+        archive: ARCHIVE_SHARE,
+        page: PAGE,
+        window_posts: WINDOW_POSTS as i64,
+        window_start: now - WINDOW_SECS,
+    }
+}
 
 /// Picks up to 30 distinct post ids, each share first, then fills from what
 /// is left of every list; returns them newest first. Only the chosen posts

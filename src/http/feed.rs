@@ -17,7 +17,6 @@ use crate::{
     auth::AuthUser,
     domain::{feed, time::now_secs},
     error::{ApiResult, ErrorBody},
-    store::posts::FeedQuery,
 };
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -37,24 +36,9 @@ pub struct FeedBody<'a> {
     responses((status = 200, body = FeedBody), (status = 401, body = ErrorBody)))]
 async fn fyp(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
     let now = now_secs();
-    // A full page of followed and global posts, so that short shares can
-    // be filled; archive draws (random seeks) only as many as needed.
     let posts = state
         .store
-        .feed_posts(
-            FeedQuery {
-                viewer: user.id,
-                followed: feed::PAGE,
-                followed_share: feed::FOLLOWED_SHARE,
-                global: feed::PAGE,
-                global_share: feed::GLOBAL_SHARE,
-                archive: feed::ARCHIVE_SHARE,
-                page: feed::PAGE,
-                window_posts: feed::WINDOW_POSTS as i64,
-                window_start: now - feed::WINDOW_SECS,
-            },
-            feed::mix,
-        )
+        .feed_posts(feed::query(user.id, now), feed::mix)
         .await?;
     let trending = state.trending.top(now, 3);
     let body = FeedBody {

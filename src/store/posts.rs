@@ -288,18 +288,9 @@ mod tests {
         assert!(none.get().is_none());
     }
 
+    /// The feed's own query for viewer 1, its window starting at 0.
     fn query() -> FeedQuery {
-        FeedQuery {
-            viewer: 1,
-            followed: 30,
-            followed_share: 12,
-            global: 30,
-            global_share: 12,
-            archive: 6,
-            page: 30,
-            window_posts: 1000,
-            window_start: 0,
-        }
+        crate::domain::feed::query(1, crate::domain::feed::WINDOW_SECS)
     }
 
     #[test]

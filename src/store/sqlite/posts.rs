@@ -812,18 +812,9 @@ mod tests {
         (dir, store, viewer, followee)
     }
 
+    /// The feed's own query, with the global window starting at 500.
     fn feed_query(viewer: i64) -> FeedQuery {
-        FeedQuery {
-            viewer,
-            followed: 30,
-            followed_share: 12,
-            global: 30,
-            global_share: 12,
-            archive: 6,
-            page: 30,
-            window_posts: 1_000,
-            window_start: 500,
-        }
+        crate::domain::feed::query(viewer, 500 + crate::domain::feed::WINDOW_SECS)
     }
 
     #[tokio::test]
