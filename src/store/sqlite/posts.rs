@@ -398,32 +398,29 @@ impl FeedRead {
         // leave short: with the global share full, only the share is read
         // (the fewer posts, the fewer followees whose older posts must be
         // looked up in the index), and the rest only if the archive falls
-        // short too.
-        let mut limit = if global.len() >= q.global_share {
-            q.followed_share.min(q.followed)
+        // short too. The archive drawn stays: it would want no more with
+        // them, and the mix skips a post it shares with them.
+        let share_only = global.len() >= q.global_share && q.followed_share < q.followed;
+        let limit = if share_only {
+            q.followed_share
         } else {
             q.followed
         };
         let mut followed = self.newest_followed(conn, &followees, limit)?;
-        let archive = loop {
-            let archive = self.archive.draw(
-                conn,
-                &Draw {
-                    viewer: q.viewer,
-                    below: window_floor,
-                    exclude: &followed,
-                    wanted: q.archive_wanted(followed.len() + global.len()),
-                },
-                &self.rows,
-                self.rows_before,
-            )?;
-            if limit < q.followed && followed.len() == limit && archive.len() < q.archive {
-                limit = q.followed;
-                followed = self.newest_followed(conn, &followees, limit)?;
-                continue;
-            }
-            break archive;
-        };
+        let archive = self.archive.draw(
+            conn,
+            &Draw {
+                viewer: q.viewer,
+                below: window_floor,
+                exclude: &followed,
+                wanted: q.archive_wanted(followed.len() + global.len()),
+            },
+            &self.rows,
+            self.rows_before,
+        )?;
+        if share_only && followed.len() == limit && archive.len() < q.archive {
+            followed = self.newest_followed(conn, &followees, q.followed)?;
+        }
         Ok(FeedCandidates {
             followed,
             global,
