@@ -225,7 +225,8 @@ fn rest_after(wall: Duration, cpu: Duration) -> Option<Duration> {
 
 /// CPU time the calling thread has used (None where it cannot be read).
 fn this_threads_cpu_time() -> Option<Duration> {
-    #[cfg(unix)]
+    // libc is a dependency on Linux (glibc) only, as for the priority below.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let mut used = libc::timespec {
             tv_sec: 0,
@@ -235,7 +236,7 @@ fn this_threads_cpu_time() -> Option<Duration> {
         let read = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut used) } == 0;
         read.then(|| Duration::new(used.tv_sec as u64, used.tv_nsec as u32))
     }
-    #[cfg(not(unix))]
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     None
 }
 
@@ -324,7 +325,7 @@ mod tests {
         assert_eq!(rest_after(ms(2_000), ms(5)), Some(ms(1_000)));
     }
 
-    #[cfg(unix)]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
     fn a_threads_cpu_time_counts_its_work_and_not_its_sleep() {
         let before = this_threads_cpu_time().unwrap();
