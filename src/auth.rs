@@ -118,6 +118,7 @@ type HashJob = Box<dyn FnOnce() + Send>;
 /// Hashing threads' niceness (0 is normal, 19 the lowest priority): at 10 a
 /// busy hashing thread gets about a tenth of the CPU a request worker gets.
 /// On Linux the threads are also put in SCHED_IDLE, which ignores niceness.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 const HASHING_NICENESS: i32 = 10;
 
 impl Passwords {
