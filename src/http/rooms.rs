@@ -247,8 +247,8 @@ async fn user_rooms(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct MembersBody {
-    members: Vec<String>,
+pub struct MembersBody<'a> {
+    members: &'a [String],
 }
 
 /// GET /api/room_members/{room_id}
@@ -260,7 +260,7 @@ async fn room_members(
     State(state): State<AppState>,
     user: AuthUser,
     PathText(room_id): PathText,
-) -> ApiResult<Json<MembersBody>> {
+) -> ApiResult<Response> {
     let id = path_id(&room_id, "room")?;
     let room = state
         .store
@@ -271,7 +271,20 @@ async fn room_members(
         return Err(ApiError::forbidden("you are not a member of this room"));
     }
     let members = state.store.member_names(room.id).await?;
-    Ok(Json(MembersBody { members }))
+    // The SQLite store hands every reader the same page until the
+    // membership changes: rendered once.
+    let rendered = members.rendered(|page| {
+        let size = page.items.iter().map(|n| n.len() + 3).sum::<usize>() + ITEM_OVERHEAD;
+        let mut json = json::to_vec(
+            &MembersBody {
+                members: &page.items,
+            },
+            size,
+        )?;
+        json.shrink_to_fit();
+        Ok::<_, ApiError>(Bytes::from(json))
+    })?;
+    Ok(json::response(rendered))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -101,9 +101,9 @@ pub type UnixSeconds = i64;
 
 /// A page many readers are handed: a store may give the same page to every
 /// reader until it changes (the SQLite store does, for each user's newest
-/// page of posts and of the inbox), so it is rendered once and then kept
-/// only as its rendering (about half the memory of the items it was made
-/// from).
+/// page of posts and of the inbox, and each room's members), so it is
+/// rendered once and then kept only as its rendering (about half the
+/// memory of the items it was made from).
 #[derive(Debug)]
 pub struct SharedPage<T> {
     /// The items, until the page is rendered.

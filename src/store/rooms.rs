@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{StoreResult, UnixSeconds, accounts::UserRef};
+use super::{SharedPage, StoreResult, UnixSeconds, accounts::UserRef};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Room {
@@ -202,8 +202,10 @@ pub trait RoomStore: Send + Sync {
         let member = self.is_member(room.id, user_id).await?;
         Ok(Some((room, member)))
     }
-    /// Usernames of the room's members, in joining order.
-    async fn member_names(&self, room_id: i64) -> StoreResult<Vec<String>>;
+    /// Usernames of the room's members, in joining order, as one page with
+    /// no next (the SQLite store hands every reader the same page until the
+    /// membership changes).
+    async fn member_names(&self, room_id: i64) -> StoreResult<Arc<SharedPage<String>>>;
     async fn public_rooms(&self, viewer: i64) -> StoreResult<Vec<PublicRoom>>;
     async fn rooms_of(&self, user_id: i64) -> StoreResult<Vec<Room>>;
 

@@ -157,6 +157,14 @@ async fn deleting_an_account_erases_its_data_and_keeps_every_counter_right() {
         json!({"room_id": shared, "password": ""}),
     )
     .await;
+    // Read once before the deletion, so that a list kept in memory would
+    // show if it outlived the account.
+    let members = body(
+        app.get(&format!("/api/room_members/{shared}"), Some(&at))
+            .await,
+    )
+    .await;
+    assert_eq!(members["members"], json!([victim, ann]));
     ok(
         &app,
         "/api/send_room_message",

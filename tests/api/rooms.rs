@@ -266,3 +266,61 @@ async fn messages_disappear_when_they_expire_even_from_a_room_just_read() {
     .await;
     assert_eq!(room_texts(&app, &t, room).await, ["third"]);
 }
+
+#[tokio::test]
+async fn the_member_list_follows_every_join_and_leave() {
+    let app = spawn_app().await;
+    let (a, ta) = app.new_user("ma").await;
+    let (b, tb) = app.new_user("mb").await;
+    let (c, tc) = app.new_user("mc").await;
+    let room = body(
+        app.post_json(
+            "/api/create_room",
+            Some(&ta),
+            json!({"room_name": "Members"}),
+        )
+        .await,
+    )
+    .await["room_id"]
+        .as_i64()
+        .unwrap();
+    let members = |token: String| {
+        let app = &app;
+        async move {
+            body(
+                app.get(&format!("/api/room_members/{room}"), Some(&token))
+                    .await,
+            )
+            .await["members"]
+                .clone()
+        }
+    };
+    // Each read below follows a change to a list read just before it (the
+    // SQLite store keeps the list in memory until its room's membership
+    // changes), in joining order.
+    assert_eq!(members(ta.clone()).await, json!([a]));
+    for (token, expected) in [(&tb, json!([a, b])), (&tc, json!([a, b, c]))] {
+        let r = app
+            .post_json("/api/join_room", Some(token), json!({"room_id": room}))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(members(ta.clone()).await, expected);
+    }
+    let r = app
+        .post_json("/api/leave_room", Some(&tb), json!({"room_id": room}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(members(tc.clone()).await, json!([a, c]));
+    // Joining again puts b at the end.
+    let r = app
+        .post_json("/api/join_room", Some(&tb), json!({"room_id": room}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(members(tb.clone()).await, json!([a, c, b]));
+    // Joining twice changes nothing.
+    let r = app
+        .post_json("/api/join_room", Some(&tb), json!({"room_id": room}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(members(ta.clone()).await, json!([a, c, b]));
+}

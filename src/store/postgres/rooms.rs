@@ -1,11 +1,13 @@
 //! Rooms, membership, room messages with retention, and file metadata on PostgreSQL.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
 
 use super::{PostgresStore, unique_violation};
 use crate::store::{
-    StoreError, StoreResult,
+    Page, SharedPage, StoreError, StoreResult,
     accounts::UserRef,
     rooms::{
         NewRoom, PublicRoom, Retention, Room, RoomMessage, RoomMessageStore, RoomMessages,
@@ -171,14 +173,18 @@ impl RoomStore for PostgresStore {
         .await?)
     }
 
-    async fn member_names(&self, room_id: i64) -> StoreResult<Vec<String>> {
-        Ok(query_scalar(
+    async fn member_names(&self, room_id: i64) -> StoreResult<Arc<SharedPage<String>>> {
+        let names = query_scalar(
             "SELECT u.username FROM room_members m JOIN users u ON u.id = m.user_id
              WHERE m.room_id = $1 ORDER BY m.seq",
         )
         .bind(room_id)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        Ok(SharedPage::new(Page {
+            items: names,
+            next: None,
+        }))
     }
 
     async fn public_rooms(&self, viewer: i64) -> StoreResult<Vec<PublicRoom>> {

@@ -391,6 +391,7 @@ impl AccountStore for SqliteStore {
         // have happened even if its fsync failed.
         self.post_rows.all_changed();
         self.follows.all_changed();
+        self.member_lists.all_changed();
         self.newest_pages.all_changed();
         self.inbox_pages.all_changed();
         self.archive.forget_all();

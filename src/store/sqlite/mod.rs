@@ -47,6 +47,7 @@ use self::{
     read_lock::ReadLock,
     recent::RecentPosts,
     room_cache::RoomMessageCache,
+    rooms::MemberList,
     sessions::SessionCache,
     user_cards::UserCards,
     writer::Writer,
@@ -103,6 +104,8 @@ pub struct SqliteStore {
     post_rows: Arc<ExactCache<PostRow>>,
     /// Whom each user follows (ids, sorted), once read by the feed.
     follows: Arc<ExactCache<Arc<[i64]>>>,
+    /// Each room's member names once read, by room id.
+    member_lists: Arc<ExactCache<MemberList>>,
     /// Each user's newest page of posts once read, by author id: the page
     /// a profile shows first, and the one `get_posts` is asked for most.
     newest_pages: Arc<NewestPages<Post>>,
@@ -122,6 +125,11 @@ const POST_ROWS_WEIGHT: u64 = 16 * MIB;
 
 /// Follow lists kept in memory at most, by weight (8 bytes a followee).
 const FOLLOW_LISTS_WEIGHT: u64 = 16 * MIB;
+
+/// Rooms' member lists kept in memory at most, by weight (about their
+/// JSON): the bench's five public rooms of about 1,750 members each take
+/// 0.1 MiB.
+const MEMBER_LISTS_WEIGHT: u64 = 2 * MIB;
 
 /// Users' newest pages kept in memory at most, by weight: a page of 50
 /// posts is kept as its JSON once rendered (by the request that read it),
@@ -276,6 +284,7 @@ impl SqliteStore {
             users: Arc::default(),
             post_rows: Arc::new(ExactCache::new(POST_ROWS_WEIGHT, 64_000)),
             follows: Arc::new(ExactCache::new(FOLLOW_LISTS_WEIGHT, 16_000)),
+            member_lists: Arc::new(ExactCache::new(MEMBER_LISTS_WEIGHT, 1_000)),
             newest_pages: Arc::new(ExactCache::new(NEWEST_PAGES_WEIGHT, 2_000)),
             inbox_pages: Arc::new(ExactCache::new(INBOX_PAGES_WEIGHT, 2_000)),
             archive: Arc::default(),

@@ -1,17 +1,64 @@
 //! Rooms, membership, room messages with retention, and file metadata on SQLite.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{SqliteStore, is_unique_violation, room_cache, writer};
+use super::{
+    SqliteStore,
+    exact_cache::{BeforeRead, ExactCache, Weigh},
+    is_unique_violation, room_cache, writer,
+};
 use crate::store::{
-    StoreError, StoreResult, UnixSeconds,
+    Page, SharedPage, StoreError, StoreResult, UnixSeconds,
     accounts::UserRef,
     rooms::{
         NewRoom, NewRoomMessage, PublicRoom, Retention, Room, RoomMessage, RoomMessageStore,
         RoomMessages, RoomStore, StoredFile,
     },
 };
+
+/// A room's member names as cached (`member_lists` in the store): every
+/// reader gets the same page, rendered once. A public room's list is every
+/// member's name (about 1,750 in the bench's rooms, 22 KB of JSON), and
+/// read from the database it was one user lookup a member.
+#[derive(Clone)]
+pub(super) struct MemberList {
+    names: Arc<SharedPage<String>>,
+    /// About the bytes of the rendering the page keeps.
+    weight: u64,
+}
+
+impl Weigh for MemberList {
+    fn weigh(&self) -> u64 {
+        self.weight
+    }
+}
+
+/// Makes `names`, read in a transaction that began after `before`, the
+/// room's page, and keeps it unless the membership changed meanwhile.
+/// Rooms are deleted with their creator's account and a new room may get
+/// a deleted one's id, so creating a room drops its id's list too.
+fn keep_member_list(
+    lists: &ExactCache<MemberList>,
+    room_id: i64,
+    names: Vec<String>,
+    before: BeforeRead,
+) -> Arc<SharedPage<String>> {
+    // Each name is rendered with two quotes and a comma.
+    let weight = names.iter().map(|n| n.len() as u64 + 3).sum::<u64>() + 64;
+    let names = SharedPage::new(Page {
+        items: names,
+        next: None,
+    });
+    let list = MemberList {
+        names: names.clone(),
+        weight,
+    };
+    lists.fill([(room_id, list)], before);
+    names
+}
 
 fn room_from_row(r: &Row) -> rusqlite::Result<Room> {
     Ok(Room {
@@ -143,35 +190,42 @@ pub(super) fn insert_room_message(
 #[async_trait]
 impl RoomStore for SqliteStore {
     async fn create_room(&self, room: NewRoom, max_public_rooms: u32) -> StoreResult<Room> {
-        self.write(move |tx| {
-            let key = room.name.to_lowercase();
-            let taken: bool = tx
-                .prepare_cached("SELECT EXISTS(SELECT 1 FROM rooms WHERE name_key = ?1)")?
-                .query_row([&key], |r| r.get(0))?;
-            if taken {
-                return Err(StoreError::conflict("room name already taken"));
-            }
-            if !room.is_private {
-                let public: i64 =
-                    tx.query_row("SELECT COUNT(*) FROM rooms WHERE is_private = 0", [], |r| {
-                        r.get(0)
-                    })?;
-                if public >= i64::from(max_public_rooms) {
-                    return Err(StoreError::conflict(format!(
-                        "maximum number of public rooms reached ({max_public_rooms}). \
-                         Please create a private room instead."
-                    )));
+        let created = self
+            .write(move |tx| {
+                let key = room.name.to_lowercase();
+                let taken: bool = tx
+                    .prepare_cached("SELECT EXISTS(SELECT 1 FROM rooms WHERE name_key = ?1)")?
+                    .query_row([&key], |r| r.get(0))?;
+                if taken {
+                    return Err(StoreError::conflict("room name already taken"));
                 }
-            }
-            let id = insert_room(tx, &room, now())?;
-            Ok(Room {
-                id,
-                name: room.name,
-                is_private: room.is_private,
-                password_hash: room.password_hash,
+                if !room.is_private {
+                    let public: i64 =
+                        tx.query_row("SELECT COUNT(*) FROM rooms WHERE is_private = 0", [], |r| {
+                            r.get(0)
+                        })?;
+                    if public >= i64::from(max_public_rooms) {
+                        return Err(StoreError::conflict(format!(
+                            "maximum number of public rooms reached ({max_public_rooms}). \
+                         Please create a private room instead."
+                        )));
+                    }
+                }
+                let id = insert_room(tx, &room, now())?;
+                Ok(Room {
+                    id,
+                    name: room.name,
+                    is_private: room.is_private,
+                    password_hash: room.password_hash,
+                })
             })
-        })
-        .await
+            .await;
+        // A new room's id may be a deleted room's (see `keep_member_list`).
+        match &created {
+            Ok(room) => self.member_lists.changed(room.id),
+            Err(_) => self.member_lists.all_changed(),
+        }
+        created
     }
 
     async fn room_by_id(&self, room_id: i64) -> StoreResult<Option<Room>> {
@@ -200,18 +254,26 @@ impl RoomStore for SqliteStore {
     }
 
     async fn add_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool> {
-        self.write(move |tx| insert_member(tx, room_id, user_id, now()))
-            .await
+        let added = self
+            .write(move |tx| insert_member(tx, room_id, user_id, now()))
+            .await;
+        // Dropped whatever the outcome: the commit may have happened even
+        // if its fsync failed.
+        self.member_lists.changed(room_id);
+        added
     }
 
     async fn remove_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool> {
-        self.write(move |tx| {
-            Ok(tx.execute(
-                "DELETE FROM room_members WHERE room_id = ?1 AND user_id = ?2",
-                params![room_id, user_id],
-            )? > 0)
-        })
-        .await
+        let removed = self
+            .write(move |tx| {
+                Ok(tx.execute(
+                    "DELETE FROM room_members WHERE room_id = ?1 AND user_id = ?2",
+                    params![room_id, user_id],
+                )? > 0)
+            })
+            .await;
+        self.member_lists.changed(room_id);
+        removed
     }
 
     async fn is_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool> {
@@ -252,15 +314,21 @@ impl RoomStore for SqliteStore {
         .await
     }
 
-    async fn member_names(&self, room_id: i64) -> StoreResult<Vec<String>> {
+    async fn member_names(&self, room_id: i64) -> StoreResult<Arc<SharedPage<String>>> {
+        if let Some(cached) = self.member_lists.get(room_id) {
+            return Ok(cached.names);
+        }
+        let lists = self.member_lists.clone();
+        let before = lists.before_read();
         self.read(move |conn| {
-            Ok(conn
+            let names = conn
                 .prepare_cached(
                     "SELECT u.username FROM room_members m JOIN users u ON u.id = m.user_id
                      WHERE m.room_id = ?1 ORDER BY m.seq",
                 )?
                 .query_map([room_id], |r| r.get(0))?
-                .collect::<Result<Vec<_>, _>>()?)
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(keep_member_list(&lists, room_id, names, before))
         })
         .await
     }
