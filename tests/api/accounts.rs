@@ -183,3 +183,36 @@ async fn the_openapi_document_lists_every_route() {
     }
     assert_eq!(spec["paths"].as_object().unwrap().len(), routes.len());
 }
+
+#[tokio::test]
+async fn the_user_count_follows_every_registration_and_deletion() {
+    let app = spawn_app().await;
+    let count = || async {
+        app.get("/api/usercount", None)
+            .await
+            .text()
+            .await
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+    };
+    // Each count below is read right after a change to a count read just
+    // before it (the SQLite store keeps the count in memory).
+    assert_eq!(count().await, 0);
+    let (first, token) = app.new_user("uc").await;
+    assert_eq!(count().await, 1);
+    app.new_user("uc").await;
+    assert_eq!(count().await, 2);
+    // A refused registration counts nobody.
+    assert_error(app.register(&first).await, StatusCode::BAD_REQUEST).await;
+    assert_eq!(count().await, 2);
+    let r = app
+        .post_json(
+            "/api/delete_account",
+            Some(&token),
+            json!({"password": "password123"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(count().await, 1);
+}

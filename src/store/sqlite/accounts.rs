@@ -1,5 +1,7 @@
 //! Accounts, sessions, profiles and follows on SQLite.
 
+use std::sync::{Mutex, MutexGuard};
+
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
@@ -14,6 +16,52 @@ use crate::store::{
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+/// The number of users, kept once counted. `COUNT(*)` reads the whole
+/// users index, so `GET /api/usercount` (public) cost more as the
+/// community grew. Registrations and deletions keep it current; as with
+/// the other caches, a count whose read may predate one is not kept.
+#[derive(Default)]
+pub(super) struct UserCount {
+    inner: Mutex<Counted>,
+}
+
+#[derive(Default)]
+struct Counted {
+    users: Option<i64>,
+    /// Counts the commits that added or removed users.
+    changes: u64,
+}
+
+/// Where the count stood when a read found none.
+pub(super) struct CountMiss(u64);
+
+impl UserCount {
+    fn get(&self) -> Result<i64, CountMiss> {
+        let counted = self.lock();
+        counted.users.ok_or(CountMiss(counted.changes))
+    }
+
+    /// Keeps `users`, counted in a transaction that began after `miss`.
+    fn fill(&self, users: i64, miss: CountMiss) {
+        let mut counted = self.lock();
+        if counted.changes == miss.0 {
+            counted.users = Some(users);
+        }
+    }
+
+    /// After a commit that changed the count by `delta`; `None` when it
+    /// is unknown whether (or how) it did.
+    fn changed(&self, delta: Option<i64>) {
+        let mut counted = self.lock();
+        counted.changes += 1;
+        counted.users = counted.users.zip(delta).map(|(users, d)| users + d);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Counted> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Finds a user by name (ignoring case) inside a connection or transaction.
@@ -111,31 +159,40 @@ pub(super) fn insert_follow(
 #[async_trait]
 impl AccountStore for SqliteStore {
     async fn create_user(&self, user: NewUser) -> StoreResult<UserRef> {
-        self.write(move |tx| {
-            let taken: Option<(String, String)> = tx
-                .query_row(
-                    "SELECT username_key, email_key FROM users
+        let created = self
+            .write(move |tx| {
+                let taken: Option<(String, String)> = tx
+                    .query_row(
+                        "SELECT username_key, email_key FROM users
                      WHERE username_key = ?1 OR email_key = ?2 LIMIT 1",
-                    params![user.username.to_lowercase(), user.email.to_lowercase()],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            if let Some((name_key, _)) = taken {
-                return Err(StoreError::conflict(
-                    if name_key == user.username.to_lowercase() {
-                        "username already taken"
-                    } else {
-                        "email already taken"
-                    },
-                ));
-            }
-            let id = insert_user(tx, &user, now())?;
-            Ok(UserRef {
-                id,
-                username: user.username,
+                        params![user.username.to_lowercase(), user.email.to_lowercase()],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                if let Some((name_key, _)) = taken {
+                    return Err(StoreError::conflict(
+                        if name_key == user.username.to_lowercase() {
+                            "username already taken"
+                        } else {
+                            "email already taken"
+                        },
+                    ));
+                }
+                let id = insert_user(tx, &user, now())?;
+                Ok(UserRef {
+                    id,
+                    username: user.username,
+                })
             })
-        })
-        .await
+            .await;
+        // A refused registration (a name taken) changed nothing; any other
+        // error may have come after the commit (a failed fsync).
+        self.user_count.changed(match &created {
+            Ok(_) => Some(1),
+            Err(StoreError::Conflict(_)) => Some(0),
+            Err(_) => None,
+        });
+        created
     }
 
     async fn find_user(&self, username: &str) -> StoreResult<Option<UserRef>> {
@@ -174,12 +231,19 @@ impl AccountStore for SqliteStore {
     }
 
     async fn user_count(&self) -> StoreResult<i64> {
-        self.read(|conn| {
-            Ok(conn
-                .prepare_cached("SELECT COUNT(*) FROM users")?
-                .query_row([], |r| r.get(0))?)
-        })
-        .await
+        let miss = match self.user_count.get() {
+            Ok(users) => return Ok(users),
+            Err(miss) => miss,
+        };
+        let users = self
+            .read(|conn| {
+                Ok(conn
+                    .prepare_cached("SELECT COUNT(*) FROM users")?
+                    .query_row([], |r| r.get(0))?)
+            })
+            .await?;
+        self.user_count.fill(users, miss);
+        Ok(users)
     }
 
     async fn create_session(&self, user_id: i64, token_hash: [u8; 32]) -> StoreResult<()> {
@@ -392,6 +456,8 @@ impl AccountStore for SqliteStore {
         self.post_rows.all_changed();
         self.follows.all_changed();
         self.member_lists.all_changed();
+        self.user_count
+            .changed(if deleted.is_ok() { Some(-1) } else { None });
         self.newest_pages.all_changed();
         self.inbox_pages.all_changed();
         self.archive.forget_all();

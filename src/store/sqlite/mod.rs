@@ -41,6 +41,7 @@ pub use bulk::BulkImport;
 pub use check::check_database;
 
 use self::{
+    accounts::UserCount,
     archive::ArchiveSample,
     exact_cache::{ExactCache, NewestPages},
     posts::PostRow,
@@ -94,6 +95,8 @@ pub struct SqliteStore {
     recent: Arc<RecentPosts>,
     /// Sessions already resolved (see `sessions`).
     sessions: Arc<SessionCache>,
+    /// The number of users once counted (see `accounts::UserCount`).
+    user_count: Arc<UserCount>,
     /// Rooms' retained messages once read (see `room_cache`).
     room_messages: Arc<RoomMessageCache>,
     /// Users' names and avatars once read (see `user_cards`).
@@ -280,6 +283,7 @@ impl SqliteStore {
             readers,
             recent: Arc::new(recent),
             sessions: Arc::default(),
+            user_count: Arc::default(),
             room_messages: Arc::default(),
             users: Arc::default(),
             post_rows: Arc::new(ExactCache::new(POST_ROWS_WEIGHT, 64_000)),
