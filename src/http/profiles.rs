@@ -1,6 +1,6 @@
 //! Profiles, settings and the follow graph.
 
-use axum::{Json, extract::State};
+use axum::{Json, body::Bytes, extract::State, response::Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -8,6 +8,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     MessageBody,
     extract::{JsonBody, PageParams, PathText, QueryParams},
+    json,
 };
 use crate::{
     app::AppState,
@@ -16,7 +17,10 @@ use crate::{
     domain::{account, time::UtcTimestamp, validate::required},
     error::{ApiError, ApiResult, ErrorBody},
     rate_limit::{RateLimited, limit},
-    store::accounts::{SettingsChange, UserSummary},
+    store::{
+        SharedPage,
+        accounts::{SettingsChange, UserSummary},
+    },
 };
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -205,31 +209,67 @@ async fn check_follow(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct UserListEntry {
-    username: String,
-    avatar_url: String,
+pub struct UserListEntry<'a> {
+    username: &'a str,
+    avatar_url: &'a str,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct FollowersBody {
-    followers: Vec<UserListEntry>,
+pub struct FollowersBody<'a> {
+    followers: Vec<UserListEntry<'a>>,
     next: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct FollowingBody {
-    following: Vec<UserListEntry>,
+pub struct FollowingBody<'a> {
+    following: Vec<UserListEntry<'a>>,
     next: Option<i64>,
 }
 
-fn entries(users: Vec<UserSummary>) -> Vec<UserListEntry> {
-    users
-        .into_iter()
-        .map(|u| UserListEntry {
-            username: u.username,
-            avatar_url: u.avatar_url,
-        })
-        .collect()
+/// A page of followers or followees as JSON, `key` naming the list. The
+/// SQLite store hands every reader the same newest page until it changes:
+/// rendered once, and kept as long as the page is.
+fn render_follow_page(shared: &SharedPage<UserSummary>, key: FollowKey) -> Result<Bytes, ApiError> {
+    shared.rendered(|page| {
+        let entries = page
+            .items
+            .iter()
+            .map(|u| UserListEntry {
+                username: &u.username,
+                avatar_url: &u.avatar_url,
+            })
+            .collect();
+        let size = page
+            .items
+            .iter()
+            .map(|u| u.username.len() + u.avatar_url.len() + 32)
+            .sum::<usize>()
+            + 32;
+        let mut json = match key {
+            FollowKey::Followers => json::to_vec(
+                &FollowersBody {
+                    followers: entries,
+                    next: page.next,
+                },
+                size,
+            )?,
+            FollowKey::Following => json::to_vec(
+                &FollowingBody {
+                    following: entries,
+                    next: page.next,
+                },
+                size,
+            )?,
+        };
+        json.shrink_to_fit();
+        Ok(Bytes::from(json))
+    })
+}
+
+#[derive(Clone, Copy)]
+enum FollowKey {
+    Followers,
+    Following,
 }
 
 /// GET /api/get_followers/{username}
@@ -241,12 +281,12 @@ async fn followers(
     State(state): State<AppState>,
     PathText(username): PathText,
     query: QueryParams,
-) -> ApiResult<Json<FollowersBody>> {
+) -> ApiResult<Response> {
     let page = state.store.followers(&username, query.page()?).await?;
-    Ok(Json(FollowersBody {
-        followers: entries(page.items),
-        next: page.next,
-    }))
+    Ok(json::response(render_follow_page(
+        &page,
+        FollowKey::Followers,
+    )?))
 }
 
 /// GET /api/get_following/{username}
@@ -258,10 +298,10 @@ async fn following(
     State(state): State<AppState>,
     PathText(username): PathText,
     query: QueryParams,
-) -> ApiResult<Json<FollowingBody>> {
+) -> ApiResult<Response> {
     let page = state.store.following(&username, query.page()?).await?;
-    Ok(Json(FollowingBody {
-        following: entries(page.items),
-        next: page.next,
-    }))
+    Ok(json::response(render_follow_page(
+        &page,
+        FollowKey::Following,
+    )?))
 }

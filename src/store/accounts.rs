@@ -1,8 +1,10 @@
 //! Accounts, sessions, profiles and the follow graph.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
-use super::{Page, PageRequest, StoreResult, UnixSeconds};
+use super::{PageRequest, SharedPage, StoreResult, UnixSeconds};
 
 /// A registered user as the rest of the system refers to them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,8 +128,19 @@ pub trait AccountStore: Send + Sync {
     /// NotFound for an unknown user.
     async fn is_following(&self, follower: i64, followee: &str) -> StoreResult<bool>;
     /// Most recent first; NotFound for an unknown user. The cursor is a follow id.
-    async fn followers(&self, username: &str, page: PageRequest) -> StoreResult<Page<UserSummary>>;
-    async fn following(&self, username: &str, page: PageRequest) -> StoreResult<Page<UserSummary>>;
+    /// A page of the user's followers, most recent first (the SQLite store
+    /// hands every reader the same newest page until it changes).
+    async fn followers(
+        &self,
+        username: &str,
+        page: PageRequest,
+    ) -> StoreResult<Arc<SharedPage<UserSummary>>>;
+    /// A page of whom the user follows, most recent first.
+    async fn following(
+        &self,
+        username: &str,
+        page: PageRequest,
+    ) -> StoreResult<Arc<SharedPage<UserSummary>>>;
 
     /// Erases a user in one transaction: sessions, posts (with their votes,
     /// replies and hashtags), votes and replies on others' posts (replies

@@ -174,7 +174,11 @@ async fn concurrent_follows_keep_counters_in_agreement() {
 async fn a_new_avatar_shows_at_once_where_the_old_one_was_listed() {
     let app = spawn_app().await;
     let (a, ta) = app.new_user("av").await;
-    let (_, tb) = app.new_user("aw").await;
+    let (b, tb) = app.new_user("aw").await;
+    let resp = app
+        .post_json("/api/follow", Some(&ta), json!({"username": b}))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
     let post_id = body(
         app.post_json("/api/create_post", Some(&tb), json!({"content": "hi"}))
             .await,
@@ -205,6 +209,9 @@ async fn a_new_avatar_shows_at_once_where_the_old_one_was_listed() {
     assert_eq!(listed(&v, "replies"), "");
     let v = body(app.get("/api/inbox", Some(&ta)).await).await;
     assert_eq!(listed(&v, "messages"), "");
+    let followers = format!("/api/get_followers/{b}");
+    let v = body(app.get(&followers, None).await).await;
+    assert_eq!(listed(&v, "followers"), "");
 
     let resp = app
         .post_json(
@@ -219,4 +226,62 @@ async fn a_new_avatar_shows_at_once_where_the_old_one_was_listed() {
     let v = body(app.get("/api/inbox", Some(&ta)).await).await;
     assert_eq!(listed(&v, "messages"), "https://example.org/new.png");
     assert_eq!(v["messages"].as_array().unwrap().len(), 1);
+    let v = body(app.get(&followers, None).await).await;
+    assert_eq!(listed(&v, "followers"), "https://example.org/new.png");
+}
+
+#[tokio::test]
+async fn follow_lists_follow_every_follow_and_unfollow() {
+    let app = spawn_app().await;
+    let (a, _) = app.new_user("la").await;
+    let (b, tb) = app.new_user("lb").await;
+    let (c, tc) = app.new_user("lc").await;
+    let names = |list: &'static str, path: String| {
+        let app = &app;
+        async move {
+            body(app.get(&path, None).await).await[list]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["username"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let followers_of_a = || names("followers", format!("/api/get_followers/{a}"));
+    let followed_by_b = || names("following", format!("/api/get_following/{b}"));
+    let follow = |token: &String, name: &String, path: &'static str| {
+        let app = &app;
+        let (token, name) = (token.clone(), name.clone());
+        async move {
+            let r = app
+                .post_json(path, Some(&token), json!({ "username": name }))
+                .await;
+            assert_eq!(r.status(), StatusCode::OK, "{path} {name}");
+        }
+    };
+    // Every read below follows a change to a list read just before it (the
+    // SQLite store keeps each newest page in memory), most recent first.
+    assert!(followers_of_a().await.is_empty());
+    assert!(followed_by_b().await.is_empty());
+    follow(&tb, &a, "/api/follow").await;
+    assert_eq!(followers_of_a().await, [b.as_str()]);
+    assert_eq!(followed_by_b().await, [a.as_str()]);
+    follow(&tc, &a, "/api/follow").await;
+    follow(&tb, &c, "/api/follow").await;
+    assert_eq!(followers_of_a().await, [c.as_str(), b.as_str()]);
+    assert_eq!(followed_by_b().await, [c.as_str(), a.as_str()]);
+    // A page of another size is its own.
+    let one = names("followers", format!("/api/get_followers/{a}?limit=1")).await;
+    assert_eq!(one, [c.as_str()]);
+    follow(&tb, &a, "/api/unfollow").await;
+    assert_eq!(followers_of_a().await, [c.as_str()]);
+    assert_eq!(followed_by_b().await, [c.as_str()]);
+    // A refused follow changes nothing.
+    let r = app
+        .post_json("/api/follow", Some(&tc), json!({ "username": a }))
+        .await;
+    assert_error(r, StatusCode::BAD_REQUEST).await;
+    assert_eq!(followers_of_a().await, [c.as_str()]);
+    follow(&tb, &a, "/api/follow").await;
+    assert_eq!(followers_of_a().await, [b.as_str(), c.as_str()]);
 }

@@ -1,12 +1,14 @@
 //! Accounts, sessions, profiles and follows on PostgreSQL.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
 use sqlx_postgres::PgConnection;
 
 use super::{PostgresStore, into_page, unique_violation};
 use crate::store::{
-    Page, PageRequest, StoreError, StoreResult,
+    Page, PageRequest, SharedPage, StoreError, StoreResult,
     accounts::{
         AccountStore, DeletedAccount, LoginRecord, NewUser, Profile, SettingsChange, UserRef,
         UserSummary,
@@ -320,14 +322,26 @@ impl AccountStore for PostgresStore {
         .await?)
     }
 
-    async fn followers(&self, username: &str, page: PageRequest) -> StoreResult<Page<UserSummary>> {
-        self.follow_list(username, page, FollowSide::Followers)
-            .await
+    async fn followers(
+        &self,
+        username: &str,
+        page: PageRequest,
+    ) -> StoreResult<Arc<SharedPage<UserSummary>>> {
+        let page = self
+            .follow_list(username, page, FollowSide::Followers)
+            .await?;
+        Ok(SharedPage::new(page))
     }
 
-    async fn following(&self, username: &str, page: PageRequest) -> StoreResult<Page<UserSummary>> {
-        self.follow_list(username, page, FollowSide::Following)
-            .await
+    async fn following(
+        &self,
+        username: &str,
+        page: PageRequest,
+    ) -> StoreResult<Arc<SharedPage<UserSummary>>> {
+        let page = self
+            .follow_list(username, page, FollowSide::Following)
+            .await?;
+        Ok(SharedPage::new(page))
     }
 
     /// Locks what it recounts, posts before users (the order votes take

@@ -1,13 +1,17 @@
 //! Accounts, sessions, profiles and follows on SQLite.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteStore, into_page, is_unique_violation};
+use super::{
+    SqliteStore,
+    exact_cache::{Weigh, page_weight},
+    into_page, is_unique_violation,
+};
 use crate::store::{
-    Page, PageRequest, StoreError, StoreResult, UnixSeconds,
+    Page, PageRequest, SharedPage, StoreError, StoreResult, UnixSeconds,
     accounts::{
         AccountStore, DeletedAccount, LoginRecord, NewUser, Profile, SettingsChange, UserRef,
         UserSummary,
@@ -16,6 +20,14 @@ use crate::store::{
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+/// A follower or followee as rendered in a list: the keys, quotes and
+/// commas take about 32 bytes.
+impl Weigh for UserSummary {
+    fn weigh(&self) -> u64 {
+        (self.username.len() + self.avatar_url.len() + 32) as u64
+    }
 }
 
 /// The number of users, kept once counted. `COUNT(*)` reads the whole
@@ -365,7 +377,10 @@ impl AccountStore for SqliteStore {
             })
             .await;
         if avatar_changes {
+            // So does every list of followers and followees.
             self.inbox_pages.all_changed();
+            self.follower_pages.all_changed();
+            self.following_pages.all_changed();
         }
         let sessions_ended = sessions_ended?;
         self.users.changed(user_id);
@@ -394,6 +409,7 @@ impl AccountStore for SqliteStore {
             })
             .await;
         self.follows.changed(follower);
+        self.follow_lists_changed(follower, &outcome);
         outcome
     }
 
@@ -424,6 +440,7 @@ impl AccountStore for SqliteStore {
             })
             .await;
         self.follows.changed(follower);
+        self.follow_lists_changed(follower, &outcome);
         outcome
     }
 
@@ -439,12 +456,20 @@ impl AccountStore for SqliteStore {
         .await
     }
 
-    async fn followers(&self, username: &str, page: PageRequest) -> StoreResult<Page<UserSummary>> {
+    async fn followers(
+        &self,
+        username: &str,
+        page: PageRequest,
+    ) -> StoreResult<Arc<SharedPage<UserSummary>>> {
         self.follow_list(username, page, FollowSide::Followers)
             .await
     }
 
-    async fn following(&self, username: &str, page: PageRequest) -> StoreResult<Page<UserSummary>> {
+    async fn following(
+        &self,
+        username: &str,
+        page: PageRequest,
+    ) -> StoreResult<Arc<SharedPage<UserSummary>>> {
         self.follow_list(username, page, FollowSide::Following)
             .await
     }
@@ -456,6 +481,8 @@ impl AccountStore for SqliteStore {
         self.post_rows.all_changed();
         self.follows.all_changed();
         self.member_lists.all_changed();
+        self.follower_pages.all_changed();
+        self.following_pages.all_changed();
         self.user_count
             .changed(if deleted.is_ok() { Some(-1) } else { None });
         self.newest_pages.all_changed();
@@ -578,15 +605,42 @@ enum FollowSide {
 }
 
 impl SqliteStore {
+    /// After a follow or unfollow by `follower`: drops the newest pages it
+    /// may have changed (all followers' pages when the followee is unknown:
+    /// an error may have come after the commit).
+    fn follow_lists_changed(&self, follower: i64, outcome: &StoreResult<UserRef>) {
+        self.following_pages.changed(follower);
+        match outcome {
+            Ok(followee) => self.follower_pages.changed(followee.id),
+            Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {}
+            Err(_) => self.follower_pages.all_changed(),
+        }
+    }
+
     async fn follow_list(
         &self,
         username: &str,
         page: PageRequest,
         side: FollowSide,
-    ) -> StoreResult<Page<UserSummary>> {
+    ) -> StoreResult<Arc<SharedPage<UserSummary>>> {
+        let pages = match side {
+            FollowSide::Followers => self.follower_pages.clone(),
+            FollowSide::Following => self.following_pages.clone(),
+        };
+        // A cached newest page needs no reader connection at all.
+        if page.before.is_none()
+            && let Some(user) = self.users.cached_id(username)
+            && let Some(cached) = pages.newest(user, page)
+        {
+            return Ok(cached);
+        }
         let username = username.to_owned();
+        let users = self.users.clone();
+        let (before, pages_before) = (users.before_read(), pages.before_read());
         self.read(move |conn| {
-            let user = require_user(conn, &username)?;
+            let user = users
+                .by_name(conn, &username, before)?
+                .ok_or_else(|| StoreError::not_found("user not found"))?;
             let sql = match side {
                 FollowSide::Followers => {
                     "SELECT f.id, u.username, u.avatar_url FROM follows f
@@ -614,11 +668,15 @@ impl SqliteStore {
                     },
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
-            let page = into_page(rows, page.limit, |(id, _)| *id);
-            Ok(Page {
-                items: page.items.into_iter().map(|(_, u)| u).collect(),
-                next: page.next,
-            })
+            let read = into_page(rows, page.limit, |(id, _)| *id);
+            let read = Page {
+                items: read.items.into_iter().map(|(_, u)| u).collect(),
+                next: read.next,
+            };
+            let weight = page_weight(&read.items);
+            let read = SharedPage::new(read);
+            pages.keep_newest(user.id, page, &read, weight, pages_before);
+            Ok(read)
         })
         .await
     }

@@ -54,7 +54,8 @@ use self::{
     writer::Writer,
 };
 use super::{
-    Page, PoolFigures, PoolStats, StoreError, StoreResult, inbox::InboxMessage, posts::Post,
+    Page, PoolFigures, PoolStats, StoreError, StoreResult, accounts::UserSummary,
+    inbox::InboxMessage, posts::Post,
 };
 
 /// The caches' maps from ids (of posts and users) to values. Ids are
@@ -107,6 +108,10 @@ pub struct SqliteStore {
     post_rows: Arc<ExactCache<PostRow>>,
     /// Whom each user follows (ids, sorted), once read by the feed.
     follows: Arc<ExactCache<Arc<[i64]>>>,
+    /// Each user's newest page of followers, and of whom they follow, once
+    /// read, by user id.
+    follower_pages: Arc<NewestPages<UserSummary>>,
+    following_pages: Arc<NewestPages<UserSummary>>,
     /// Each room's member names once read, by room id.
     member_lists: Arc<ExactCache<MemberList>>,
     /// Each user's newest page of posts once read, by author id: the page
@@ -128,6 +133,11 @@ const POST_ROWS_WEIGHT: u64 = 16 * MIB;
 
 /// Follow lists kept in memory at most, by weight (8 bytes a followee).
 const FOLLOW_LISTS_WEIGHT: u64 = 16 * MIB;
+
+/// Newest pages of followers, and of followees, kept in memory at most
+/// (each list), by weight: a page of 50 is about 2-4 KB of JSON once
+/// rendered, so 1,000-2,000 pages each.
+const FOLLOW_PAGES_WEIGHT: u64 = 4 * MIB;
 
 /// Rooms' member lists kept in memory at most, by weight (about their
 /// JSON): the bench's five public rooms of about 1,750 members each take
@@ -289,6 +299,8 @@ impl SqliteStore {
             post_rows: Arc::new(ExactCache::new(POST_ROWS_WEIGHT, 64_000)),
             follows: Arc::new(ExactCache::new(FOLLOW_LISTS_WEIGHT, 16_000)),
             member_lists: Arc::new(ExactCache::new(MEMBER_LISTS_WEIGHT, 1_000)),
+            follower_pages: Arc::new(ExactCache::new(FOLLOW_PAGES_WEIGHT, 2_000)),
+            following_pages: Arc::new(ExactCache::new(FOLLOW_PAGES_WEIGHT, 2_000)),
             newest_pages: Arc::new(ExactCache::new(NEWEST_PAGES_WEIGHT, 2_000)),
             inbox_pages: Arc::new(ExactCache::new(INBOX_PAGES_WEIGHT, 2_000)),
             archive: Arc::default(),
