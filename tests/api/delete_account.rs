@@ -129,6 +129,12 @@ async fn deleting_an_account_erases_its_data_and_keeps_every_counter_right() {
         json!({"recipient": ann, "message": "from bob"}),
     )
     .await;
+    // Counted once before the deletion, so that a count kept in memory
+    // would show if it outlived the victim's messages.
+    assert_eq!(
+        body(app.get("/api/inbox_count", Some(&at)).await).await["inbox_count"],
+        3
+    );
 
     // A room shared with ann (it stays, hers now), a room of the victim's
     // own (it goes), messages and uploads.

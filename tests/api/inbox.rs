@@ -173,3 +173,41 @@ async fn an_inbox_page_shows_each_change_at_once() {
     assert_eq!(r.status(), StatusCode::OK, "deleting {c}");
     assert_eq!(inbox_of(&app, &tb, "").await, [entry(&a, "one", "a.png")]);
 }
+
+/// The count may be served from memory too: each send and deletion shows
+/// at once, on each side.
+#[tokio::test]
+async fn the_inbox_count_shows_each_change_at_once() {
+    let app = spawn_app().await;
+    let (a, ta) = app.new_user("ca").await;
+    let (b, tb) = app.new_user("cb").await;
+    let count = |token: &str| {
+        let app = &app;
+        let token = token.to_owned();
+        async move {
+            body(app.get("/api/inbox_count", Some(&token)).await).await["inbox_count"]
+                .as_i64()
+                .unwrap()
+        }
+    };
+    assert_eq!((count(&ta).await, count(&tb).await), (0, 0));
+    send_as(&app, &ta, &b, "one").await;
+    assert_eq!((count(&ta).await, count(&tb).await), (1, 1));
+    send_as(&app, &tb, &a, "two").await;
+    assert_eq!((count(&ta).await, count(&tb).await), (2, 2));
+    // A note to oneself is one message.
+    send_as(&app, &ta, &a, "three").await;
+    assert_eq!((count(&ta).await, count(&tb).await), (3, 2));
+    let newest = body(app.get("/api/inbox", Some(&tb)).await).await["messages"][0]["id"]
+        .as_i64()
+        .unwrap();
+    let r = app
+        .post_json(
+            "/api/delete_inbox_message",
+            Some(&tb),
+            json!({"message_id": newest}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!((count(&ta).await, count(&tb).await), (3, 1));
+}

@@ -487,6 +487,7 @@ impl AccountStore for SqliteStore {
             .changed(if deleted.is_ok() { Some(-1) } else { None });
         self.newest_pages.all_changed();
         self.inbox_pages.all_changed();
+        self.inbox_counts.all_changed();
         self.archive.forget_all();
         let deleted = deleted?;
         self.recent.forget_author(user_id);

@@ -25,6 +25,17 @@ impl Weigh for InboxMessage {
     }
 }
 
+/// How many messages a user's inbox lists (`GET /api/inbox_count`), kept
+/// once counted: counting reads every message of the user's two indexes.
+#[derive(Clone, Copy)]
+pub(super) struct InboxCount(i64);
+
+impl Weigh for InboxCount {
+    fn weigh(&self) -> u64 {
+        16
+    }
+}
+
 /// One side of a user's inbox, newest first, from its covering index
 /// (migrations 0004 and 0005); `INDEXED BY` so that the plan never falls
 /// back to reading rows from the table, whatever the planner's statistics
@@ -191,8 +202,10 @@ impl InboxStore for SqliteStore {
         // Dropped whatever the outcome: the commit may have happened even
         // if its fsync failed.
         self.inbox_pages.changed(sender);
+        self.inbox_counts.changed(sender);
         if let Some(&recipient) = recipient_id.get() {
             self.inbox_pages.changed(recipient);
+            self.inbox_counts.changed(recipient);
         }
         sent
     }
@@ -243,14 +256,21 @@ impl InboxStore for SqliteStore {
     }
 
     async fn inbox_count(&self, user_id: i64) -> StoreResult<i64> {
+        if let Some(InboxCount(count)) = self.inbox_counts.get(user_id) {
+            return Ok(count);
+        }
+        let counts = self.inbox_counts.clone();
+        let before = counts.before_read();
         self.read(move |conn| {
-            Ok(conn
+            let count = conn
                 .prepare_cached(
                     "SELECT COUNT(*) FROM inbox_messages
                  WHERE (recipient_id = ?1 AND recipient_deleted = 0)
                     OR (sender_id = ?1 AND sender_deleted = 0)",
                 )?
-                .query_row([user_id], |r| r.get(0))?)
+                .query_row([user_id], |r| r.get(0))?;
+            counts.fill([(user_id, InboxCount(count))], before);
+            Ok(count)
         })
         .await
     }
@@ -284,6 +304,7 @@ impl InboxStore for SqliteStore {
             .await;
         // Hidden for the caller only: the other side's page is unchanged.
         self.inbox_pages.changed(user_id);
+        self.inbox_counts.changed(user_id);
         deleted
     }
 }

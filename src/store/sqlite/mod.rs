@@ -44,6 +44,7 @@ use self::{
     accounts::UserCount,
     archive::ArchiveSample,
     exact_cache::{ExactCache, NewestPages},
+    inbox::InboxCount,
     posts::PostRow,
     read_lock::ReadLock,
     recent::RecentPosts,
@@ -119,6 +120,8 @@ pub struct SqliteStore {
     newest_pages: Arc<NewestPages<Post>>,
     /// Each user's newest inbox page, by user id.
     inbox_pages: Arc<NewestPages<InboxMessage>>,
+    /// How many messages each user's inbox lists, once counted.
+    inbox_counts: Arc<ExactCache<InboxCount>>,
     /// Old posts the feed's archive share is drawn from (see `archive`).
     archive: Arc<ArchiveSample>,
 }
@@ -163,6 +166,9 @@ const NEWEST_PAGES_WEIGHT: u64 = 48 * MIB;
 /// MiB then held too few, and the inbox made 0.62-0.69x as many requests
 /// as with 32; 28 MiB 0.82-0.84x).
 const INBOX_PAGES_WEIGHT: u64 = 32 * MIB;
+
+/// Inbox counts kept in memory at most, by weight (16 bytes a user).
+const INBOX_COUNTS_WEIGHT: u64 = MIB;
 
 /// Each reader's page cache. What it misses comes from the kernel's page
 /// cache for a `pread`: 8 MiB served `get_posts`, `fyp` and the inbox as
@@ -303,6 +309,7 @@ impl SqliteStore {
             following_pages: Arc::new(ExactCache::new(FOLLOW_PAGES_WEIGHT, 2_000)),
             newest_pages: Arc::new(ExactCache::new(NEWEST_PAGES_WEIGHT, 2_000)),
             inbox_pages: Arc::new(ExactCache::new(INBOX_PAGES_WEIGHT, 2_000)),
+            inbox_counts: Arc::new(ExactCache::new(INBOX_COUNTS_WEIGHT, 16_000)),
             archive: Arc::default(),
         })
     }
