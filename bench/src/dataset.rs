@@ -77,6 +77,9 @@ pub struct Dataset {
     pub authors: Vec<u32>,
     /// Users weighted by how much they post: `get_posts` picks from this.
     pub poster_weights: Skewed,
+    /// Users weighted by how many follow them (the follow graph's skew):
+    /// `get_followers` picks from this.
+    pub popularity: Skewed,
     pub posts_with_replies: Vec<i64>,
     /// Voters in the load phase; no loaded vote is theirs, so every
     /// (session user, post) pair starts unvoted.
@@ -481,6 +484,7 @@ pub fn load(data_dir: &Path, sizes: &Sizes, password_hash: &str) -> Result<(Sqli
             usernames,
             authors,
             poster_weights,
+            popularity,
             posts_with_replies,
             sessions,
             public_memberships,

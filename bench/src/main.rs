@@ -74,8 +74,10 @@ struct Args {
     /// Repetitions of the whole load phase; figures are medians over them.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Scenarios to run (default: all), comma-separated; `login_interference`
-    /// and `upload_memory` are extra scenarios.
+    /// Scenarios to run (default: all of issue 5's), comma-separated;
+    /// `login_interference` and `upload_memory` are extra scenarios, and the
+    /// reads get_followers, get_following, check_follow, room_members,
+    /// rooms, user_rooms, inbox_count and usercount run only when named.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Instead of the load phase: fyp, get_posts, profile and
@@ -140,8 +142,9 @@ async fn main() -> Result<()> {
     for name in &args.scenarios {
         ensure!(
             Scenario::parse(name).is_some() || EXTRA_SCENARIOS.contains(&name.as_str()),
-            "unknown scenario {name:?}; known: {}, {}",
+            "unknown scenario {name:?}; known: {}, {}, {}",
             Scenario::ALL.map(Scenario::name).join(", "),
+            Scenario::OPTIONAL.map(Scenario::name).join(", "),
             EXTRA_SCENARIOS.join(", ")
         );
     }
@@ -383,9 +386,11 @@ async fn load_and_measure(
         let plan: Vec<(Scenario, Vec<usize>)> = if growth {
             GROWTH_SCENARIOS.iter().map(|s| (*s, vec![64])).collect()
         } else {
+            let named = |s: &&Scenario| args.scenarios.iter().any(|n| n == s.name());
             Scenario::ALL
                 .iter()
                 .filter(|s| wanted(s.name()))
+                .chain(Scenario::OPTIONAL.iter().filter(named))
                 .map(|s| (*s, args.connections.clone()))
                 .collect()
         };
