@@ -642,36 +642,39 @@ impl SqliteStore {
             let user = users
                 .by_name(conn, &username, before)?
                 .ok_or_else(|| StoreError::not_found("user not found"))?;
+            // The other side's id is in each index (migration 0008), so a
+            // page is one run of entries; names and avatars from the cards.
             let sql = match side {
                 FollowSide::Followers => {
-                    "SELECT f.id, u.username, u.avatar_url FROM follows f
-                     JOIN users u ON u.id = f.follower_id
-                     WHERE f.followee_id = ?1 AND f.id < ?2 ORDER BY f.id DESC LIMIT ?3 + 0"
+                    "SELECT id, follower_id FROM follows INDEXED BY follows_by_followee_with_follower
+                     WHERE followee_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3 + 0"
                 }
                 FollowSide::Following => {
-                    "SELECT f.id, u.username, u.avatar_url FROM follows f
-                     JOIN users u ON u.id = f.followee_id
-                     WHERE f.follower_id = ?1 AND f.id < ?2 ORDER BY f.id DESC LIMIT ?3 + 0"
+                    "SELECT id, followee_id FROM follows INDEXED BY follows_by_follower_with_followee
+                     WHERE follower_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3 + 0"
                 }
             };
             let rows = conn
                 .prepare_cached(sql)?
                 .query_map(
                     params![user.id, page.before.unwrap_or(i64::MAX), page.limit + 1],
-                    |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            UserSummary {
-                                username: r.get(1)?,
-                                avatar_url: r.get(2)?,
-                            },
-                        ))
-                    },
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
             let read = into_page(rows, page.limit, |(id, _)| *id);
+            let ids: Vec<i64> = read.items.iter().map(|(_, other)| *other).collect();
+            let cards = users.cards(conn, &ids, before)?;
             let read = Page {
-                items: read.items.into_iter().map(|(_, u)| u).collect(),
+                // Every id is a user's (foreign keys); a missing one is
+                // skipped as a join would.
+                items: ids
+                    .iter()
+                    .filter_map(|&other| cards.get(other))
+                    .map(|card| UserSummary {
+                        username: card.username.clone(),
+                        avatar_url: card.avatar_url.clone(),
+                    })
+                    .collect(),
                 next: read.next,
             };
             let weight = page_weight(&read.items);

@@ -84,6 +84,9 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!(
         "../../../migrations/sqlite/0007_post_counts.sql"
     )),
+    M::up(include_str!(
+        "../../../migrations/sqlite/0008_follow_page_indexes.sql"
+    )),
 ];
 
 #[derive(Clone)]
