@@ -1,6 +1,6 @@
 //! Direct messages (the inbox).
 
-use axum::{Json, body::Bytes, extract::State, response::Response};
+use axum::{Json, extract::State, response::Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -101,9 +101,7 @@ async fn inbox(
             messages: page.items.iter().map(InboxEntry::from).collect(),
             next: page.next,
         };
-        let mut json = json::to_vec(&body, capacity)?;
-        json.shrink_to_fit();
-        Ok::<_, ApiError>(Bytes::from(json))
+        json::to_kept_bytes(&body, capacity)
     })?;
     Ok(json::response(rendered))
 }

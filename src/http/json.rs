@@ -29,6 +29,14 @@ pub fn to_vec(body: &impl Serialize, capacity: usize) -> Result<Vec<u8>, ApiErro
     Ok(json)
 }
 
+/// `body` as JSON to be kept (a cached page's rendering, kept as long as
+/// the page is): sized up front, then without spare capacity.
+pub fn to_kept_bytes(body: &impl Serialize, capacity: usize) -> Result<Bytes, ApiError> {
+    let mut json = to_vec(body, capacity)?;
+    json.shrink_to_fit();
+    Ok(Bytes::from(json))
+}
+
 /// A response whose body is `json`.
 pub fn response(json: Bytes) -> Response {
     (

@@ -141,10 +141,7 @@ async fn get_posts(
             .iter()
             .map(|p| p.content.json().len() + p.username.len() + ITEM_OVERHEAD)
             .sum();
-        // Kept as long as the page is cached: no spare capacity.
-        let mut json = json::to_vec(&body, size)?;
-        json.shrink_to_fit();
-        Ok::<_, ApiError>(Bytes::from(json))
+        json::to_kept_bytes(&body, size)
     })?;
     Ok(json::response(rendered))
 }

@@ -245,24 +245,22 @@ fn render_follow_page(shared: &SharedPage<UserSummary>, key: FollowKey) -> Resul
             .map(|u| u.username.len() + u.avatar_url.len() + 32)
             .sum::<usize>()
             + 32;
-        let mut json = match key {
-            FollowKey::Followers => json::to_vec(
+        match key {
+            FollowKey::Followers => json::to_kept_bytes(
                 &FollowersBody {
                     followers: entries,
                     next: page.next,
                 },
                 size,
-            )?,
-            FollowKey::Following => json::to_vec(
+            ),
+            FollowKey::Following => json::to_kept_bytes(
                 &FollowingBody {
                     following: entries,
                     next: page.next,
                 },
                 size,
-            )?,
-        };
-        json.shrink_to_fit();
-        Ok(Bytes::from(json))
+            ),
+        }
     })
 }
 

@@ -1,6 +1,6 @@
 //! Rooms, membership and room chat.
 
-use axum::{Json, body::Bytes, extract::State, http::StatusCode, response::Response};
+use axum::{Json, extract::State, http::StatusCode, response::Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -275,14 +275,12 @@ async fn room_members(
     // membership changes: rendered once.
     let rendered = members.rendered(|page| {
         let size = page.items.iter().map(|n| n.len() + 3).sum::<usize>() + ITEM_OVERHEAD;
-        let mut json = json::to_vec(
+        json::to_kept_bytes(
             &MembersBody {
                 members: &page.items,
             },
             size,
-        )?;
-        json.shrink_to_fit();
-        Ok::<_, ApiError>(Bytes::from(json))
+        )
     })?;
     Ok(json::response(rendered))
 }
@@ -362,10 +360,8 @@ async fn get_room_messages(
                 })
                 .collect(),
         };
-        // Kept as long as the room's messages do not change: no spare capacity.
-        let mut json = json::to_vec(&body, size)?;
-        json.shrink_to_fit();
-        Ok::<_, ApiError>(Bytes::from(json))
+        // Kept as long as the room's messages do not change.
+        json::to_kept_bytes(&body, size)
     })?;
     Ok(json::response(rendered))
 }

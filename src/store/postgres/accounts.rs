@@ -327,10 +327,8 @@ impl AccountStore for PostgresStore {
         username: &str,
         page: PageRequest,
     ) -> StoreResult<Arc<SharedPage<UserSummary>>> {
-        let page = self
-            .follow_list(username, page, FollowSide::Followers)
-            .await?;
-        Ok(SharedPage::new(page))
+        self.follow_list(username, page, FollowSide::Followers)
+            .await
     }
 
     async fn following(
@@ -338,10 +336,8 @@ impl AccountStore for PostgresStore {
         username: &str,
         page: PageRequest,
     ) -> StoreResult<Arc<SharedPage<UserSummary>>> {
-        let page = self
-            .follow_list(username, page, FollowSide::Following)
-            .await?;
-        Ok(SharedPage::new(page))
+        self.follow_list(username, page, FollowSide::Following)
+            .await
     }
 
     /// Locks what it recounts, posts before users (the order votes take
@@ -464,7 +460,7 @@ impl PostgresStore {
         username: &str,
         page: PageRequest,
         side: FollowSide,
-    ) -> StoreResult<Page<UserSummary>> {
+    ) -> StoreResult<Arc<SharedPage<UserSummary>>> {
         let mut conn = self.pool.acquire().await?;
         let user = require_user(&mut conn, username).await?;
         let sql = match side {
@@ -486,7 +482,7 @@ impl PostgresStore {
             .fetch_all(&mut *conn)
             .await?;
         let page = into_page(rows, page.limit, |(id, _, _)| *id);
-        Ok(Page {
+        Ok(SharedPage::new(Page {
             items: page
                 .items
                 .into_iter()
@@ -496,7 +492,7 @@ impl PostgresStore {
                 })
                 .collect(),
             next: page.next,
-        })
+        }))
     }
 }
 
