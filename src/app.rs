@@ -88,7 +88,11 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         std::fs::create_dir_all(config.data_dir.join("files"))?;
         let (store, database_messages) = open_store(&config).await?;
-        let (hub, messages) = open_realtime(&config, database_messages).await?;
+        let (hub, messages, redis) = open_realtime(&config, database_messages).await?;
+        let mut rate_limits = RateLimits::new(&config.rate_limits);
+        if let Some(conn) = redis {
+            rate_limits = rate_limits.shared_in(conn, &config.redis_prefix);
+        }
         let hashing_threads = config
             .hashing_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -101,7 +105,7 @@ impl App {
             passwords: Passwords::new(hashing_threads),
             chat: Chat::new(hub),
             trending,
-            rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
+            rate_limits: Arc::new(rate_limits),
             metrics: Arc::new(Metrics::new()?),
             config: Arc::new(config),
         }));
@@ -173,14 +177,19 @@ async fn open_store(
 
 /// The real-time hub and the home of room messages: in this process and
 /// the database by default; both in Redis when `--redis` is set, so that
-/// every node shares them.
+/// every node shares them (and then the Redis connection, for the shared
+/// rate limits).
 async fn open_realtime(
     config: &Config,
     database_messages: Arc<dyn RoomMessageStore>,
-) -> anyhow::Result<(Arc<dyn Hub>, Arc<dyn RoomMessageStore>)> {
+) -> anyhow::Result<(
+    Arc<dyn Hub>,
+    Arc<dyn RoomMessageStore>,
+    Option<redis::aio::ConnectionManager>,
+)> {
     let Some(url) = config.redis.as_deref() else {
         let hub = Arc::new(InProcessHub::new(config.ws_queue_len));
-        return Ok((hub, database_messages));
+        return Ok((hub, database_messages, None));
     };
     let client = redis::Client::open(url)?;
     let conn = client.get_connection_manager().await?;
@@ -191,8 +200,8 @@ async fn open_realtime(
         config.ws_queue_len,
     )
     .await?;
-    let messages = RedisRoomMessages::new(conn, &config.redis_prefix);
-    Ok((Arc::new(hub), Arc::new(messages)))
+    let messages = RedisRoomMessages::new(conn.clone(), &config.redis_prefix);
+    Ok((Arc::new(hub), Arc::new(messages), Some(conn)))
 }
 
 /// Rebuilds the trending counts from the shared database, so that posts made

@@ -1,4 +1,9 @@
 //! Rate limits at the HTTP edge: sign-up and login per client address, writes per user.
+//!
+//! Each limit is a GCRA quota. On one node the limiters live in this process
+//! (`governor`); with `--redis` every node counts against the same quota in
+//! Redis (`SharedLimits`), so that a client cannot multiply its quota by
+//! spreading requests over the nodes behind a load balancer.
 
 use std::{
     fmt,
@@ -6,7 +11,8 @@ use std::{
     net::{IpAddr, Ipv6Addr, SocketAddr},
     num::NonZeroU32,
     str::FromStr,
-    time::Duration,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -14,6 +20,7 @@ use axum::{
     http::request::Parts,
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
+use redis::{Script, aio::ConnectionManager};
 
 use crate::{
     app::AppState,
@@ -31,6 +38,11 @@ pub struct Rate {
 }
 
 impl Rate {
+    /// The time one request uses up of the quota.
+    fn interval(self) -> Duration {
+        self.period / self.count.get()
+    }
+
     fn quota(self) -> Quota {
         let interval = self.period / self.count.get();
         // `parse` rejects periods too short to divide; this is a fallback only.
@@ -89,6 +101,14 @@ pub enum UserAction {
 impl AddressAction {
     const ALL: [AddressAction; 2] = [AddressAction::Register, AddressAction::Login];
 
+    /// Names the action in shared keys.
+    fn key(self) -> &'static str {
+        match self {
+            AddressAction::Register => "register",
+            AddressAction::Login => "login",
+        }
+    }
+
     fn what(self) -> &'static str {
         match self {
             AddressAction::Register => "sign-ups from your address",
@@ -114,6 +134,19 @@ impl UserAction {
         UserAction::InboxMessage,
         UserAction::Upload,
     ];
+
+    /// Names the action in shared keys.
+    fn key(self) -> &'static str {
+        match self {
+            UserAction::Post => "post",
+            UserAction::Reply => "reply",
+            UserAction::Vote => "vote",
+            UserAction::Follow => "follow",
+            UserAction::RoomMessage => "room_message",
+            UserAction::InboxMessage => "inbox_message",
+            UserAction::Upload => "upload",
+        }
+    }
 
     fn what(self) -> &'static str {
         match self {
@@ -141,10 +174,14 @@ impl UserAction {
 }
 
 /// One keyed GCRA limiter per action (indexed by the action), or none when
-/// limits are off. Limits are per process: several nodes each allow the quota.
+/// limits are off; with `shared`, the quotas are counted in Redis and the
+/// process's own limiters stand in only while Redis cannot be reached.
 pub struct RateLimits {
     by_address: Vec<DefaultKeyedRateLimiter<IpAddr>>,
     by_user: Vec<DefaultKeyedRateLimiter<i64>>,
+    address_rates: Vec<Rate>,
+    user_rates: Vec<Rate>,
+    shared: Option<SharedLimits>,
     trusted_proxies: Vec<IpAddr>,
 }
 
@@ -162,24 +199,49 @@ impl RateLimits {
                 .filter(|_| on)
                 .map(|a| RateLimiter::keyed(a.rate(config).quota()))
                 .collect(),
+            address_rates: AddressAction::ALL.iter().map(|a| a.rate(config)).collect(),
+            user_rates: UserAction::ALL.iter().map(|a| a.rate(config)).collect(),
+            shared: None,
             trusted_proxies: config.trusted_proxies.clone(),
         }
     }
 
+    /// Counts the quotas in Redis from now on, shared by every node that
+    /// uses the same Redis and `prefix`.
+    pub fn shared_in(mut self, conn: ConnectionManager, prefix: &str) -> Self {
+        self.shared = Some(SharedLimits::new(conn, prefix));
+        self
+    }
+
     /// Counts one `action` from `address`, or 429 when over its limit.
-    pub fn check_address(&self, action: AddressAction, address: IpAddr) -> ApiResult<()> {
-        match self.by_address.get(action as usize) {
-            Some(limiter) => check(limiter, &address_key(address), action.what()),
-            None => Ok(()),
+    pub async fn check_address(&self, action: AddressAction, address: IpAddr) -> ApiResult<()> {
+        let Some(limiter) = self.by_address.get(action as usize) else {
+            return Ok(());
+        };
+        let address = address_key(address);
+        if let Some(shared) = &self.shared {
+            let key = format!("a:{}:{address}", action.key());
+            let rate = self.address_rates[action as usize];
+            if let Some(outcome) = shared.check(&key, rate, action.what()).await {
+                return outcome;
+            }
         }
+        check(limiter, &address, action.what())
     }
 
     /// Counts one `action` by `user_id`, or 429 when over its limit.
-    pub fn check_user(&self, action: UserAction, user_id: i64) -> ApiResult<()> {
-        match self.by_user.get(action as usize) {
-            Some(limiter) => check(limiter, &user_id, action.what()),
-            None => Ok(()),
+    pub async fn check_user(&self, action: UserAction, user_id: i64) -> ApiResult<()> {
+        let Some(limiter) = self.by_user.get(action as usize) else {
+            return Ok(());
+        };
+        if let Some(shared) = &self.shared {
+            let key = format!("u:{}:{user_id}", action.key());
+            let rate = self.user_rates[action as usize];
+            if let Some(outcome) = shared.check(&key, rate, action.what()).await {
+                return outcome;
+            }
         }
+        check(limiter, &user_id, action.what())
     }
 
     /// Forgets keys whose quota is full again, so memory holds only the
@@ -236,6 +298,92 @@ where
     })
 }
 
+/// GCRA in Redis: each key holds the time at which its quota is full again
+/// plus one interval (the "theoretical arrival time", in milliseconds of the
+/// Redis server's clock, so nodes' clocks do not matter; 13 digits, which
+/// Lua writes back exactly). A request is allowed while that time lies less
+/// than the whole quota ahead of now; the key expires when the quota is full
+/// again. Returns 0 for allowed, else the milliseconds to wait.
+const GCRA: &str = r"
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allowed_at = new_tat - interval * burst
+if allowed_at > now then
+  return allowed_at - now
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
+return 0
+";
+
+/// Longest a request waits for Redis to count it (it answers in well under
+/// a millisecond when up); the connection otherwise retries for seconds.
+const SHARED_WAIT: Duration = Duration::from_millis(250);
+/// After Redis failed to answer, how long requests skip it (this node's
+/// own limits apply meanwhile) before it is tried again.
+const SHARED_PAUSE: Duration = Duration::from_secs(2);
+
+/// The quotas of every node, counted in Redis.
+struct SharedLimits {
+    conn: ConnectionManager,
+    prefix: String,
+    script: Script,
+    /// Until when Redis is skipped, in milliseconds since `started`.
+    paused_until_ms: AtomicU64,
+    started: Instant,
+}
+
+impl SharedLimits {
+    fn new(conn: ConnectionManager, prefix: &str) -> Self {
+        SharedLimits {
+            conn,
+            prefix: format!("{prefix}:rl:"),
+            script: Script::new(GCRA),
+            paused_until_ms: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Counts one request against `key`'s quota: `None` when Redis did not
+    /// answer in time or is paused after failing (the caller falls back to
+    /// this node's own limiter, so limits hold per node while Redis is away).
+    async fn check(&self, key: &str, rate: Rate, what: &str) -> Option<ApiResult<()>> {
+        if self.now_ms() < self.paused_until_ms.load(Ordering::Relaxed) {
+            return None;
+        }
+        let interval = u64::try_from(rate.interval().as_millis()).unwrap_or(u64::MAX);
+        let mut conn = self.conn.clone();
+        let mut invocation = self.script.key(format!("{}{key}", self.prefix));
+        invocation.arg(interval.max(1)).arg(rate.count.get());
+        let counted = invocation.invoke_async::<u64>(&mut conn);
+        let failure = match tokio::time::timeout(SHARED_WAIT, counted).await {
+            Ok(Ok(0)) => return Some(Ok(())),
+            Ok(Ok(wait)) => {
+                return Some(Err(ApiError::too_many_requests(
+                    what,
+                    Duration::from_millis(wait),
+                )));
+            }
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => format!("no answer within {SHARED_WAIT:?}"),
+        };
+        let until = self.now_ms() + u64::try_from(SHARED_PAUSE.as_millis()).unwrap_or(0);
+        // Logged once per pause, not once per request.
+        if self.paused_until_ms.swap(until, Ordering::Relaxed) <= self.now_ms() {
+            tracing::warn!(%failure, "shared rate limits unavailable; this node's own limits apply");
+        }
+        None
+    }
+}
+
 /// IPv4 addresses count one by one; IPv6 by their /64 network, since one
 /// subscriber usually holds a whole /64 and could rotate through it.
 fn address_key(address: IpAddr) -> IpAddr {
@@ -272,7 +420,9 @@ impl<L: AddressLimit> FromRequestParts<AppState> for AddressRateLimited<L> {
             .copied()
             .ok_or_else(|| ApiError::internal("the server did not record the client address"))?;
         let limits = &state.rate_limits;
-        limits.check_address(L::ACTION, limits.client_address(peer.ip(), parts))?;
+        limits
+            .check_address(L::ACTION, limits.client_address(peer.ip(), parts))
+            .await?;
         Ok(AddressRateLimited(PhantomData))
     }
 }
@@ -286,7 +436,7 @@ impl<L: UserLimit> FromRequestParts<AppState> for RateLimited<L> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         let user = AuthUser::from_request_parts(parts, state).await?;
-        state.rate_limits.check_user(L::ACTION, user.id)?;
+        state.rate_limits.check_user(L::ACTION, user.id).await?;
         Ok(RateLimited(user, PhantomData))
     }
 }
@@ -345,26 +495,26 @@ mod tests {
         assert_eq!(address_key(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
     }
 
-    #[test]
-    fn a_burst_is_allowed_then_refused_with_a_wait() {
+    #[tokio::test]
+    async fn a_burst_is_allowed_then_refused_with_a_wait() {
         let mut config = crate::Config::for_tests(".".into()).rate_limits;
         config.mode = Switch::On;
         config.votes = "2/1h".parse().unwrap();
         let limits = RateLimits::new(&config);
-        assert!(limits.check_user(UserAction::Vote, 1).is_ok());
-        assert!(limits.check_user(UserAction::Vote, 1).is_ok());
-        match limits.check_user(UserAction::Vote, 1) {
+        assert!(limits.check_user(UserAction::Vote, 1).await.is_ok());
+        assert!(limits.check_user(UserAction::Vote, 1).await.is_ok());
+        match limits.check_user(UserAction::Vote, 1).await {
             Err(ApiError::TooManyRequests {
                 retry_after_secs, ..
             }) => assert!((1..=1800).contains(&retry_after_secs), "{retry_after_secs}"),
             other => panic!("expected 429, got {other:?}"),
         }
         assert!(
-            limits.check_user(UserAction::Vote, 2).is_ok(),
+            limits.check_user(UserAction::Vote, 2).await.is_ok(),
             "other users are unaffected"
         );
         assert!(
-            limits.check_user(UserAction::Post, 1).is_ok(),
+            limits.check_user(UserAction::Post, 1).await.is_ok(),
             "other actions are unaffected"
         );
     }

@@ -63,7 +63,10 @@ async fn upload_file(
     if let Some(token) = token.as_deref()
         && let Ok(user) = authenticate(&state, token).await
     {
-        state.rate_limits.check_user(UserAction::Upload, user.id)?;
+        state
+            .rate_limits
+            .check_user(UserAction::Upload, user.id)
+            .await?;
     }
     let mut multipart = match Multipart::from_request(request, &state).await {
         Ok(multipart) => multipart,

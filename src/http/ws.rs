@@ -337,7 +337,8 @@ impl Connection {
                 async {
                     state
                         .rate_limits
-                        .check_user(UserAction::RoomMessage, user.id)?;
+                        .check_user(UserAction::RoomMessage, user.id)
+                        .await?;
                     let sent = chat::send_room_message(state, user, room_id, &message).await?;
                     Ok(sent.id)
                 }
@@ -347,7 +348,8 @@ impl Connection {
                 async {
                     state
                         .rate_limits
-                        .check_user(UserAction::InboxMessage, user.id)?;
+                        .check_user(UserAction::InboxMessage, user.id)
+                        .await?;
                     let sent = chat::send_inbox_message(state, user, &recipient, &message).await?;
                     Ok(sent.id)
                 }

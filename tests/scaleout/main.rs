@@ -28,6 +28,8 @@ mod posts;
 mod profiles;
 #[path = "../api/quickstart.rs"]
 mod quickstart;
+#[path = "../api/rate_limits.rs"]
+mod rate_limits;
 #[path = "../api/rooms.rs"]
 mod rooms;
 #[path = "../api/security.rs"]

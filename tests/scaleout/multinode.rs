@@ -2,11 +2,12 @@
 //! whatever is done through one is seen through the other.
 
 use futures_util::future::join_all;
-use reqwest::StatusCode;
+use mirage::config::Switch;
+use reqwest::{Response, StatusCode};
 use serde_json::json;
 
 use crate::{
-    helpers::{body, spawn_app},
+    helpers::{TestApp, assert_error, body, spawn_app, spawn_app_with},
     ws::{
         assert_nothing_pending, connect, join, next_of_type, room_messages, send_frame, send_http,
         without_type,
@@ -141,4 +142,65 @@ async fn two_nodes_behave_as_one() {
         assert_eq!(profile["stats"]["upvotes"], 12);
         assert_eq!(profile["stats"]["downvotes"], 4);
     }
+}
+
+async fn login_as(node: &TestApp, username: &str, password: &str) -> Response {
+    node.post_json(
+        "/api/login",
+        None,
+        json!({"username": username, "password": password}),
+    )
+    .await
+}
+
+async fn assert_limited(resp: Response) {
+    assert!(resp.headers().contains_key("retry-after"), "Retry-After");
+    let error = assert_error(resp, StatusCode::TOO_MANY_REQUESTS).await;
+    assert!(error.starts_with("too many"), "{error}");
+}
+
+/// With Redis, the nodes count against one quota: a client cannot multiply
+/// its logins or posts by spreading them over the nodes. Each node alone
+/// sees fewer requests than the quota here, so a per-node limit would let
+/// every request through.
+#[tokio::test]
+async fn two_nodes_share_one_rate_limit() {
+    let a = spawn_app_with(|config| {
+        let limits = &mut config.rate_limits;
+        limits.mode = Switch::On;
+        limits.register = "1000/1h".parse().unwrap();
+        limits.login = "4/1h".parse().unwrap();
+        limits.posts = "2/1h".parse().unwrap();
+    })
+    .await;
+    if a.config.redis.is_none() {
+        crate::backend::skipped("the shared rate-limit test", "Redis is not configured");
+        return;
+    }
+    let b = a.second_node().await;
+
+    // One login on A to sign up, then three wrong passwords over A and B.
+    let (alice, alice_token) = a.new_user("rlalice").await;
+    for node in [&b, &a, &b] {
+        let resp = login_as(node, &alice, "wrong-password").await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    // The fifth attempt, right password included, is over on either node.
+    assert_limited(login_as(&a, &alice, "password123").await).await;
+    assert_limited(login_as(&b, &alice, "password123").await).await;
+
+    // Two posts, one through each node; the third is refused and not stored.
+    for node in [&a, &b] {
+        node.create_post(&alice_token, "shared quota").await;
+    }
+    let resp = a
+        .post_json(
+            "/api/create_post",
+            Some(&alice_token),
+            json!({"content": "one too many"}),
+        )
+        .await;
+    assert_limited(resp).await;
+    let posts = body(b.get(&format!("/api/get_posts/{alice}"), None).await).await;
+    assert_eq!(posts["posts"].as_array().map(Vec::len), Some(2));
 }

@@ -78,3 +78,70 @@ pub fn configure(config: &mut mirage::Config) {
         None => crate::backend::skipped("Redis", "redis-server is not installed"),
     }
 }
+
+/// Shared rate limits fall back to each node's own limiter while Redis is
+/// away, answering at once instead of waiting for it (on a Redis server of
+/// the test's own, since it is stopped halfway).
+#[tokio::test]
+async fn shared_rate_limits_fall_back_to_the_node_when_redis_is_away() {
+    use mirage::{
+        config::Switch,
+        error::ApiError,
+        rate_limit::{RateLimits, UserAction},
+    };
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Ok(mut server) = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        crate::backend::skipped("the Redis fallback test", "redis-server is not installed");
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let conn = client.get_connection_manager().await.expect("connected");
+    let mut config = mirage::Config::for_tests(dir.path().to_path_buf()).rate_limits;
+    config.mode = Switch::On;
+    config.votes = "2/1h".parse().unwrap();
+    let limits = RateLimits::new(&config).shared_in(conn, "fallback");
+
+    let is_limited = |outcome: Result<(), ApiError>| match outcome {
+        Ok(()) => false,
+        Err(ApiError::TooManyRequests { .. }) => true,
+        Err(other) => panic!("expected 429, got {other:?}"),
+    };
+    for _ in 0..2 {
+        assert!(!is_limited(limits.check_user(UserAction::Vote, 1).await));
+    }
+    assert!(is_limited(limits.check_user(UserAction::Vote, 1).await));
+
+    server.kill().expect("redis-server stopped");
+    server.wait().expect("redis-server reaped");
+    // This node's own quota for user 2 is untouched, so it allows two and
+    // refuses the third; none of the checks waits long for Redis.
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        outcomes.push(is_limited(limits.check_user(UserAction::Vote, 2).await));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a check waited {:?} for the missing Redis",
+            started.elapsed()
+        );
+    }
+    assert_eq!(outcomes, [false, false, true]);
+}
