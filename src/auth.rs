@@ -12,7 +12,8 @@ use argon2::{
 };
 use axum::{
     extract::FromRequestParts,
-    http::{HeaderMap, request::Parts},
+    http::{HeaderMap, HeaderValue, StatusCode, request::Parts},
+    response::{IntoResponse, Response},
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
@@ -55,6 +56,37 @@ pub async fn authenticate(state: &AppState, token: &str) -> ApiResult<AuthUser> 
         username: user.username,
         token_hash,
     })
+}
+
+/// `response`, or 401 instead when it is a 500 and the caller's session
+/// (`authorization`, the request's header) ended while the request ran: a
+/// write that passed authentication just before its account was deleted
+/// finds its user row gone when it is stored. The next request with that
+/// token would get this 401 anyway. Costs nothing on other answers.
+pub async fn session_ended_is_unauthorized(
+    state: &AppState,
+    authorization: Option<HeaderValue>,
+    response: Response,
+) -> Response {
+    if response.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return response;
+    }
+    let token = authorization
+        .as_ref()
+        .and_then(|value| value.to_str().ok())
+        .and_then(authorization_token);
+    match token {
+        Some(token)
+            if matches!(
+                authenticate(state, token).await,
+                Err(ApiError::Unauthorized(_))
+            ) =>
+        {
+            tracing::info!("the caller's session ended during the request; answered 401");
+            ApiError::unauthorized("invalid or expired token").into_response()
+        }
+        _ => response,
+    }
 }
 
 /// The token of the `Authorization` header, with or without `Bearer `.

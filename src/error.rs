@@ -92,6 +92,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => ApiError::NotFound(what),
             StoreError::Forbidden(why) => ApiError::Forbidden(why),
             StoreError::Conflict(why) => ApiError::BadRequest(why),
+            StoreError::AccountGone => ApiError::Unauthorized("invalid or expired token".into()),
             StoreError::Other(detail) => ApiError::Internal(detail),
         }
     }

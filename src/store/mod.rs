@@ -61,6 +61,10 @@ pub enum StoreError {
     /// The request clashes with what is stored (400), e.g. a taken name.
     #[error("{0}")]
     Conflict(String),
+    /// The account acting was deleted while the request ran (401, as its
+    /// session is gone too).
+    #[error("the account is gone")]
+    AccountGone,
     /// Anything else; logged, never shown to clients.
     #[error("{0}")]
     Other(String),

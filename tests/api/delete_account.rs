@@ -541,3 +541,63 @@ async fn counters_stay_right_when_others_write_during_the_deletion() {
         );
     }
 }
+
+/// Writes still in flight when their account is deleted end as if their
+/// session had ended first (401), never as a server error. Several clients
+/// post back to back while the account goes, so some writes are
+/// authenticated just before the deletion and stored just after it.
+#[tokio::test]
+async fn writes_racing_an_account_deletion_get_401_not_500() {
+    let app = spawn_app().await;
+    let (_, token) = app.new_user("racer").await;
+    let (bystander, _) = app.new_user("bystander").await;
+    // Half the clients post, half send direct messages: the store answers
+    // a post whose author is gone itself, any other write fails on its
+    // missing user row and the HTTP layer finds the session gone.
+    let writer = |n: usize| {
+        let (app, token, bystander) = (&app, &token, &bystander);
+        async move {
+            let mut statuses = Vec::new();
+            // Bounded in count; ends at the first answer that is not a success.
+            for i in 0..2_000 {
+                let (path, request) = if n % 2 == 0 {
+                    (
+                        "/api/create_post",
+                        json!({ "content": format!("racing {n} {i}") }),
+                    )
+                } else {
+                    (
+                        "/api/send_inbox_message",
+                        json!({ "recipient": bystander, "message": format!("racing {n} {i}") }),
+                    )
+                };
+                let status = app.post_json(path, Some(token), request).await.status();
+                statuses.push(status);
+                if !status.is_success() {
+                    break;
+                }
+            }
+            statuses
+        }
+    };
+    let deletion = async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        delete_account(&app, &token, "password123").await.status()
+    };
+    let (statuses, deleted) = tokio::join!(
+        futures_util::future::join_all((0..16).map(writer)),
+        deletion
+    );
+    assert_eq!(deleted, StatusCode::OK);
+    let statuses: Vec<StatusCode> = statuses.into_iter().flatten().collect();
+    let errors: Vec<&StatusCode> = statuses
+        .iter()
+        .filter(|&&s| !s.is_success() && s != StatusCode::UNAUTHORIZED)
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{errors:?} among {} writes",
+        statuses.len()
+    );
+    assert!(statuses.contains(&StatusCode::UNAUTHORIZED));
+}

@@ -46,14 +46,22 @@ impl PostStore for PostgresStore {
         now: UnixSeconds,
     ) -> StoreResult<i64> {
         let mut tx = self.pool.begin().await?;
-        let id: i64 = query_scalar(
-            "INSERT INTO posts (user_id, content, created_at) VALUES ($1, $2, $3) RETURNING id",
+        // The author's row is locked before the post refers to it, in the
+        // order an account deletion takes them: inserting first would hold
+        // the row's key lock (the foreign key) while waiting for the
+        // deletion to let go of the row, which waits for that key lock (a
+        // deadlock, seen as 500s for both). After a deletion, no row.
+        let id: Option<i64> = query_scalar(
+            "WITH author AS (SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE)
+             INSERT INTO posts (user_id, content, created_at)
+             SELECT id, $2, $3 FROM author RETURNING id",
         )
         .bind(author)
         .bind(&content)
         .bind(now)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        let id = id.ok_or(StoreError::AccountGone)?;
         // GREATEST: a concurrent post by the same author may commit first
         // with a higher id.
         query(

@@ -382,6 +382,15 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// True when `err` is a FOREIGN KEY constraint failure.
+fn is_foreign_key_violation(err: &rusqlite::Error) -> bool {
+    matches!(
+        err,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+    )
+}
+
 /// True when `err` is a UNIQUE constraint failure.
 fn is_unique_violation(err: &rusqlite::Error) -> bool {
     matches!(

@@ -9,7 +9,7 @@ use super::{
     SqliteStore,
     archive::{ArchiveSample, Draw},
     exact_cache::{self, ExactCache, Weigh, page_weight},
-    into_page,
+    into_page, is_foreign_key_violation,
     recent::{KEPT_PER_USER, RecentPost, RecentPosts},
     user_cards::{BeforeRead, UserCards},
 };
@@ -204,7 +204,16 @@ pub(super) fn insert_post(
     now: UnixSeconds,
 ) -> StoreResult<i64> {
     conn.prepare_cached("INSERT INTO posts (user_id, content, created_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![author, content, now])?;
+        .execute(params![author, content, now])
+        .map_err(|err| {
+            // The author is the post's one reference: deleted while the
+            // request ran (the session is gone too).
+            if is_foreign_key_violation(&err) {
+                StoreError::AccountGone
+            } else {
+                err.into()
+            }
+        })?;
     let id = conn.last_insert_rowid();
     conn.prepare_cached("UPDATE users SET posts = posts + 1, last_post_id = ?2 WHERE id = ?1")?
         .execute(params![author, id])?;
