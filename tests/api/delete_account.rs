@@ -560,7 +560,7 @@ async fn writes_racing_an_account_deletion_get_401_not_500() {
             let mut statuses = Vec::new();
             // Bounded in count; ends at the first answer that is not a success.
             for i in 0..2_000 {
-                let (path, request) = if n % 2 == 0 {
+                let (path, request) = if n.is_multiple_of(2) {
                     (
                         "/api/create_post",
                         json!({ "content": format!("racing {n} {i}") }),
