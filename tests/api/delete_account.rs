@@ -550,26 +550,36 @@ async fn counters_stay_right_when_others_write_during_the_deletion() {
 async fn writes_racing_an_account_deletion_get_401_not_500() {
     let app = spawn_app().await;
     let (_, token) = app.new_user("racer").await;
-    let (bystander, _) = app.new_user("bystander").await;
-    // Half the clients post, half send direct messages: the store answers
-    // a post whose author is gone itself, any other write fails on its
-    // missing user row and the HTTP layer finds the session gone.
+    let (bystander, bystander_token) = app.new_user("bystander").await;
+    let mut targets = Vec::new();
+    for n in 0..16 {
+        targets.push(
+            app.create_post(&bystander_token, &format!("race {n}"))
+                .await,
+        );
+    }
+    // The clients post, send direct messages and reply to the bystander's
+    // posts. On PostgreSQL posts and replies lock rows in the deletion's
+    // order (before, both deadlocked with it); a write whose user row is
+    // gone is a 401 from the store or, failing on the missing row, from the
+    // HTTP layer that finds the session gone. (Votes: README, "Known gaps".)
     let writer = |n: usize| {
-        let (app, token, bystander) = (&app, &token, &bystander);
+        let (app, token, bystander, targets) = (&app, &token, &bystander, &targets);
         async move {
             let mut statuses = Vec::new();
             // Bounded in count; ends at the first answer that is not a success.
             for i in 0..2_000 {
-                let (path, request) = if n.is_multiple_of(2) {
-                    (
-                        "/api/create_post",
-                        json!({ "content": format!("racing {n} {i}") }),
-                    )
-                } else {
-                    (
+                let content = format!("racing {n} {i}");
+                let (path, request) = match n % 3 {
+                    0 => ("/api/create_post", json!({ "content": content })),
+                    1 => (
                         "/api/send_inbox_message",
-                        json!({ "recipient": bystander, "message": format!("racing {n} {i}") }),
-                    )
+                        json!({ "recipient": bystander, "message": content }),
+                    ),
+                    _ => (
+                        "/api/reply_to_post",
+                        json!({ "post_id": targets[n], "content": content }),
+                    ),
                 };
                 let status = app.post_json(path, Some(token), request).await.status();
                 statuses.push(status);

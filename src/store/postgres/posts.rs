@@ -183,10 +183,15 @@ impl PostStore for PostgresStore {
         now: UnixSeconds,
     ) -> StoreResult<i64> {
         let mut tx = self.pool.begin().await?;
-        let exists: Option<i64> = query_scalar("SELECT id FROM posts WHERE id = $1")
-            .bind(post_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        // The post is locked before the reply refers to the replier's row:
+        // inserting first held that row's key lock while waiting for an
+        // account deletion holding the post, which then waited for the key
+        // lock (a deadlock).
+        let exists: Option<i64> =
+            query_scalar("SELECT id FROM posts WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(post_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         if exists.is_none() {
             return Err(StoreError::not_found("post not found"));
         }
