@@ -44,7 +44,7 @@ impl Rate {
     }
 
     fn quota(self) -> Quota {
-        let interval = self.period / self.count.get();
+        let interval = self.interval();
         // `parse` rejects periods too short to divide; this is a fallback only.
         Quota::with_period(interval)
             .unwrap_or_else(|| Quota::per_second(self.count))
