@@ -475,7 +475,19 @@ impl AccountStore for SqliteStore {
     }
 
     async fn delete_account(&self, user_id: i64) -> StoreResult<DeletedAccount> {
-        let deleted = self.write(move |tx| erase_user(tx, user_id)).await;
+        // The user's sessions leave the cache before any write committed
+        // after the deletion is answered: a write of theirs that was still
+        // in flight fails on the missing user row, and the HTTP layer must
+        // then find the session gone (401, not 500). Forgotten whatever the
+        // outcome, as the caches below.
+        let sessions = self.sessions.clone();
+        let deleted = self
+            .writer
+            .run_then(
+                move |tx| erase_user(tx, user_id),
+                move |_| sessions.forget(|_, user| user.id == user_id),
+            )
+            .await;
         // These caches are dropped whatever the outcome: the commit may
         // have happened even if its fsync failed.
         self.post_rows.all_changed();
@@ -491,7 +503,6 @@ impl AccountStore for SqliteStore {
         self.archive.forget_all();
         let deleted = deleted?;
         self.recent.forget_author(user_id);
-        self.sessions.forget(|_, user| user.id == user_id);
         self.users.changed(user_id);
         self.room_messages.clear();
         Ok(deleted)

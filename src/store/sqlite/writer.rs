@@ -124,6 +124,19 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Transaction) -> StoreResult<T> + Send + 'static,
     {
+        self.run_then(work, |_| {}).await
+    }
+
+    /// Like `run`, and calls `then` with the outcome before any write
+    /// committed after this one is answered (the syncer answers in commit
+    /// order): for caches that must forget what the commit removed before
+    /// anyone can act on a later write's outcome.
+    pub(super) async fn run_then<T, F, G>(&self, work: F, then: G) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> StoreResult<T> + Send + 'static,
+        G: FnOnce(&StoreResult<T>) + Send + 'static,
+    {
         let (answer, answered) = oneshot::channel();
         let job: Job = Box::new(move |tx| {
             let (outcome, sound) = match tx {
@@ -135,6 +148,7 @@ impl Writer {
                     Ok(()) => outcome,
                     Err(err) => outcome.and(Err(StoreError::Other(err))),
                 };
+                then(&result);
                 let _ = answer.send(result);
             });
             (completion, sound)
@@ -673,5 +687,35 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
             .expect("count");
         assert_eq!(n, 1);
+    }
+
+    #[tokio::test]
+    async fn a_write_s_hook_runs_before_any_later_write_is_answered() {
+        let (_dir, writer, _path) = writer();
+        let hooked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = hooked.clone();
+        // Polled in order, so the first write is queued before the second.
+        let (first, second_saw_hook) = tokio::join!(
+            writer.run_then(
+                |tx| Ok(tx.execute("INSERT INTO t (n) VALUES (1)", [])?),
+                move |_| {
+                    // Slow, so that a second answer not held back would win.
+                    std::thread::sleep(Duration::from_millis(50));
+                    seen.store(true, Ordering::SeqCst);
+                },
+            ),
+            async {
+                writer
+                    .run(|tx| Ok(tx.execute("INSERT INTO t (n) VALUES (2)", [])?))
+                    .await
+                    .expect("second write");
+                hooked.load(Ordering::SeqCst)
+            },
+        );
+        first.expect("first write");
+        assert!(
+            second_saw_hook,
+            "the second write was answered before the first's hook ran"
+        );
     }
 }
