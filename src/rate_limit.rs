@@ -219,14 +219,10 @@ impl RateLimits {
             return Ok(());
         };
         let address = address_key(address);
-        if let Some(shared) = &self.shared {
-            let key = format!("a:{}:{address}", action.key());
-            let rate = self.address_rates[action as usize];
-            if let Some(outcome) = shared.check(&key, rate, action.what()).await {
-                return outcome;
-            }
-        }
-        check(limiter, &address, action.what())
+        let shared_key = || format!("a:{}:{address}", action.key());
+        let rate = self.address_rates[action as usize];
+        self.count(limiter, &address, shared_key, rate, action.what())
+            .await
     }
 
     /// Counts one `action` by `user_id`, or 429 when over its limit.
@@ -234,14 +230,31 @@ impl RateLimits {
         let Some(limiter) = self.by_user.get(action as usize) else {
             return Ok(());
         };
-        if let Some(shared) = &self.shared {
-            let key = format!("u:{}:{user_id}", action.key());
-            let rate = self.user_rates[action as usize];
-            if let Some(outcome) = shared.check(&key, rate, action.what()).await {
-                return outcome;
-            }
+        let shared_key = || format!("u:{}:{user_id}", action.key());
+        let rate = self.user_rates[action as usize];
+        self.count(limiter, &user_id, shared_key, rate, action.what())
+            .await
+    }
+
+    /// Counts one request in Redis when the limits are shared and Redis
+    /// answers, else in this node's `limiter`.
+    async fn count<K>(
+        &self,
+        limiter: &DefaultKeyedRateLimiter<K>,
+        key: &K,
+        shared_key: impl FnOnce() -> String,
+        rate: Rate,
+        what: &str,
+    ) -> ApiResult<()>
+    where
+        K: std::hash::Hash + Eq + Clone,
+    {
+        if let Some(shared) = &self.shared
+            && let Some(outcome) = shared.check(&shared_key(), rate, what).await
+        {
+            return outcome;
         }
-        check(limiter, &user_id, action.what())
+        check(limiter, key, what)
     }
 
     /// Forgets keys whose quota is full again, so memory holds only the

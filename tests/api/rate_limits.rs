@@ -29,7 +29,7 @@ async fn spawn_limited(adjust: impl FnOnce(&mut RateLimitConfig)) -> TestApp {
 
 /// Asserts a 429 with a whole-seconds `Retry-After` of at least 1 and a
 /// JSON error; returns the seconds.
-async fn assert_limited(resp: Response) -> u64 {
+pub(crate) async fn assert_limited(resp: Response) -> u64 {
     let retry_after: u64 = resp
         .headers()
         .get("retry-after")

@@ -7,7 +7,8 @@ use reqwest::{Response, StatusCode};
 use serde_json::json;
 
 use crate::{
-    helpers::{TestApp, assert_error, body, spawn_app, spawn_app_with},
+    helpers::{TestApp, body, spawn_app, spawn_app_with},
+    rate_limits::assert_limited,
     ws::{
         assert_nothing_pending, connect, join, next_of_type, room_messages, send_frame, send_http,
         without_type,
@@ -151,12 +152,6 @@ async fn login_as(node: &TestApp, username: &str, password: &str) -> Response {
         json!({"username": username, "password": password}),
     )
     .await
-}
-
-async fn assert_limited(resp: Response) {
-    assert!(resp.headers().contains_key("retry-after"), "Retry-After");
-    let error = assert_error(resp, StatusCode::TOO_MANY_REQUESTS).await;
-    assert!(error.starts_with("too many"), "{error}");
 }
 
 /// With Redis, the nodes count against one quota: a client cannot multiply

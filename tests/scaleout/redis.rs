@@ -19,24 +19,44 @@ fn server_url() -> Option<&'static str> {
     URL.get_or_init(start_server).as_deref()
 }
 
-fn start_server() -> Option<String> {
-    let port = TcpListener::bind("127.0.0.1:0")
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
-        .port();
+        .port()
+}
+
+/// `redis-server` on `port`, without persistence, its files in `dir`.
+fn server_command(port: u16, dir: &std::path::Path) -> Command {
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// Waits until the server on `port` accepts connections (at most 10 s).
+fn wait_until_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_server() -> Option<String> {
+    let port = free_port();
     let dir = tempfile::tempdir().expect("temp dir").keep();
     let (tx, rx) = std::sync::mpsc::channel();
     // The server dies with the thread that started it (PDEATHSIG), so that
     // thread lives as long as the test process.
     std::thread::spawn(move || {
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut command = server_command(port, &dir);
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to
         // kill the child when this thread ends.
         unsafe {
@@ -58,11 +78,7 @@ fn start_server() -> Option<String> {
     if !rx.recv().expect("start report") {
         return None;
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_listening(port);
     Some(format!("redis://127.0.0.1:{port}"))
 }
 
@@ -90,28 +106,13 @@ async fn shared_rate_limits_fall_back_to_the_node_when_redis_is_away() {
         rate_limit::{RateLimits, UserAction},
     };
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let Ok(mut server) = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
+    let Ok(mut server) = server_command(port, dir.path()).spawn() else {
         crate::backend::skipped("the Redis fallback test", "redis-server is not installed");
         return;
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_listening(port);
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
     let conn = client.get_connection_manager().await.expect("connected");
     let mut config = mirage::Config::for_tests(dir.path().to_path_buf()).rate_limits;
