@@ -58,17 +58,21 @@ pub async fn authenticate(state: &AppState, token: &str) -> ApiResult<AuthUser> 
     })
 }
 
-/// `response`, or 401 instead when it is a 500 and the caller's session
-/// (`authorization`, the request's header) ended while the request ran: a
-/// write that passed authentication just before its account was deleted
-/// finds its user row gone when it is stored. The next request with that
-/// token would get this 401 anyway. Costs nothing on other answers.
+/// `response`, or 401 instead when it is a 403, 404 or 500 and the caller's
+/// session (`authorization`, the request's header) ended while the request
+/// ran: a write that passed authentication just before its account was
+/// deleted finds its user row, its room membership or its own posts gone.
+/// The next request with that token would get this 401 anyway. Costs
+/// nothing on other answers.
 pub async fn session_ended_is_unauthorized(
     state: &AppState,
     authorization: Option<HeaderValue>,
     response: Response,
 ) -> Response {
-    if response.status() != StatusCode::INTERNAL_SERVER_ERROR {
+    if !matches!(
+        response.status(),
+        StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::INTERNAL_SERVER_ERROR
+    ) {
         return response;
     }
     let token = authorization

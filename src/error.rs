@@ -93,7 +93,9 @@ impl From<StoreError> for ApiError {
             StoreError::Forbidden(why) => ApiError::Forbidden(why),
             StoreError::Conflict(why) => ApiError::BadRequest(why),
             StoreError::AccountGone => ApiError::Unauthorized("invalid or expired token".into()),
-            StoreError::Other(detail) => ApiError::Internal(detail),
+            StoreError::Contention(detail) | StoreError::Other(detail) => {
+                ApiError::Internal(detail)
+            }
         }
     }
 }

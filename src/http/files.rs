@@ -17,7 +17,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{edge::API_CONTENT_SECURITY_POLICY, extract::body_read_error};
 use crate::{
     app::AppState,
-    auth::{AuthUser, authenticate, header_token},
+    auth::{AuthUser, authenticate, header_token, session_ended_is_unauthorized},
     chat::{member_room, post_to_room},
     domain::time::now_secs,
     error::{ApiError, ApiResult, ErrorBody},
@@ -52,27 +52,32 @@ struct Received {
     request_body(content_type = "multipart/form-data", description = "parts `file` and `room_id`"),
     responses((status = 200, body = UploadedBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
-async fn upload_file(
-    State(state): State<AppState>,
-    request: Request,
-) -> ApiResult<Json<UploadedBody>> {
+async fn upload_file(State(state): State<AppState>, request: Request) -> Response {
+    let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+    let response = store_upload(&state, request).await.into_response();
+    // An upload in flight while its account is deleted finds its room
+    // membership or user row gone: 401, as on the JSON routes.
+    session_ended_is_unauthorized(&state, authorization, response).await
+}
+
+async fn store_upload(state: &AppState, request: Request) -> ApiResult<Json<UploadedBody>> {
     let headers = request.headers().clone();
     let token = header_token(&headers).map(str::to_owned);
     // A caller over the upload limit is refused before a byte is stored;
     // anyone else gets the usual order (413, 401, 400) below.
     if let Some(token) = token.as_deref()
-        && let Ok(user) = authenticate(&state, token).await
+        && let Ok(user) = authenticate(state, token).await
     {
         state
             .rate_limits
             .check_user(UserAction::Upload, user.id)
             .await?;
     }
-    let mut multipart = match Multipart::from_request(request, &state).await {
+    let mut multipart = match Multipart::from_request(request, state).await {
         Ok(multipart) => multipart,
         Err(_) => {
             // Authentication is checked before the request's shape.
-            caller(&state, token.as_deref()).await?;
+            caller(state, token.as_deref()).await?;
             return Err(ApiError::bad_request("expected a multipart/form-data body"));
         }
     };
@@ -125,7 +130,7 @@ async fn upload_file(
             Err(err) if !matches!(err, ApiError::BadRequest(_)) => return Err(err),
             other => other,
         };
-        let user = caller(&state, token.as_deref()).await?;
+        let user = caller(state, token.as_deref()).await?;
         parsed?;
         let file = received
             .as_ref()
@@ -140,7 +145,7 @@ async fn upload_file(
             .ok_or_else(|| ApiError::bad_request("room_id is required"))?
             .parse::<i64>()
             .map_err(|_| ApiError::bad_request("`room_id` must be an integer id"))?;
-        let room = member_room(&state, room_id, &user).await?;
+        let room = member_room(state, room_id, &user).await?;
 
         let id = uuid::Uuid::new_v4().simple().to_string();
         let filename = safe_filename(&file.filename);
@@ -173,10 +178,10 @@ async fn upload_file(
         }
         let file_url = format!(
             "{}/api/files/{id}/{}",
-            base_url(&state, &headers),
+            base_url(state, &headers),
             urlencode(&filename)
         );
-        post_to_room(&state, room.id, &user, file_url.clone()).await?;
+        post_to_room(state, room.id, &user, file_url.clone()).await?;
         Ok(Json(UploadedBody {
             message: "File uploaded successfully".into(),
             file_url,

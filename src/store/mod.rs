@@ -65,6 +65,11 @@ pub enum StoreError {
     /// session is gone too).
     #[error("the account is gone")]
     AccountGone,
+    /// The database aborted the transaction to break a deadlock or a
+    /// serialization conflict with another one: nothing of it was kept, so
+    /// the store runs it again. A 500 if it still fails after a few tries.
+    #[error("{0}")]
+    Contention(String),
     /// Anything else; logged, never shown to clients.
     #[error("{0}")]
     Other(String),

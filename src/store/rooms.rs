@@ -209,6 +209,9 @@ pub trait RoomStore: Send + Sync {
     async fn public_rooms(&self, viewer: i64) -> StoreResult<Vec<PublicRoom>>;
     async fn rooms_of(&self, user_id: i64) -> StoreResult<Vec<Room>>;
 
+    /// Records an uploaded file. `AccountGone` when the uploader was
+    /// deleted meanwhile, not found when the room was: the record must not
+    /// outlive the deletion that would have removed it.
     async fn save_file(&self, file: StoredFile) -> StoreResult<()>;
     async fn file(&self, file_id: &str) -> StoreResult<Option<StoredFile>>;
 }

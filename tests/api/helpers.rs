@@ -101,25 +101,35 @@ impl TestApp {
 
     /// Uploads `bytes` as `name` into a room; returns the file URL.
     pub async fn upload(&self, token: &str, room_id: i64, name: &str, bytes: &[u8]) -> String {
+        let resp = self.send_upload(token, room_id, name, bytes).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        body(resp).await["file_url"]
+            .as_str()
+            .expect("file_url")
+            .to_owned()
+    }
+
+    /// Sends an upload of `bytes` as `name` into a room; the response.
+    pub async fn send_upload(
+        &self,
+        token: &str,
+        room_id: i64,
+        name: &str,
+        bytes: &[u8],
+    ) -> Response {
         let form = reqwest::multipart::Form::new()
             .text("room_id", room_id.to_string())
             .part(
                 "file",
                 reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(name.to_owned()),
             );
-        let resp = self
-            .client
+        self.client
             .post(self.url("/api/upload_file"))
             .header("Authorization", token)
             .multipart(form)
             .send()
             .await
-            .expect("request sent");
-        assert_eq!(resp.status(), StatusCode::OK);
-        body(resp).await["file_url"]
-            .as_str()
-            .expect("file_url")
-            .to_owned()
+            .expect("request sent")
     }
 
     pub async fn post_json(&self, path: &str, token: Option<&str>, body: Value) -> Response {

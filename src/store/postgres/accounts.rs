@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
 use sqlx_postgres::PgConnection;
 
-use super::{PostgresStore, into_page, unique_violation};
+use super::{PostgresStore, into_page, retrying, unique_violation};
 use crate::store::{
     Page, PageRequest, SharedPage, StoreError, StoreResult,
     accounts::{
@@ -68,51 +68,55 @@ pub(super) async fn lock_users(conn: &mut PgConnection, ids: &[i64]) -> StoreRes
 #[async_trait]
 impl AccountStore for PostgresStore {
     async fn create_user(&self, user: NewUser) -> StoreResult<UserRef> {
-        let mut tx = self.pool.begin().await?;
-        let name_key = user.username.to_lowercase();
-        let email_key = user.email.to_lowercase();
-        let (name_taken, email_taken): (bool, bool) = query_as(
-            "SELECT EXISTS(SELECT 1 FROM users WHERE username_key = $1),
-                    EXISTS(SELECT 1 FROM users WHERE email_key = $2)",
-        )
-        .bind(&name_key)
-        .bind(&email_key)
-        .fetch_one(&mut *tx)
-        .await?;
-        if name_taken {
-            return Err(StoreError::conflict("username already taken"));
-        }
-        if email_taken {
-            return Err(StoreError::conflict("email already taken"));
-        }
-        // A concurrent registration can still win the race: the unique
-        // indexes decide, and their names tell which field clashed.
-        let id: i64 = query_scalar(
-            "INSERT INTO users (username, username_key, email, email_key, password_hash,
-                                avatar_url, description, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-        )
-        .bind(&user.username)
-        .bind(&name_key)
-        .bind(&user.email)
-        .bind(&email_key)
-        .bind(&user.password_hash)
-        .bind(&user.avatar_url)
-        .bind(&user.description)
-        .bind(now())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| match unique_violation(&e).as_deref() {
-            Some("users_username_key") => StoreError::conflict("username already taken"),
-            Some("users_email_key") => StoreError::conflict("email already taken"),
-            Some(_) => StoreError::conflict("username or email already taken"),
-            None => e.into(),
-        })?;
-        tx.commit().await?;
-        Ok(UserRef {
-            id,
-            username: user.username,
+        let user = &user;
+        retrying(move || async move {
+            let mut tx = self.pool.begin().await?;
+            let name_key = user.username.to_lowercase();
+            let email_key = user.email.to_lowercase();
+            let (name_taken, email_taken): (bool, bool) = query_as(
+                "SELECT EXISTS(SELECT 1 FROM users WHERE username_key = $1),
+                        EXISTS(SELECT 1 FROM users WHERE email_key = $2)",
+            )
+            .bind(&name_key)
+            .bind(&email_key)
+            .fetch_one(&mut *tx)
+            .await?;
+            if name_taken {
+                return Err(StoreError::conflict("username already taken"));
+            }
+            if email_taken {
+                return Err(StoreError::conflict("email already taken"));
+            }
+            // A concurrent registration can still win the race: the unique
+            // indexes decide, and their names tell which field clashed.
+            let id: i64 = query_scalar(
+                "INSERT INTO users (username, username_key, email, email_key, password_hash,
+                                    avatar_url, description, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            )
+            .bind(&user.username)
+            .bind(&name_key)
+            .bind(&user.email)
+            .bind(&email_key)
+            .bind(&user.password_hash)
+            .bind(&user.avatar_url)
+            .bind(&user.description)
+            .bind(now())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| match unique_violation(&e).as_deref() {
+                Some("users_username_key") => StoreError::conflict("username already taken"),
+                Some("users_email_key") => StoreError::conflict("email already taken"),
+                Some(_) => StoreError::conflict("username or email already taken"),
+                None => e.into(),
+            })?;
+            tx.commit().await?;
+            Ok(UserRef {
+                id,
+                username: user.username.clone(),
+            })
         })
+        .await
     }
 
     async fn find_user(&self, username: &str) -> StoreResult<Option<UserRef>> {
@@ -212,102 +216,112 @@ impl AccountStore for PostgresStore {
         change: SettingsChange,
         keep_session: [u8; 32],
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(email) = &change.email {
-            let taken: bool = query_scalar(
-                "SELECT EXISTS(SELECT 1 FROM users WHERE email_key = $1 AND id != $2)",
-            )
-            .bind(email.to_lowercase())
-            .bind(user_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            if taken {
-                return Err(StoreError::conflict("email already taken"));
-            }
-            query("UPDATE users SET email = $1, email_key = $2 WHERE id = $3")
-                .bind(email)
+        let change = &change;
+        retrying(move || async move {
+            let mut tx = self.pool.begin().await?;
+            if let Some(email) = &change.email {
+                let taken: bool = query_scalar(
+                    "SELECT EXISTS(SELECT 1 FROM users WHERE email_key = $1 AND id != $2)",
+                )
                 .bind(email.to_lowercase())
                 .bind(user_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| match unique_violation(&e) {
-                    Some(_) => StoreError::conflict("email already taken"),
-                    None => e.into(),
-                })?;
-        }
-        for (column, value) in change.plain_columns() {
-            if let Some(value) = value {
-                query(&format!("UPDATE users SET {column} = $1 WHERE id = $2"))
-                    .bind(value)
+                .fetch_one(&mut *tx)
+                .await?;
+                if taken {
+                    return Err(StoreError::conflict("email already taken"));
+                }
+                query("UPDATE users SET email = $1, email_key = $2 WHERE id = $3")
+                    .bind(email)
+                    .bind(email.to_lowercase())
                     .bind(user_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| match unique_violation(&e) {
+                        Some(_) => StoreError::conflict("email already taken"),
+                        None => e.into(),
+                    })?;
+            }
+            for (column, value) in change.plain_columns() {
+                if let Some(value) = value {
+                    query(&format!("UPDATE users SET {column} = $1 WHERE id = $2"))
+                        .bind(value)
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            if change.password_hash.is_some() {
+                query("DELETE FROM sessions WHERE user_id = $1 AND token_hash != $2")
+                    .bind(user_id)
+                    .bind(&keep_session[..])
                     .execute(&mut *tx)
                     .await?;
             }
-        }
-        if change.password_hash.is_some() {
-            query("DELETE FROM sessions WHERE user_id = $1 AND token_hash != $2")
-                .bind(user_id)
-                .bind(&keep_session[..])
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn follow(&self, follower: i64, followee: &str) -> StoreResult<UserRef> {
-        let mut tx = self.pool.begin().await?;
-        let target = require_user(&mut tx, followee).await?;
-        if target.id == follower {
-            return Err(StoreError::conflict("you cannot follow yourself"));
-        }
-        if lock_users(&mut tx, &[follower, target.id]).await? < 2 {
-            // Deleted while this waited for the lock.
-            return Err(StoreError::not_found("user not found"));
-        }
-        let inserted = query(
-            "INSERT INTO follows (follower_id, followee_id, created_at) VALUES ($1, $2, $3)
-             ON CONFLICT (follower_id, followee_id) DO NOTHING",
-        )
-        .bind(follower)
-        .bind(target.id)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Err(StoreError::conflict(format!(
-                "already following {}",
-                target.username
-            )));
-        }
-        shift_follow_counters(&mut tx, follower, target.id, 1).await?;
-        tx.commit().await?;
-        Ok(target)
-    }
-
-    async fn unfollow(&self, follower: i64, followee: &str) -> StoreResult<UserRef> {
-        let mut tx = self.pool.begin().await?;
-        let target = require_user(&mut tx, followee).await?;
-        if lock_users(&mut tx, &[follower, target.id]).await? < 2 {
-            // Deleted while this waited for the lock.
-            return Err(StoreError::not_found("user not found"));
-        }
-        let removed = query("DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2")
+        retrying(move || async move {
+            let mut tx = self.pool.begin().await?;
+            let target = require_user(&mut tx, followee).await?;
+            if target.id == follower {
+                return Err(StoreError::conflict("you cannot follow yourself"));
+            }
+            if lock_users(&mut tx, &[follower, target.id]).await? < 2 {
+                // Deleted while this waited for the lock.
+                return Err(StoreError::not_found("user not found"));
+            }
+            let inserted = query(
+                "INSERT INTO follows (follower_id, followee_id, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (follower_id, followee_id) DO NOTHING",
+            )
             .bind(follower)
             .bind(target.id)
+            .bind(now())
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        if removed == 0 {
-            return Err(StoreError::conflict(format!(
-                "you are not following {}",
-                target.username
-            )));
-        }
-        shift_follow_counters(&mut tx, follower, target.id, -1).await?;
-        tx.commit().await?;
-        Ok(target)
+            if inserted == 0 {
+                return Err(StoreError::conflict(format!(
+                    "already following {}",
+                    target.username
+                )));
+            }
+            shift_follow_counters(&mut tx, follower, target.id, 1).await?;
+            tx.commit().await?;
+            Ok(target)
+        })
+        .await
+    }
+
+    async fn unfollow(&self, follower: i64, followee: &str) -> StoreResult<UserRef> {
+        retrying(move || async move {
+            let mut tx = self.pool.begin().await?;
+            let target = require_user(&mut tx, followee).await?;
+            if lock_users(&mut tx, &[follower, target.id]).await? < 2 {
+                // Deleted while this waited for the lock.
+                return Err(StoreError::not_found("user not found"));
+            }
+            let removed = query("DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2")
+                .bind(follower)
+                .bind(target.id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if removed == 0 {
+                return Err(StoreError::conflict(format!(
+                    "you are not following {}",
+                    target.username
+                )));
+            }
+            shift_follow_counters(&mut tx, follower, target.id, -1).await?;
+            tx.commit().await?;
+            Ok(target)
+        })
+        .await
     }
 
     async fn is_following(&self, follower: i64, followee: &str) -> StoreResult<bool> {
@@ -345,107 +359,110 @@ impl AccountStore for PostgresStore {
     /// a recount and this commit; a vote on another post of the same author
     /// adds to the recomputed total after it (`n = n + 1`), which is right.
     async fn delete_account(&self, user_id: i64) -> StoreResult<DeletedAccount> {
-        let mut tx = self.pool.begin().await?;
-        // First the user's posts, then the user (the order a vote on one of
-        // them takes its post and its author): votes on them finish or wait.
-        // Holding the user's row, no follow of them commits before the
-        // deletion (`follow` locks both users), so the lists below are whole.
-        query("SELECT id FROM posts WHERE user_id = $1 ORDER BY id FOR NO KEY UPDATE")
+        retrying(move || async move {
+            let mut tx = self.pool.begin().await?;
+            // First the user's posts, then the user (the order a vote on one of
+            // them takes its post and its author): votes on them finish or wait.
+            // Holding the user's row, no follow of them commits before the
+            // deletion (`follow` locks both users), so the lists below are whole.
+            query("SELECT id FROM posts WHERE user_id = $1 ORDER BY id FOR NO KEY UPDATE")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            if lock_users(&mut tx, &[user_id]).await? == 0 {
+                return Err(StoreError::not_found("user not found"));
+            }
+            let touched_posts: Vec<i64> = query_scalar(
+                "SELECT post_id FROM votes WHERE user_id = $1
+                 UNION SELECT post_id FROM replies WHERE user_id = $1
+                 EXCEPT SELECT id FROM posts WHERE user_id = $1",
+            )
+            .bind(user_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            query("SELECT id FROM posts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+                .bind(&touched_posts)
+                .execute(&mut *tx)
+                .await?;
+            // Authors' vote totals, and follow counts on the other side.
+            let touched_users: Vec<i64> = query_scalar(
+                "SELECT p.user_id FROM votes v JOIN posts p ON p.id = v.post_id
+                 WHERE v.user_id = $1 AND p.user_id != $1
+                 UNION SELECT followee_id FROM follows WHERE follower_id = $1
+                 UNION SELECT follower_id FROM follows WHERE followee_id = $1",
+            )
+            .bind(user_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            lock_users(&mut tx, &touched_users).await?;
+            query(
+                "UPDATE rooms SET created_by = (
+                     SELECT m.user_id FROM room_members m
+                     WHERE m.room_id = rooms.id AND m.user_id != $1 ORDER BY m.seq LIMIT 1)
+                 WHERE created_by = $1
+                   AND EXISTS (SELECT 1 FROM room_members m
+                               WHERE m.room_id = rooms.id AND m.user_id != $1)",
+            )
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        if lock_users(&mut tx, &[user_id]).await? == 0 {
-            return Err(StoreError::not_found("user not found"));
-        }
-        let touched_posts: Vec<i64> = query_scalar(
-            "SELECT post_id FROM votes WHERE user_id = $1
-             UNION SELECT post_id FROM replies WHERE user_id = $1
-             EXCEPT SELECT id FROM posts WHERE user_id = $1",
-        )
-        .bind(user_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        query("SELECT id FROM posts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+            let file_ids: Vec<String> = query_scalar(
+                "DELETE FROM files
+                 WHERE user_id = $1 OR room_id IN (SELECT id FROM rooms WHERE created_by = $1)
+                 RETURNING id",
+            )
+            .bind(user_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            let deleted_rooms: Vec<i64> =
+                query_scalar("DELETE FROM rooms WHERE created_by = $1 RETURNING id")
+                    .bind(user_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let left_rooms: Vec<(i64, String)> = query_as(
+                "SELECT r.id, r.name FROM room_members m JOIN rooms r ON r.id = m.room_id
+                 WHERE m.user_id = $1 ORDER BY r.id",
+            )
+            .bind(user_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            let deleted = query("DELETE FROM users WHERE id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(StoreError::not_found("user not found"));
+            }
+            query(
+                "UPDATE posts SET
+                     upvotes = (SELECT COUNT(*) FROM votes v WHERE v.post_id = posts.id AND v.kind = 1),
+                     downvotes = (SELECT COUNT(*) FROM votes v WHERE v.post_id = posts.id AND v.kind = -1),
+                     replies = (SELECT COUNT(*) FROM replies r WHERE r.post_id = posts.id)
+                 WHERE id = ANY($1)",
+            )
             .bind(&touched_posts)
             .execute(&mut *tx)
             .await?;
-        // Authors' vote totals, and follow counts on the other side.
-        let touched_users: Vec<i64> = query_scalar(
-            "SELECT p.user_id FROM votes v JOIN posts p ON p.id = v.post_id
-             WHERE v.user_id = $1 AND p.user_id != $1
-             UNION SELECT followee_id FROM follows WHERE follower_id = $1
-             UNION SELECT follower_id FROM follows WHERE followee_id = $1",
-        )
-        .bind(user_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        lock_users(&mut tx, &touched_users).await?;
-        query(
-            "UPDATE rooms SET created_by = (
-                 SELECT m.user_id FROM room_members m
-                 WHERE m.room_id = rooms.id AND m.user_id != $1 ORDER BY m.seq LIMIT 1)
-             WHERE created_by = $1
-               AND EXISTS (SELECT 1 FROM room_members m
-                           WHERE m.room_id = rooms.id AND m.user_id != $1)",
-        )
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-        let file_ids: Vec<String> = query_scalar(
-            "DELETE FROM files
-             WHERE user_id = $1 OR room_id IN (SELECT id FROM rooms WHERE created_by = $1)
-             RETURNING id",
-        )
-        .bind(user_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let deleted_rooms: Vec<i64> =
-            query_scalar("DELETE FROM rooms WHERE created_by = $1 RETURNING id")
-                .bind(user_id)
-                .fetch_all(&mut *tx)
-                .await?;
-        let left_rooms: Vec<(i64, String)> = query_as(
-            "SELECT r.id, r.name FROM room_members m JOIN rooms r ON r.id = m.room_id
-             WHERE m.user_id = $1 ORDER BY r.id",
-        )
-        .bind(user_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let deleted = query("DELETE FROM users WHERE id = $1")
-            .bind(user_id)
+            query(
+                "UPDATE users SET
+                     followers = (SELECT COUNT(*) FROM follows f WHERE f.followee_id = users.id),
+                     following = (SELECT COUNT(*) FROM follows f WHERE f.follower_id = users.id),
+                     upvotes = (SELECT COALESCE(SUM(p.upvotes), 0) FROM posts p WHERE p.user_id = users.id),
+                     downvotes = (SELECT COALESCE(SUM(p.downvotes), 0) FROM posts p WHERE p.user_id = users.id)
+                 WHERE id = ANY($1)",
+            )
+            .bind(&touched_users)
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::not_found("user not found"));
-        }
-        query(
-            "UPDATE posts SET
-                 upvotes = (SELECT COUNT(*) FROM votes v WHERE v.post_id = posts.id AND v.kind = 1),
-                 downvotes = (SELECT COUNT(*) FROM votes v WHERE v.post_id = posts.id AND v.kind = -1),
-                 replies = (SELECT COUNT(*) FROM replies r WHERE r.post_id = posts.id)
-             WHERE id = ANY($1)",
-        )
-        .bind(&touched_posts)
-        .execute(&mut *tx)
-        .await?;
-        query(
-            "UPDATE users SET
-                 followers = (SELECT COUNT(*) FROM follows f WHERE f.followee_id = users.id),
-                 following = (SELECT COUNT(*) FROM follows f WHERE f.follower_id = users.id),
-                 upvotes = (SELECT COALESCE(SUM(p.upvotes), 0) FROM posts p WHERE p.user_id = users.id),
-                 downvotes = (SELECT COALESCE(SUM(p.downvotes), 0) FROM posts p WHERE p.user_id = users.id)
-             WHERE id = ANY($1)",
-        )
-        .bind(&touched_users)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(DeletedAccount {
-            file_ids,
-            deleted_rooms,
-            left_rooms,
+            .await?;
+            tx.commit().await?;
+            Ok(DeletedAccount {
+                file_ids,
+                deleted_rooms,
+                left_rooms,
+            })
         })
+        .await
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
 
-use super::{PostgresStore, accounts::user_by_name, into_page};
+use super::{PostgresStore, accounts::user_by_name, into_page, retrying};
 use crate::store::{
     PageRequest, StoreError, StoreResult, UnixSeconds,
     inbox::{InboxMessage, InboxPage, InboxStore},
@@ -37,34 +37,38 @@ impl InboxStore for PostgresStore {
         message: String,
         now: UnixSeconds,
     ) -> StoreResult<InboxMessage> {
-        let mut tx = self.pool.begin().await?;
-        let to = user_by_name(&mut tx, recipient)
-            .await?
-            .ok_or_else(|| StoreError::not_found("recipient not found"))?;
-        let id: i64 = query_scalar(
-            "INSERT INTO inbox_messages (sender_id, recipient_id, message, created_at)
-             VALUES ($1, $2, $3, $4) RETURNING id",
-        )
-        .bind(sender)
-        .bind(to.id)
-        .bind(&message)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let (sender_name, avatar_url): (String, String) =
-            query_as("SELECT username, avatar_url FROM users WHERE id = $1")
-                .bind(sender)
-                .fetch_one(&mut *tx)
-                .await?;
-        tx.commit().await?;
-        Ok(InboxMessage {
-            id,
-            sender: sender_name,
-            recipient: to.username,
-            message,
-            created_at: now,
-            avatar_url,
+        let message = &message;
+        retrying(move || async move {
+            let mut tx = self.pool.begin().await?;
+            let to = user_by_name(&mut tx, recipient)
+                .await?
+                .ok_or_else(|| StoreError::not_found("recipient not found"))?;
+            let id: i64 = query_scalar(
+                "INSERT INTO inbox_messages (sender_id, recipient_id, message, created_at)
+                 VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(sender)
+            .bind(to.id)
+            .bind(message)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let (sender_name, avatar_url): (String, String) =
+                query_as("SELECT username, avatar_url FROM users WHERE id = $1")
+                    .bind(sender)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            tx.commit().await?;
+            Ok(InboxMessage {
+                id,
+                sender: sender_name,
+                recipient: to.username,
+                message: message.clone(),
+                created_at: now,
+                avatar_url,
+            })
         })
+        .await
     }
 
     async fn inbox(&self, user_id: i64, page: PageRequest) -> StoreResult<Arc<InboxPage>> {
@@ -102,31 +106,34 @@ impl InboxStore for PostgresStore {
     }
 
     async fn delete_inbox_message(&self, user_id: i64, message_id: i64) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let row: Option<(i64, i64, bool, bool)> = query_as(
-            "SELECT sender_id, recipient_id, sender_deleted, recipient_deleted
-             FROM inbox_messages WHERE id = $1 FOR UPDATE",
-        )
-        .bind(message_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let visible =
-            row.is_some_and(|(s, r, sd, rd)| (s == user_id && !sd) || (r == user_id && !rd));
-        if !visible {
-            return Err(StoreError::not_found("message not found"));
-        }
-        // Hide it on every side the caller is on (both, for a note to oneself).
-        query(
-            "UPDATE inbox_messages
-             SET sender_deleted = sender_deleted OR sender_id = $2,
-                 recipient_deleted = recipient_deleted OR recipient_id = $2
-             WHERE id = $1",
-        )
-        .bind(message_id)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        retrying(move || async move {
+            let mut tx = self.pool.begin().await?;
+            let row: Option<(i64, i64, bool, bool)> = query_as(
+                "SELECT sender_id, recipient_id, sender_deleted, recipient_deleted
+                 FROM inbox_messages WHERE id = $1 FOR UPDATE",
+            )
+            .bind(message_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let visible =
+                row.is_some_and(|(s, r, sd, rd)| (s == user_id && !sd) || (r == user_id && !rd));
+            if !visible {
+                return Err(StoreError::not_found("message not found"));
+            }
+            // Hide it on every side the caller is on (both, for a note to oneself).
+            query(
+                "UPDATE inbox_messages
+                 SET sender_deleted = sender_deleted OR sender_id = $2,
+                     recipient_deleted = recipient_deleted OR recipient_id = $2
+                 WHERE id = $1",
+            )
+            .bind(message_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 }

@@ -118,7 +118,45 @@ fn other(err: impl std::fmt::Display) -> StoreError {
 
 impl From<SqlxError> for StoreError {
     fn from(err: SqlxError) -> Self {
-        StoreError::Other(err.to_string())
+        match &err {
+            SqlxError::Database(db) if is_contention(db.code().as_deref()) => {
+                StoreError::Contention(err.to_string())
+            }
+            _ => StoreError::Other(err.to_string()),
+        }
+    }
+}
+
+/// SQLSTATEs of a transaction the database aborted because of another one:
+/// `40P01` a deadlock (PostgreSQL breaks it by aborting one side), `40001`
+/// a serialization failure (what CockroachDB reports for any conflict).
+fn is_contention(code: Option<&str>) -> bool {
+    matches!(code, Some("40P01" | "40001"))
+}
+
+/// How many times a transaction is tried before its conflict is a 500.
+const ATTEMPTS: u32 = 5;
+
+/// Runs `attempt` (one whole transaction) again when the database aborted
+/// it for a conflict with another transaction. An aborted transaction kept
+/// nothing, so running it again is safe; the pause before each new try is
+/// random, so that two transactions that collided do not collide again.
+async fn retrying<T, F, Fut>(mut attempt: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = StoreResult<T>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(StoreError::Contention(detail)) if tries < ATTEMPTS => {
+                tracing::debug!(%detail, tries, "a transaction lost a conflict; running it again");
+                let pause = Duration::from_millis(rand::random_range(1..=5) << tries);
+                tokio::time::sleep(pause).await;
+                tries += 1;
+            }
+            outcome => return outcome,
+        }
     }
 }
 
@@ -142,4 +180,52 @@ fn into_page<T>(mut rows: Vec<T>, limit: u32, key: impl Fn(&T) -> i64) -> Page<T
         None
     };
     Page { items: rows, next }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[tokio::test]
+    async fn a_transaction_that_lost_a_conflict_runs_again_a_bounded_number_of_times() {
+        let tries = Cell::new(0);
+        let outcome = retrying(|| async {
+            tries.set(tries.get() + 1);
+            if tries.get() < 3 {
+                Err(StoreError::Contention("deadlock detected".into()))
+            } else {
+                Ok(tries.get())
+            }
+        })
+        .await;
+        assert_eq!(outcome.unwrap(), 3);
+
+        tries.set(0);
+        let outcome: StoreResult<()> = retrying(|| async {
+            tries.set(tries.get() + 1);
+            Err(StoreError::Contention("deadlock detected".into()))
+        })
+        .await;
+        assert!(matches!(outcome, Err(StoreError::Contention(_))));
+        assert_eq!(tries.get(), ATTEMPTS);
+
+        // Any other error is the transaction's answer: not run again.
+        tries.set(0);
+        let outcome: StoreResult<()> = retrying(|| async {
+            tries.set(tries.get() + 1);
+            Err(StoreError::conflict("already voted"))
+        })
+        .await;
+        assert!(matches!(outcome, Err(StoreError::Conflict(_))));
+        assert_eq!(tries.get(), 1);
+    }
+
+    #[test]
+    fn deadlocks_and_serialization_failures_are_contention() {
+        assert!(is_contention(Some("40P01")));
+        assert!(is_contention(Some("40001")));
+        assert!(!is_contention(Some("23505")));
+        assert!(!is_contention(None));
+    }
 }

@@ -5,7 +5,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
 
-use super::{PostgresStore, accounts::user_by_name, into_page};
+use super::{
+    PostgresStore,
+    accounts::{lock_users, user_by_name},
+    into_page, retrying,
+};
 use crate::store::{
     Page, PageRequest, StoreError, StoreResult, UnixSeconds,
     posts::{
@@ -45,46 +49,51 @@ impl PostStore for PostgresStore {
         hashtags: Vec<String>,
         now: UnixSeconds,
     ) -> StoreResult<i64> {
-        let mut tx = self.pool.begin().await?;
-        // The author's row is locked before the post refers to it, in the
-        // order an account deletion takes them: inserting first would hold
-        // the row's key lock (the foreign key) while waiting for the
-        // deletion to let go of the row, which waits for that key lock (a
-        // deadlock, seen as 500s for both). After a deletion, no row.
-        let id: Option<i64> = query_scalar(
-            "WITH author AS (SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE)
-             INSERT INTO posts (user_id, content, created_at)
-             SELECT id, $2, $3 FROM author RETURNING id",
-        )
-        .bind(author)
-        .bind(&content)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let id = id.ok_or(StoreError::AccountGone)?;
-        // GREATEST: a concurrent post by the same author may commit first
-        // with a higher id.
-        query(
-            "UPDATE users SET posts = posts + 1, last_post_id = GREATEST(last_post_id, $2)
-             WHERE id = $1",
-        )
-        .bind(author)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        for tag in &hashtags {
-            query(
-                "INSERT INTO post_tags (post_id, tag, created_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (post_id, tag) DO NOTHING",
+        let content = &content;
+        let hashtags = &hashtags;
+        retrying(move || async move {
+            let mut tx = self.pool.begin().await?;
+            // The author's row is locked before the post refers to it, in the
+            // order an account deletion takes them: inserting first would hold
+            // the row's key lock (the foreign key) while waiting for the
+            // deletion to let go of the row, which waits for that key lock (a
+            // deadlock, seen as 500s for both). After a deletion, no row.
+            let id: Option<i64> = query_scalar(
+                "WITH author AS (SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE)
+                 INSERT INTO posts (user_id, content, created_at)
+                 SELECT id, $2, $3 FROM author RETURNING id",
             )
-            .bind(id)
-            .bind(tag)
+            .bind(author)
+            .bind(content)
             .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let id = id.ok_or(StoreError::AccountGone)?;
+            // GREATEST: a concurrent post by the same author may commit first
+            // with a higher id.
+            query(
+                "UPDATE users SET posts = posts + 1, last_post_id = GREATEST(last_post_id, $2)
+                 WHERE id = $1",
+            )
+            .bind(author)
+            .bind(id)
             .execute(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
-        Ok(id)
+            for tag in hashtags {
+                query(
+                    "INSERT INTO post_tags (post_id, tag, created_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (post_id, tag) DO NOTHING",
+                )
+                .bind(id)
+                .bind(tag)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(id)
+        })
+        .await
     }
 
     async fn post(&self, post_id: i64) -> StoreResult<Option<Post>> {
@@ -116,62 +125,75 @@ impl PostStore for PostgresStore {
     }
 
     async fn vote(&self, voter: i64, post_id: i64, kind: VoteKind) -> StoreResult<VoteCounts> {
-        let mut tx = self.pool.begin().await?;
-        // The post's row lock serialises every vote on it, on every node.
-        let author: i64 = query_scalar("SELECT user_id FROM posts WHERE id = $1 FOR NO KEY UPDATE")
+        retrying(move || async move {
+            let mut tx = self.pool.begin().await?;
+            // The post's row lock serialises every vote on it, on every node.
+            let author: i64 =
+                query_scalar("SELECT user_id FROM posts WHERE id = $1 FOR NO KEY UPDATE")
+                    .bind(post_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("post not found"))?;
+            if author == voter {
+                return Err(StoreError::forbidden("you cannot vote on your own post"));
+            }
+            // The author's row next, before the vote row refers to the
+            // voter's (a key lock on it): posts, then users, as an account
+            // deletion locks them. Taken later (by the counter's update), a
+            // first vote held that key lock while waiting for an author the
+            // voter's own deletion had locked, which then waited for the
+            // key lock to delete the voter (a deadlock).
+            lock_users(&mut tx, &[author]).await?;
+            let value: i16 = match kind {
+                VoteKind::Up => 1,
+                VoteKind::Down => -1,
+            };
+            let previous: Option<i16> =
+                query_scalar("SELECT kind FROM votes WHERE post_id = $1 AND user_id = $2")
+                    .bind(post_id)
+                    .bind(voter)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if previous == Some(value) {
+                return Err(StoreError::conflict("you already voted this way"));
+            }
+            query(
+                "INSERT INTO votes (post_id, user_id, kind) VALUES ($1, $2, $3)
+                 ON CONFLICT (post_id, user_id) DO UPDATE SET kind = excluded.kind",
+            )
             .bind(post_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::not_found("post not found"))?;
-        if author == voter {
-            return Err(StoreError::forbidden("you cannot vote on your own post"));
-        }
-        let value: i16 = match kind {
-            VoteKind::Up => 1,
-            VoteKind::Down => -1,
-        };
-        let previous: Option<i16> =
-            query_scalar("SELECT kind FROM votes WHERE post_id = $1 AND user_id = $2")
-                .bind(post_id)
-                .bind(voter)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if previous == Some(value) {
-            return Err(StoreError::conflict("you already voted this way"));
-        }
-        query(
-            "INSERT INTO votes (post_id, user_id, kind) VALUES ($1, $2, $3)
-             ON CONFLICT (post_id, user_id) DO UPDATE SET kind = excluded.kind",
-        )
-        .bind(post_id)
-        .bind(voter)
-        .bind(value)
-        .execute(&mut *tx)
-        .await?;
-        // (up, down) deltas: a new vote adds one; a moved vote also takes one away.
-        let (up, down): (i64, i64) = match (value, previous.is_some()) {
-            (1, false) => (1, 0),
-            (1, true) => (1, -1),
-            (_, false) => (0, 1),
-            (_, true) => (-1, 1),
-        };
-        let (upvotes, downvotes): (i64, i64) = query_as(
-            "UPDATE posts SET upvotes = upvotes + $2, downvotes = downvotes + $3 WHERE id = $1
-             RETURNING upvotes, downvotes",
-        )
-        .bind(post_id)
-        .bind(up)
-        .bind(down)
-        .fetch_one(&mut *tx)
-        .await?;
-        query("UPDATE users SET upvotes = upvotes + $2, downvotes = downvotes + $3 WHERE id = $1")
+            .bind(voter)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+            // (up, down) deltas: a new vote adds one; a moved vote also takes one away.
+            let (up, down): (i64, i64) = match (value, previous.is_some()) {
+                (1, false) => (1, 0),
+                (1, true) => (1, -1),
+                (_, false) => (0, 1),
+                (_, true) => (-1, 1),
+            };
+            let (upvotes, downvotes): (i64, i64) = query_as(
+                "UPDATE posts SET upvotes = upvotes + $2, downvotes = downvotes + $3 WHERE id = $1
+                 RETURNING upvotes, downvotes",
+            )
+            .bind(post_id)
+            .bind(up)
+            .bind(down)
+            .fetch_one(&mut *tx)
+            .await?;
+            query(
+                "UPDATE users SET upvotes = upvotes + $2, downvotes = downvotes + $3 WHERE id = $1",
+            )
             .bind(author)
             .bind(up)
             .bind(down)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(VoteCounts { upvotes, downvotes })
+            tx.commit().await?;
+            Ok(VoteCounts { upvotes, downvotes })
+        })
+        .await
     }
 
     async fn create_reply(
@@ -182,46 +204,50 @@ impl PostStore for PostgresStore {
         content: String,
         now: UnixSeconds,
     ) -> StoreResult<i64> {
-        let mut tx = self.pool.begin().await?;
-        // The post is locked before the reply refers to the replier's row:
-        // inserting first held that row's key lock while waiting for an
-        // account deletion holding the post, which then waited for the key
-        // lock (a deadlock).
-        let exists: Option<i64> =
-            query_scalar("SELECT id FROM posts WHERE id = $1 FOR NO KEY UPDATE")
-                .bind(post_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if exists.is_none() {
-            return Err(StoreError::not_found("post not found"));
-        }
-        if let Some(parent) = parent_id {
-            let parent_post: i64 = query_scalar("SELECT post_id FROM replies WHERE id = $1")
-                .bind(parent)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| StoreError::not_found("parent reply not found"))?;
-            if parent_post != post_id {
-                return Err(StoreError::conflict("parent reply belongs to another post"));
+        let content = &content;
+        retrying(move || async move {
+            let mut tx = self.pool.begin().await?;
+            // The post is locked before the reply refers to the replier's row:
+            // inserting first held that row's key lock while waiting for an
+            // account deletion holding the post, which then waited for the key
+            // lock (a deadlock).
+            let exists: Option<i64> =
+                query_scalar("SELECT id FROM posts WHERE id = $1 FOR NO KEY UPDATE")
+                    .bind(post_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if exists.is_none() {
+                return Err(StoreError::not_found("post not found"));
             }
-        }
-        let id: i64 = query_scalar(
-            "INSERT INTO replies (post_id, user_id, parent_id, content, created_at)
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        )
-        .bind(post_id)
-        .bind(author)
-        .bind(parent_id)
-        .bind(&content)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        query("UPDATE posts SET replies = replies + 1 WHERE id = $1")
+            if let Some(parent) = parent_id {
+                let parent_post: i64 = query_scalar("SELECT post_id FROM replies WHERE id = $1")
+                    .bind(parent)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("parent reply not found"))?;
+                if parent_post != post_id {
+                    return Err(StoreError::conflict("parent reply belongs to another post"));
+                }
+            }
+            let id: i64 = query_scalar(
+                "INSERT INTO replies (post_id, user_id, parent_id, content, created_at)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            )
             .bind(post_id)
-            .execute(&mut *tx)
+            .bind(author)
+            .bind(parent_id)
+            .bind(content)
+            .bind(now)
+            .fetch_one(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(id)
+            query("UPDATE posts SET replies = replies + 1 WHERE id = $1")
+                .bind(post_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(id)
+        })
+        .await
     }
 
     async fn replies(&self, post_id: i64, page: PageRequest) -> StoreResult<Page<Reply>> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
 
-use super::{PostgresStore, unique_violation};
+use super::{PostgresStore, accounts::lock_users, retrying, unique_violation};
 use crate::store::{
     Page, SharedPage, StoreError, StoreResult,
     accounts::UserRef,
@@ -65,60 +65,64 @@ const MIN_STEP_SECS: f64 = 1e-6;
 #[async_trait]
 impl RoomStore for PostgresStore {
     async fn create_room(&self, room: NewRoom, max_public_rooms: u32) -> StoreResult<Room> {
-        let mut tx = self.pool.begin().await?;
-        let key = room.name.to_lowercase();
-        let taken: bool = query_scalar("SELECT EXISTS(SELECT 1 FROM rooms WHERE name_key = $1)")
-            .bind(&key)
-            .fetch_one(&mut *tx)
-            .await?;
-        if taken {
-            return Err(StoreError::conflict("room name already taken"));
-        }
-        if !room.is_private {
-            // One public room is created at a time, on every node, so the
-            // count below cannot be outdated by a concurrent creation.
-            query("SELECT name FROM store_locks WHERE name = 'public_rooms' FOR UPDATE")
-                .execute(&mut *tx)
-                .await?;
-            let public: i64 = query_scalar("SELECT COUNT(*) FROM rooms WHERE NOT is_private")
+        let room = &room;
+        retrying(move || async move {
+            let mut tx = self.pool.begin().await?;
+            let key = room.name.to_lowercase();
+            let taken: bool = query_scalar("SELECT EXISTS(SELECT 1 FROM rooms WHERE name_key = $1)")
+                .bind(&key)
                 .fetch_one(&mut *tx)
                 .await?;
-            if public >= i64::from(max_public_rooms) {
-                return Err(StoreError::conflict(format!(
-                    "maximum number of public rooms reached ({max_public_rooms}). \
-                     Please create a private room instead."
-                )));
+            if taken {
+                return Err(StoreError::conflict("room name already taken"));
             }
-        }
-        let id: i64 = query_scalar(
-            "INSERT INTO rooms (name, name_key, is_private, password_hash, created_by, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(&room.name)
-        .bind(&key)
-        .bind(room.is_private)
-        .bind(&room.password_hash)
-        .bind(room.creator)
-        .bind(now())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| match unique_violation(&e) {
-            Some(_) => StoreError::conflict("room name already taken"),
-            None => e.into(),
-        })?;
-        query("INSERT INTO room_members (room_id, user_id, joined_at) VALUES ($1, $2, $3)")
-            .bind(id)
+            if !room.is_private {
+                // One public room is created at a time, on every node, so the
+                // count below cannot be outdated by a concurrent creation.
+                query("SELECT name FROM store_locks WHERE name = 'public_rooms' FOR UPDATE")
+                    .execute(&mut *tx)
+                    .await?;
+                let public: i64 = query_scalar("SELECT COUNT(*) FROM rooms WHERE NOT is_private")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if public >= i64::from(max_public_rooms) {
+                    return Err(StoreError::conflict(format!(
+                        "maximum number of public rooms reached ({max_public_rooms}). \
+                         Please create a private room instead."
+                    )));
+                }
+            }
+            let id: i64 = query_scalar(
+                "INSERT INTO rooms (name, name_key, is_private, password_hash, created_by, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(&room.name)
+            .bind(&key)
+            .bind(room.is_private)
+            .bind(&room.password_hash)
             .bind(room.creator)
             .bind(now())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Room {
-            id,
-            name: room.name,
-            is_private: room.is_private,
-            password_hash: room.password_hash,
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| match unique_violation(&e) {
+                Some(_) => StoreError::conflict("room name already taken"),
+                None => e.into(),
+            })?;
+            query("INSERT INTO room_members (room_id, user_id, joined_at) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(room.creator)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Room {
+                id,
+                name: room.name.clone(),
+                is_private: room.is_private,
+                password_hash: room.password_hash.clone(),
+            })
         })
+        .await
     }
 
     async fn room_by_id(&self, room_id: i64) -> StoreResult<Option<Room>> {
@@ -215,20 +219,41 @@ impl RoomStore for PostgresStore {
     }
 
     async fn save_file(&self, file: StoredFile) -> StoreResult<()> {
-        query(
-            "INSERT INTO files (id, room_id, user_id, filename, content_type, size, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&file.id)
-        .bind(file.room_id)
-        .bind(file.uploader)
-        .bind(&file.filename)
-        .bind(&file.content_type)
-        .bind(file.size as i64)
-        .bind(file.created_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let file = &file;
+        retrying(move || async move {
+            let mut tx = self.pool.begin().await?;
+            // `files` has no foreign keys. The uploader's row is locked as an
+            // account deletion first locks it, so a deletion either waits for
+            // this record (and then deletes it) or commits first (and this
+            // finds no row); the room's key lock holds off its deletion.
+            if lock_users(&mut tx, &[file.uploader]).await? == 0 {
+                return Err(StoreError::AccountGone);
+            }
+            let room: Option<i64> =
+                query_scalar("SELECT id FROM rooms WHERE id = $1 FOR KEY SHARE")
+                    .bind(file.room_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if room.is_none() {
+                return Err(StoreError::not_found("room not found"));
+            }
+            query(
+                "INSERT INTO files (id, room_id, user_id, filename, content_type, size, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&file.id)
+            .bind(file.room_id)
+            .bind(file.uploader)
+            .bind(&file.filename)
+            .bind(&file.content_type)
+            .bind(file.size as i64)
+            .bind(file.created_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn file(&self, file_id: &str) -> StoreResult<Option<StoredFile>> {
@@ -253,53 +278,58 @@ impl RoomMessageStore for PostgresStore {
         now: f64,
         retention: Retention,
     ) -> StoreResult<RoomMessage> {
-        let mut tx = self.pool.begin().await?;
-        // The room's row lock orders its messages across every node; the
-        // foreign-key checks of the insert below only need a KEY SHARE lock,
-        // which this one does not block.
-        query("SELECT id FROM rooms WHERE id = $1 FOR NO KEY UPDATE")
+        let author = &author;
+        let message = &message;
+        retrying(move || async move {
+            let mut tx = self.pool.begin().await?;
+            // The room's row lock orders its messages across every node; the
+            // foreign-key checks of the insert below only need a KEY SHARE lock,
+            // which this one does not block.
+            query("SELECT id FROM rooms WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(room_id)
+                .execute(&mut *tx)
+                .await?;
+            // Strictly increasing per room, even if the clock steps back, two
+            // nodes' clocks differ, or two messages share a microsecond: `since`
+            // is then an exact cursor.
+            let last: Option<f64> = query_scalar(
+                "SELECT created_at FROM room_messages WHERE room_id = $1
+                 ORDER BY created_at DESC LIMIT 1",
+            )
             .bind(room_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let now = last.map_or(now, |last| now.max(last + MIN_STEP_SECS));
+            let id: i64 = query_scalar(
+                "INSERT INTO room_messages (room_id, user_id, message, created_at)
+                 VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(room_id)
+            .bind(author.id)
+            .bind(message)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            // Only this room's oldest messages beyond its limit go.
+            query(
+                "DELETE FROM room_messages WHERE room_id = $1 AND created_at <= (
+                     SELECT created_at FROM room_messages WHERE room_id = $1
+                     ORDER BY created_at DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(room_id)
+            .bind(i64::from(retention.max_messages))
             .execute(&mut *tx)
             .await?;
-        // Strictly increasing per room, even if the clock steps back, two
-        // nodes' clocks differ, or two messages share a microsecond: `since`
-        // is then an exact cursor.
-        let last: Option<f64> = query_scalar(
-            "SELECT created_at FROM room_messages WHERE room_id = $1
-             ORDER BY created_at DESC LIMIT 1",
-        )
-        .bind(room_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let now = last.map_or(now, |last| now.max(last + MIN_STEP_SECS));
-        let id: i64 = query_scalar(
-            "INSERT INTO room_messages (room_id, user_id, message, created_at)
-             VALUES ($1, $2, $3, $4) RETURNING id",
-        )
-        .bind(room_id)
-        .bind(author.id)
-        .bind(&message)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        // Only this room's oldest messages beyond its limit go.
-        query(
-            "DELETE FROM room_messages WHERE room_id = $1 AND created_at <= (
-                 SELECT created_at FROM room_messages WHERE room_id = $1
-                 ORDER BY created_at DESC LIMIT 1 OFFSET $2)",
-        )
-        .bind(room_id)
-        .bind(i64::from(retention.max_messages))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(RoomMessage {
-            id,
-            room_id,
-            username: author.username,
-            message,
-            created_at: now,
+            tx.commit().await?;
+            Ok(RoomMessage {
+                id,
+                room_id,
+                username: author.username.clone(),
+                message: message.clone(),
+                created_at: now,
+            })
         })
+        .await
     }
 
     async fn room_messages(

@@ -369,6 +369,20 @@ impl RoomStore for SqliteStore {
 
     async fn save_file(&self, file: StoredFile) -> StoreResult<()> {
         self.write(move |tx| {
+            // `files` has no foreign keys: checked here, in the writer, so
+            // that no deletion commits between the check and the insert.
+            let (uploader, room): (bool, bool) = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM users WHERE id = ?1),
+                        EXISTS(SELECT 1 FROM rooms WHERE id = ?2)",
+                params![file.uploader, file.room_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if !uploader {
+                return Err(StoreError::AccountGone);
+            }
+            if !room {
+                return Err(StoreError::not_found("room not found"));
+            }
             tx.execute(
                 "INSERT INTO files (id, room_id, user_id, filename, content_type, size, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -530,5 +544,69 @@ impl RoomMessageStore for SqliteStore {
     /// The rows went with the user in `delete_account`'s transaction.
     async fn erase_messages_of(&self, _user_id: i64, _deleted_rooms: &[i64]) -> StoreResult<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{
+        AccountStore,
+        accounts::NewUser,
+        rooms::{NewRoom, StoredFile},
+    };
+
+    fn new_user(name: &str) -> NewUser {
+        NewUser {
+            username: name.into(),
+            email: format!("{name}@example.com"),
+            password_hash: "x".into(),
+            avatar_url: String::new(),
+            description: String::new(),
+        }
+    }
+
+    fn file(id: &str, room_id: i64, uploader: i64) -> StoredFile {
+        StoredFile {
+            id: id.into(),
+            room_id,
+            uploader,
+            filename: "a.txt".into(),
+            content_type: "text/plain".into(),
+            size: 1,
+            created_at: 1,
+        }
+    }
+
+    /// An upload recorded after its uploader or its room was deleted would
+    /// outlive the deletion that removes such records: refused instead.
+    #[tokio::test]
+    async fn a_file_is_not_recorded_for_a_deleted_uploader_or_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("mirage.db")).unwrap();
+        let ann = store.create_user(new_user("ann")).await.unwrap();
+        let bob = store.create_user(new_user("bob")).await.unwrap();
+        let room = |creator| NewRoom {
+            name: format!("room{creator}"),
+            is_private: false,
+            password_hash: None,
+            creator,
+        };
+        let anns = store.create_room(room(ann.id), 10).await.unwrap();
+        let bobs = store.create_room(room(bob.id), 10).await.unwrap();
+        store
+            .save_file(file("kept", anns.id, ann.id))
+            .await
+            .unwrap();
+
+        store.delete_account(bob.id).await.unwrap();
+        let gone_uploader = store.save_file(file("f1", anns.id, bob.id)).await;
+        assert!(matches!(gone_uploader, Err(StoreError::AccountGone)));
+        let gone_room = store.save_file(file("f2", bobs.id, ann.id)).await;
+        assert!(matches!(gone_room, Err(StoreError::NotFound(_))));
+        for id in ["f1", "f2"] {
+            assert!(store.file(id).await.unwrap().is_none());
+        }
+        assert!(store.file("kept").await.unwrap().is_some());
     }
 }
