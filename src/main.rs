@@ -15,11 +15,48 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     return_large_blocks_to_the_os();
+    let open_files = raise_open_file_limit();
     mirage::store::sqlite::configure_process();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(run())
+        .block_on(run(open_files))
+}
+
+/// Raises this process's soft limit on open files to its hard limit, and
+/// returns the limit now in force. Every connection is a descriptor, and
+/// the usual soft default (1,024, which systemd and most shells keep for
+/// compatibility with `select`) would leave connections past it waiting in
+/// the listen queue, unanswered; the hard limit (524,288 or more on current
+/// distributions) is what an operator allows. Servers such as nginx
+/// (`worker_rlimit_nofile`) and Go programs (since Go 1.19) do the same.
+fn raise_open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write `limit`.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return None;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: limit.rlim_max,
+                    rlim_max: limit.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit = raised;
+                }
+            }
+        }
+        #[allow(clippy::useless_conversion)] // rlim_t is u64 on Linux, not everywhere
+        Some(u64::from(limit.rlim_cur))
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// glibc's malloc still serves SQLite (its page caches, one per
@@ -37,7 +74,7 @@ fn return_large_blocks_to_the_os() {
     }
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(open_files: Option<u64>) -> anyhow::Result<()> {
     let Cli { config, command } = Cli::parse_args();
     let logs = tracing_subscriber::fmt().with_env_filter(EnvFilter::try_new(&config.log)?);
     match command {
@@ -65,6 +102,7 @@ async fn run() -> anyhow::Result<()> {
     tracing::info!(
         addr = %app.local_addr()?,
         data_dir = %config.data_dir.display(),
+        open_files,
         "mirage listening"
     );
     app.serve(shutdown_signal()).await?;

@@ -28,7 +28,18 @@ impl Server {
     /// `extra` flags, and waits (at most 30 s) until it listens. Rate
     /// limits are off: these tests write as fast as they can from one address.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(BINARY)
+        Server::start_with(data_dir, extra, |_| {})
+    }
+
+    /// Like `start`, after letting the test adjust the command.
+    pub fn start_with(
+        data_dir: &Path,
+        extra: &[&str],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Server {
+        let mut command = Command::new(BINARY);
+        adjust(&mut command);
+        let mut child = command
             .args([
                 "--listen",
                 "127.0.0.1:0",
