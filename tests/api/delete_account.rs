@@ -687,3 +687,65 @@ async fn votes_racing_their_voter_s_deletion_get_401_not_500() {
     );
     assert!(statuses.contains(&StatusCode::UNAUTHORIZED));
 }
+
+/// Creates a post, a reply to it, a room and a direct message to
+/// `recipient` as the holder of `token`: their ids.
+async fn new_ids(app: &TestApp, token: &str, recipient: &str) -> [i64; 4] {
+    let post = app.create_post(token, "newest").await;
+    let reply = ok(
+        app,
+        "/api/reply_to_post",
+        token,
+        json!({ "post_id": post, "content": "newest reply" }),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("reply id");
+    let room = app.create_room(token, &unique_name("idroom"), None).await;
+    ok(
+        app,
+        "/api/send_inbox_message",
+        token,
+        json!({ "recipient": recipient, "message": "newest message" }),
+    )
+    .await;
+    let inbox = body(app.get("/api/inbox", Some(token)).await).await;
+    let message = inbox["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["id"].as_i64())
+        .max()
+        .expect("a message");
+    [post, reply, room, message]
+}
+
+/// The ids of rows an account deletion removed are not given to new rows,
+/// also after a restart: SQLite gives a new row its table's highest id plus
+/// one, so the deleted user's newest post, reply, room and message ids
+/// would otherwise come back, and a client holding one would find someone
+/// else's post or room there.
+#[tokio::test]
+async fn ids_freed_by_an_account_deletion_are_not_given_again() {
+    let mut app = spawn_app().await;
+    let (keeper, keeper_token) = app.new_user("keeper").await;
+    for restart in [false, true] {
+        let (_, leaver_token) = app.new_user("leaver").await;
+        let freed = new_ids(&app, &leaver_token, &keeper).await;
+        let deleted = delete_account(&app, &leaver_token, "password123").await;
+        assert_eq!(deleted.status(), StatusCode::OK);
+        if restart {
+            app.restart().await;
+        }
+        let given = new_ids(&app, &keeper_token, &keeper).await;
+        for (kind, (freed, given)) in ["post", "reply", "room", "message"]
+            .iter()
+            .zip(freed.iter().zip(given))
+        {
+            assert!(
+                given > *freed,
+                "a new {kind} got id {given}, at or below the deleted {freed} (restart: {restart})"
+            );
+        }
+    }
+}

@@ -8,6 +8,7 @@ use rusqlite::{OptionalExtension, params};
 use super::{
     SqliteStore,
     exact_cache::{Weigh, page_weight},
+    id_floors::{Table, next_id_sql},
     into_page, is_unique_violation,
 };
 use crate::store::{
@@ -105,12 +106,14 @@ pub(super) fn insert_user(
     conn: &rusqlite::Connection,
     user: &NewUser,
     created_at: UnixSeconds,
+    id_floor: i64,
 ) -> StoreResult<i64> {
-    conn.prepare_cached(
-        "INSERT INTO users (username, username_key, email, email_key, password_hash,
+    conn.prepare_cached(&format!(
+        "INSERT INTO users (id, username, username_key, email, email_key, password_hash,
                             avatar_url, description, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
+         VALUES ({}, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        next_id_sql("users", 9)
+    ))?
     .execute(params![
         user.username,
         user.username.to_lowercase(),
@@ -119,7 +122,8 @@ pub(super) fn insert_user(
         user.password_hash,
         user.avatar_url,
         user.description,
-        created_at
+        created_at,
+        id_floor
     ])
     .map_err(|e| {
         if is_unique_violation(&e) {
@@ -171,6 +175,7 @@ pub(super) fn insert_follow(
 #[async_trait]
 impl AccountStore for SqliteStore {
     async fn create_user(&self, user: NewUser) -> StoreResult<UserRef> {
+        let id_floors = self.id_floors.clone();
         let created = self
             .write(move |tx| {
                 let taken: Option<(String, String)> = tx
@@ -190,7 +195,7 @@ impl AccountStore for SqliteStore {
                         },
                     ));
                 }
-                let id = insert_user(tx, &user, now())?;
+                let id = insert_user(tx, &user, now(), id_floors.get(Table::Users))?;
                 Ok(UserRef {
                     id,
                     username: user.username,
@@ -480,12 +485,22 @@ impl AccountStore for SqliteStore {
         // in flight fails on the missing user row, and the HTTP layer must
         // then find the session gone (401, not 500). Forgotten whatever the
         // outcome, as the caches below.
+        let id_floors = self.id_floors.clone();
         let sessions = self.sessions.clone();
+        let ending = self.sessions.clone();
         let deleted = self
             .writer
             .run_then(
-                move |tx| erase_user(tx, user_id),
-                move |_| sessions.forget(|_, user| user.id == user_id),
+                move |tx| {
+                    // Before the commit, which readers may see before it is
+                    // answered (see `SessionCache::ending_user`).
+                    ending.ending_user(user_id);
+                    // Before any row goes: the ids the deletion frees are
+                    // never given again.
+                    id_floors.record(tx)?;
+                    erase_user(tx, user_id)
+                },
+                move |_| sessions.forget_user(user_id),
             )
             .await;
         // These caches are dropped whatever the outcome: the commit may

@@ -4,10 +4,16 @@
 //! so a loaded database is indistinguishable from one filled over HTTP;
 //! it only batches many rows per transaction to load millions of them fast.
 
+use std::sync::Arc;
+
 use rusqlite::Connection;
 
 use super::{
-    Durability, SqliteStore, accounts, check::RECOUNT_POSTS, configure, inbox, other, posts, rooms,
+    Durability, SqliteStore, accounts,
+    check::RECOUNT_POSTS,
+    configure,
+    id_floors::{IdFloors, Table},
+    inbox, other, posts, rooms,
 };
 use crate::store::{
     StoreResult, UnixSeconds,
@@ -24,6 +30,8 @@ use crate::store::{
 /// rolls the open batch back.
 pub struct BulkImport {
     conn: Connection,
+    /// The store's, so that imported rows take no id a deletion freed.
+    id_floors: Arc<IdFloors>,
     batch_rows: usize,
     pending: usize,
     /// False once committed by `finish`.
@@ -40,6 +48,7 @@ impl SqliteStore {
         conn.execute_batch("BEGIN IMMEDIATE").map_err(other)?;
         Ok(BulkImport {
             conn,
+            id_floors: self.id_floors.clone(),
             batch_rows: batch_rows.max(1),
             pending: 0,
             open: true,
@@ -67,6 +76,10 @@ pub(super) fn recount_all(tx: &Connection) -> rusqlite::Result<u64> {
 }
 
 impl BulkImport {
+    fn floor(&self, table: Table) -> i64 {
+        self.id_floors.get(table)
+    }
+
     /// Counts one written row and starts a new transaction when the batch is full.
     fn row(&mut self) -> StoreResult<()> {
         self.pending += 1;
@@ -80,7 +93,7 @@ impl BulkImport {
     }
 
     pub fn user(&mut self, user: &NewUser, created_at: UnixSeconds) -> StoreResult<i64> {
-        let id = accounts::insert_user(&self.conn, user, created_at)?;
+        let id = accounts::insert_user(&self.conn, user, created_at, self.floor(Table::Users))?;
         self.row()?;
         Ok(id)
     }
@@ -116,7 +129,14 @@ impl BulkImport {
         hashtags: &[String],
         created_at: UnixSeconds,
     ) -> StoreResult<i64> {
-        let id = posts::insert_post(&self.conn, author, content, hashtags, created_at)?;
+        let id = posts::insert_post(
+            &self.conn,
+            author,
+            content,
+            hashtags,
+            created_at,
+            self.floor(Table::Posts),
+        )?;
         self.row()?;
         Ok(id)
     }
@@ -135,15 +155,22 @@ impl BulkImport {
         content: &str,
         created_at: UnixSeconds,
     ) -> StoreResult<i64> {
-        let (id, _) =
-            posts::insert_reply(&self.conn, author, post_id, parent_id, content, created_at)?;
+        let (id, _) = posts::insert_reply(
+            &self.conn,
+            author,
+            post_id,
+            parent_id,
+            content,
+            created_at,
+            self.floor(Table::Replies),
+        )?;
         self.row()?;
         Ok(id)
     }
 
     /// A room with its creator as first member (no public-room limit check).
     pub fn room(&mut self, room: &NewRoom, created_at: UnixSeconds) -> StoreResult<i64> {
-        let id = rooms::insert_room(&self.conn, room, created_at)?;
+        let id = rooms::insert_room(&self.conn, room, created_at, self.floor(Table::Rooms))?;
         self.row()?;
         Ok(id)
     }
@@ -181,7 +208,14 @@ impl BulkImport {
         message: &str,
         created_at: UnixSeconds,
     ) -> StoreResult<i64> {
-        let id = inbox::insert_inbox_message(&self.conn, sender, recipient, message, created_at)?;
+        let id = inbox::insert_inbox_message(
+            &self.conn,
+            sender,
+            recipient,
+            message,
+            created_at,
+            self.floor(Table::InboxMessages),
+        )?;
         self.row()?;
         Ok(id)
     }

@@ -9,6 +9,7 @@ use super::{
     SqliteStore,
     accounts::user_by_name,
     exact_cache::{Weigh, page_weight},
+    id_floors::{Table, next_id_sql},
     into_page,
 };
 use crate::store::{
@@ -148,12 +149,14 @@ pub(super) fn insert_inbox_message(
     recipient: i64,
     message: &str,
     now: UnixSeconds,
+    id_floor: i64,
 ) -> StoreResult<i64> {
-    conn.prepare_cached(
-        "INSERT INTO inbox_messages (sender_id, recipient_id, message, created_at)
-         VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![sender, recipient, message, now])?;
+    conn.prepare_cached(&format!(
+        "INSERT INTO inbox_messages (id, sender_id, recipient_id, message, created_at)
+         VALUES ({}, ?1, ?2, ?3, ?4)",
+        next_id_sql("inbox_messages", 5)
+    ))?
+    .execute(params![sender, recipient, message, now, id_floor])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -174,6 +177,7 @@ impl InboxStore for SqliteStore {
         let recipient = recipient.to_owned();
         let recipient_id = Arc::new(OnceLock::new());
         let found = recipient_id.clone();
+        let id_floors = self.id_floors.clone();
         let sent = self
             .write(move |tx| {
                 let to = match known_recipient.filter(|user| still_named(tx, user)) {
@@ -182,7 +186,8 @@ impl InboxStore for SqliteStore {
                         .ok_or_else(|| StoreError::not_found("recipient not found"))?,
                 };
                 let _ = found.set(to.id);
-                let id = insert_inbox_message(tx, sender, to.id, &message, now)?;
+                let id_floor = id_floors.get(Table::InboxMessages);
+                let id = insert_inbox_message(tx, sender, to.id, &message, now, id_floor)?;
                 let (sender_name, avatar_url): (String, String) = match known_sender {
                     Some(card) => (card.username.clone(), card.avatar_url.clone()),
                     None => tx

@@ -14,6 +14,7 @@ mod backup;
 mod bulk;
 mod check;
 mod exact_cache;
+mod id_floors;
 mod inbox;
 mod posts;
 mod read_lock;
@@ -44,6 +45,7 @@ use self::{
     accounts::UserCount,
     archive::ArchiveSample,
     exact_cache::{ExactCache, NewestPages},
+    id_floors::IdFloors,
     inbox::InboxCount,
     posts::PostRow,
     read_lock::ReadLock,
@@ -87,6 +89,9 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!(
         "../../../migrations/sqlite/0008_follow_page_indexes.sql"
     )),
+    M::up(include_str!(
+        "../../../migrations/sqlite/0009_id_floors.sql"
+    )),
 ];
 
 #[derive(Clone)]
@@ -127,6 +132,9 @@ pub struct SqliteStore {
     inbox_counts: Arc<ExactCache<InboxCount>>,
     /// Old posts the feed's archive share is drawn from (see `archive`).
     archive: Arc<ArchiveSample>,
+    /// What keeps ids freed by a deletion from being given again (see
+    /// `id_floors`).
+    id_floors: Arc<IdFloors>,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -273,6 +281,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Other(format!("migrating the database: {e}")))?;
         let recent =
             RecentPosts::load(&writer, crate::domain::feed::WINDOW_POSTS).map_err(other)?;
+        let id_floors = IdFloors::load(&writer).map_err(other)?;
         let manager = SqliteConnectionManager::file(path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(|c| {
@@ -301,6 +310,7 @@ impl SqliteStore {
             writer: Arc::new(Writer::start(writer, checkpointer, sync_wal).map_err(other)?),
             readers,
             recent: Arc::new(recent),
+            id_floors: Arc::new(id_floors),
             sessions: Arc::default(),
             user_count: Arc::default(),
             room_messages: Arc::default(),

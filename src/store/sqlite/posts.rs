@@ -9,6 +9,7 @@ use super::{
     SqliteStore,
     archive::{ArchiveSample, Draw},
     exact_cache::{self, ExactCache, Weigh, page_weight},
+    id_floors::{Table, next_id_sql},
     into_page, is_foreign_key_violation,
     recent::{KEPT_PER_USER, RecentPost, RecentPosts},
     user_cards::{BeforeRead, UserCards},
@@ -202,18 +203,22 @@ pub(super) fn insert_post(
     content: &str,
     hashtags: &[String],
     now: UnixSeconds,
+    id_floor: i64,
 ) -> StoreResult<i64> {
-    conn.prepare_cached("INSERT INTO posts (user_id, content, created_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![author, content, now])
-        .map_err(|err| {
-            // The author is the post's one reference: deleted while the
-            // request ran (the session is gone too).
-            if is_foreign_key_violation(&err) {
-                StoreError::AccountGone
-            } else {
-                err.into()
-            }
-        })?;
+    conn.prepare_cached(&format!(
+        "INSERT INTO posts (id, user_id, content, created_at) VALUES ({}, ?1, ?2, ?3)",
+        next_id_sql("posts", 4)
+    ))?
+    .execute(params![author, content, now, id_floor])
+    .map_err(|err| {
+        // The author is the post's one reference: deleted while the
+        // request ran (the session is gone too).
+        if is_foreign_key_violation(&err) {
+            StoreError::AccountGone
+        } else {
+            err.into()
+        }
+    })?;
     let id = conn.last_insert_rowid();
     conn.prepare_cached("UPDATE users SET posts = posts + 1, last_post_id = ?2 WHERE id = ?1")?
         .execute(params![author, id])?;
@@ -290,6 +295,7 @@ pub(super) fn insert_reply(
     parent_id: Option<i64>,
     content: &str,
     now: UnixSeconds,
+    id_floor: i64,
 ) -> StoreResult<(i64, i64)> {
     let post_author = post_author(conn, post_id)?;
     if let Some(parent) = parent_id {
@@ -302,11 +308,12 @@ pub(super) fn insert_reply(
             return Err(StoreError::conflict("parent reply belongs to another post"));
         }
     }
-    conn.prepare_cached(
-        "INSERT INTO replies (post_id, user_id, parent_id, content, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![post_id, author, parent_id, content, now])?;
+    conn.prepare_cached(&format!(
+        "INSERT INTO replies (id, post_id, user_id, parent_id, content, created_at)
+         VALUES ({}, ?1, ?2, ?3, ?4, ?5)",
+        next_id_sql("replies", 6)
+    ))?
+    .execute(params![post_id, author, parent_id, content, now, id_floor])?;
     let id = conn.last_insert_rowid();
     conn.prepare_cached(
         "INSERT INTO post_counts (user_id, post_id, replies) VALUES (?1, ?2, 1)
@@ -531,8 +538,12 @@ impl PostStore for SqliteStore {
         hashtags: Vec<String>,
         now: UnixSeconds,
     ) -> StoreResult<i64> {
+        let id_floors = self.id_floors.clone();
         let id = self
-            .write(move |tx| insert_post(tx, author, &content, &hashtags, now))
+            .write(move |tx| {
+                let id_floor = id_floors.get(Table::Posts);
+                insert_post(tx, author, &content, &hashtags, now, id_floor)
+            })
             .await;
         // Dropped whatever the outcome: the commit may have happened even
         // if its fsync failed.
@@ -634,10 +645,18 @@ impl PostStore for SqliteStore {
     ) -> StoreResult<i64> {
         let post_author = Arc::new(OnceLock::new());
         let replied_to = post_author.clone();
+        let id_floors = self.id_floors.clone();
         let outcome = self
             .write(move |tx| {
-                let (id, post_author) =
-                    insert_reply(tx, author, post_id, parent_id, &content, now)?;
+                let (id, post_author) = insert_reply(
+                    tx,
+                    author,
+                    post_id,
+                    parent_id,
+                    &content,
+                    now,
+                    id_floors.get(Table::Replies),
+                )?;
                 let _ = replied_to.set(post_author);
                 Ok(id)
             })

@@ -8,6 +8,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::{
     SqliteStore,
     exact_cache::{BeforeRead, ExactCache, Weigh},
+    id_floors::{Table, next_id_sql},
     is_unique_violation, room_cache, writer,
 };
 use crate::store::{
@@ -107,18 +108,21 @@ pub(super) fn insert_room(
     conn: &rusqlite::Connection,
     room: &NewRoom,
     created_at: UnixSeconds,
+    id_floor: i64,
 ) -> StoreResult<i64> {
-    conn.prepare_cached(
-        "INSERT INTO rooms (name, name_key, is_private, password_hash, created_by, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
+    conn.prepare_cached(&format!(
+        "INSERT INTO rooms (id, name, name_key, is_private, password_hash, created_by, created_at)
+         VALUES ({}, ?1, ?2, ?3, ?4, ?5, ?6)",
+        next_id_sql("rooms", 7)
+    ))?
     .execute(params![
         room.name,
         room.name.to_lowercase(),
         room.is_private,
         room.password_hash,
         room.creator,
-        created_at
+        created_at,
+        id_floor
     ])
     .map_err(|e| {
         if is_unique_violation(&e) {
@@ -190,6 +194,7 @@ pub(super) fn insert_room_message(
 #[async_trait]
 impl RoomStore for SqliteStore {
     async fn create_room(&self, room: NewRoom, max_public_rooms: u32) -> StoreResult<Room> {
+        let id_floors = self.id_floors.clone();
         let created = self
             .write(move |tx| {
                 let key = room.name.to_lowercase();
@@ -211,7 +216,7 @@ impl RoomStore for SqliteStore {
                         )));
                     }
                 }
-                let id = insert_room(tx, &room, now())?;
+                let id = insert_room(tx, &room, now(), id_floors.get(Table::Rooms))?;
                 Ok(Room {
                     id,
                     name: room.name,

@@ -28,6 +28,12 @@ struct Inner {
     /// Counts the commits that ended sessions. A lookup caches what it
     /// read only if none happened meanwhile: its snapshot may predate one.
     endings: u64,
+    /// Users whose account deletion is being committed: none of their
+    /// sessions is cached until the deletion is answered (`forget_user`).
+    /// Readers see a commit before it is durable, so without this a read
+    /// that saw the deletion (a room membership gone) could still find the
+    /// session here, and answer 403 instead of 401.
+    ending_users: Vec<i64>,
 }
 
 /// Where a lookup stands when the cache did not know the session.
@@ -43,7 +49,7 @@ impl SessionCache {
     /// Caches what the database said about a session after `miss`.
     pub fn fill(&self, token: TokenHash, user: UserRef, miss: Miss) {
         let mut inner = self.lock();
-        if inner.endings != miss.0 {
+        if inner.endings != miss.0 || inner.ending_users.contains(&user.id) {
             return;
         }
         if inner.users.len() >= MAX_ENTRIES {
@@ -57,6 +63,25 @@ impl SessionCache {
         let mut inner = self.lock();
         inner.endings += 1;
         inner.users.retain(|token, user| !ended(token, user));
+    }
+
+    /// Before a commit that deletes `user_id`'s account: their sessions
+    /// leave the cache and stay out of it until `forget_user`.
+    pub fn ending_user(&self, user_id: i64) {
+        let mut inner = self.lock();
+        inner.ending_users.push(user_id);
+        inner.users.retain(|_, user| user.id != user_id);
+    }
+
+    /// After the commit that deleted `user_id`'s account is answered
+    /// (whatever its outcome).
+    pub fn forget_user(&self, user_id: i64) {
+        let mut inner = self.lock();
+        inner.endings += 1;
+        inner.users.retain(|_, user| user.id != user_id);
+        if let Some(at) = inner.ending_users.iter().position(|&id| id == user_id) {
+            inner.ending_users.swap_remove(at);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -96,5 +121,29 @@ mod tests {
         assert!(cache.get(&[1; 32]).is_err());
         assert_eq!(cache.get(&[2; 32]).unwrap(), user(1));
         assert_eq!(cache.get(&[3; 32]).unwrap(), user(2));
+    }
+
+    #[test]
+    fn a_user_being_deleted_has_no_session_cached_until_the_deletion_is_answered() {
+        let cache = SessionCache::default();
+        for (token, id) in [(1, 1), (2, 2)] {
+            let miss = cache.get(&[token; 32]).unwrap_err();
+            cache.fill([token; 32], user(id), miss);
+        }
+        cache.ending_user(1);
+        assert!(cache.get(&[1; 32]).is_err());
+        assert_eq!(cache.get(&[2; 32]).unwrap(), user(2));
+        // A lookup during the commit reads the database each time: what it
+        // read (maybe from before the commit) is not kept.
+        let miss = cache.get(&[1; 32]).unwrap_err();
+        cache.fill([1; 32], user(1), miss);
+        assert!(cache.get(&[1; 32]).is_err());
+
+        cache.forget_user(1);
+        // After the answer what a lookup reads has the deletion: cached again.
+        let miss = cache.get(&[3; 32]).unwrap_err();
+        cache.fill([3; 32], user(1), miss);
+        assert_eq!(cache.get(&[3; 32]).unwrap(), user(1));
+        assert_eq!(cache.get(&[2; 32]).unwrap(), user(2));
     }
 }
