@@ -179,6 +179,16 @@ pub struct RateLimitConfig {
     )]
     pub login: Rate,
 
+    /// Login attempts per account, from any address (Mastodon's
+    /// `throttle_login_attempts/email`): a botnet spread over many
+    /// addresses gets no more guesses at one password.
+    #[arg(
+        long = "rate-limit-account-logins",
+        env = "MIRAGE_RATE_LIMIT_ACCOUNT_LOGINS",
+        default_value = "25/1h"
+    )]
+    pub account_logins: Rate,
+
     /// Posts per user.
     #[arg(
         long = "rate-limit-posts",

@@ -96,6 +96,9 @@ pub enum UserAction {
     RoomMessage,
     InboxMessage,
     Upload,
+    /// Password checks against one account (login, account deletion), from
+    /// any address.
+    Login,
 }
 
 impl AddressAction {
@@ -125,7 +128,7 @@ impl AddressAction {
 }
 
 impl UserAction {
-    const ALL: [UserAction; 7] = [
+    const ALL: [UserAction; 8] = [
         UserAction::Post,
         UserAction::Reply,
         UserAction::Vote,
@@ -133,6 +136,7 @@ impl UserAction {
         UserAction::RoomMessage,
         UserAction::InboxMessage,
         UserAction::Upload,
+        UserAction::Login,
     ];
 
     /// Names the action in shared keys.
@@ -145,6 +149,7 @@ impl UserAction {
             UserAction::RoomMessage => "room_message",
             UserAction::InboxMessage => "inbox_message",
             UserAction::Upload => "upload",
+            UserAction::Login => "login",
         }
     }
 
@@ -157,6 +162,7 @@ impl UserAction {
             UserAction::RoomMessage => "room messages",
             UserAction::InboxMessage => "direct messages",
             UserAction::Upload => "uploads",
+            UserAction::Login => "login attempts on this account",
         }
     }
 
@@ -169,6 +175,7 @@ impl UserAction {
             UserAction::RoomMessage => config.room_messages,
             UserAction::InboxMessage => config.inbox_messages,
             UserAction::Upload => config.uploads,
+            UserAction::Login => config.account_logins,
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::{
     chat::{self, event::Sessions},
     domain::{account, validate::required},
     error::{ApiError, ApiResult, ErrorBody},
-    rate_limit::{AddressRateLimited, limit},
+    rate_limit::{AddressRateLimited, UserAction, limit},
     store::{StoreError, accounts::NewUser},
 };
 
@@ -106,6 +106,12 @@ async fn login(
         .login_record(username)
         .await?
         .ok_or_else(|| ApiError::not_found("user not found"))?;
+    // Per account too, before the password is checked: the address limit
+    // alone lets many addresses guess at one account.
+    state
+        .rate_limits
+        .check_user(UserAction::Login, record.user.id)
+        .await?;
     if !state
         .passwords
         .verify(password, &record.password_hash)
@@ -195,6 +201,10 @@ async fn delete_account(
         .login_record(&user.username)
         .await?
         .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
+    state
+        .rate_limits
+        .check_user(UserAction::Login, user.id)
+        .await?;
     if !state
         .passwords
         .verify(password, &record.password_hash)

@@ -463,6 +463,58 @@ async fn uploads_over_the_limit_store_nothing() {
 }
 
 #[tokio::test]
+async fn guesses_at_one_account_from_many_addresses_share_its_own_limit() {
+    // Each guess comes from another address (behind a trusted proxy), so
+    // only the account's quota can stop them.
+    let app = spawn_app_with(|config| {
+        let limits = &mut config.rate_limits;
+        limits.mode = Switch::On;
+        limits.register = "1000/1h".parse().unwrap();
+        limits.login = "1000/1h".parse().unwrap();
+        limits.account_logins = "4/1h".parse().unwrap();
+        limits.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let (target, token) = app.new_user("target").await;
+    for n in 1..=2 {
+        let address = format!("198.51.100.{n}");
+        let resp = login_status(&app, &target, "wrong guess", Some(&address)).await;
+        assert_error(resp, StatusCode::UNAUTHORIZED).await;
+    }
+    // A guess through account deletion counts against the same quota:
+    // with the first login (new_user's), four.
+    let resp = app
+        .post_json(
+            "/api/delete_account",
+            Some(&token),
+            json!({"password": "wrong guess"}),
+        )
+        .await;
+    assert_error(resp, StatusCode::UNAUTHORIZED).await;
+    // Over it: refused before the password is looked at, even the right one.
+    let right = login_status(&app, &target, "password123", Some("198.51.100.9")).await;
+    assert_limited(right).await;
+    let resp = app
+        .post_json(
+            "/api/delete_account",
+            Some(&token),
+            json!({"password": "password123"}),
+        )
+        .await;
+    assert_limited(resp).await;
+    assert_eq!(
+        app.get(&format!("/api/user/{target}"), None).await.status(),
+        StatusCode::OK
+    );
+    // Other accounts, and unknown names, are not held back.
+    let (other, _) = app.new_user("bystander").await;
+    let resp = login_status(&app, &other, "password123", Some("198.51.100.9")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = login_status(&app, "no_such_user", "guess", Some("198.51.100.9")).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn password_guesses_through_delete_account_share_the_login_limit() {
     // new_user logs in once: that and two guesses use up the quota.
     let app = spawn_limited(|limits| limits.login = "3/1h".parse().unwrap()).await;
