@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, params};
 use super::{
     SqliteStore,
     exact_cache::{Weigh, page_weight},
-    id_floors::{Table, next_id_sql},
+    id_floors::{Table, next_id},
     into_page, is_unique_violation,
 };
 use crate::store::{
@@ -108,11 +108,12 @@ pub(super) fn insert_user(
     created_at: UnixSeconds,
     id_floor: i64,
 ) -> StoreResult<i64> {
-    conn.prepare_cached(&format!(
+    conn.prepare_cached(concat!(
         "INSERT INTO users (id, username, username_key, email, email_key, password_hash,
                             avatar_url, description, created_at)
-         VALUES ({}, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        next_id_sql("users", 9)
+         VALUES (",
+        next_id!("users", 9),
+        ", ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
     ))?
     .execute(params![
         user.username,

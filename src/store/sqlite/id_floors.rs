@@ -43,14 +43,23 @@ impl Table {
     }
 }
 
-/// The value an insert's id takes: SQLite's choice while `floor` (the
-/// statement's parameter `?N`) is 0, else above the floor and every row.
-pub(super) fn next_id_sql(table: &str, floor_parameter: usize) -> String {
-    format!(
-        "CASE WHEN ?{floor_parameter} = 0 THEN NULL \
-         ELSE max(?{floor_parameter}, coalesce((SELECT MAX(id) FROM {table}), 0)) + 1 END"
-    )
+/// The value an insert's id takes, as SQL text for `concat!`: SQLite's
+/// choice while the floor (the statement's parameter `?N`) is 0, else above
+/// the floor and every row.
+macro_rules! next_id {
+    ($table:literal, $floor_parameter:literal) => {
+        concat!(
+            "CASE WHEN ?",
+            $floor_parameter,
+            " = 0 THEN NULL ELSE max(?",
+            $floor_parameter,
+            ", coalesce((SELECT MAX(id) FROM ",
+            $table,
+            "), 0)) + 1 END"
+        )
+    };
 }
+pub(super) use next_id;
 
 /// Each table's floor in this process: 0 while its highest row is above
 /// every id it has given. Read and written by the writer thread only (the
@@ -80,7 +89,7 @@ impl IdFloors {
         Ok(IdFloors { floors })
     }
 
-    /// The floor to pass to an insert into `table` (see `next_id_sql`).
+    /// The floor to pass to an insert into `table` (see `next_id!`).
     pub(super) fn get(&self, table: Table) -> i64 {
         self.floors[table as usize].load(Ordering::Relaxed)
     }

@@ -9,7 +9,7 @@ use super::{
     SqliteStore,
     accounts::user_by_name,
     exact_cache::{Weigh, page_weight},
-    id_floors::{Table, next_id_sql},
+    id_floors::{Table, next_id},
     into_page,
 };
 use crate::store::{
@@ -151,10 +151,11 @@ pub(super) fn insert_inbox_message(
     now: UnixSeconds,
     id_floor: i64,
 ) -> StoreResult<i64> {
-    conn.prepare_cached(&format!(
+    conn.prepare_cached(concat!(
         "INSERT INTO inbox_messages (id, sender_id, recipient_id, message, created_at)
-         VALUES ({}, ?1, ?2, ?3, ?4)",
-        next_id_sql("inbox_messages", 5)
+         VALUES (",
+        next_id!("inbox_messages", 5),
+        ", ?1, ?2, ?3, ?4)"
     ))?
     .execute(params![sender, recipient, message, now, id_floor])?;
     Ok(conn.last_insert_rowid())

@@ -9,7 +9,7 @@ use super::{
     SqliteStore,
     archive::{ArchiveSample, Draw},
     exact_cache::{self, ExactCache, Weigh, page_weight},
-    id_floors::{Table, next_id_sql},
+    id_floors::{Table, next_id},
     into_page, is_foreign_key_violation,
     recent::{KEPT_PER_USER, RecentPost, RecentPosts},
     user_cards::{BeforeRead, UserCards},
@@ -205,9 +205,10 @@ pub(super) fn insert_post(
     now: UnixSeconds,
     id_floor: i64,
 ) -> StoreResult<i64> {
-    conn.prepare_cached(&format!(
-        "INSERT INTO posts (id, user_id, content, created_at) VALUES ({}, ?1, ?2, ?3)",
-        next_id_sql("posts", 4)
+    conn.prepare_cached(concat!(
+        "INSERT INTO posts (id, user_id, content, created_at) VALUES (",
+        next_id!("posts", 4),
+        ", ?1, ?2, ?3)"
     ))?
     .execute(params![author, content, now, id_floor])
     .map_err(|err| {
@@ -308,10 +309,11 @@ pub(super) fn insert_reply(
             return Err(StoreError::conflict("parent reply belongs to another post"));
         }
     }
-    conn.prepare_cached(&format!(
+    conn.prepare_cached(concat!(
         "INSERT INTO replies (id, post_id, user_id, parent_id, content, created_at)
-         VALUES ({}, ?1, ?2, ?3, ?4, ?5)",
-        next_id_sql("replies", 6)
+         VALUES (",
+        next_id!("replies", 6),
+        ", ?1, ?2, ?3, ?4, ?5)"
     ))?
     .execute(params![post_id, author, parent_id, content, now, id_floor])?;
     let id = conn.last_insert_rowid();

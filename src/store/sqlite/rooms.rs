@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::{
     SqliteStore,
     exact_cache::{BeforeRead, ExactCache, Weigh},
-    id_floors::{Table, next_id_sql},
+    id_floors::{Table, next_id},
     is_unique_violation, room_cache, writer,
 };
 use crate::store::{
@@ -110,10 +110,11 @@ pub(super) fn insert_room(
     created_at: UnixSeconds,
     id_floor: i64,
 ) -> StoreResult<i64> {
-    conn.prepare_cached(&format!(
+    conn.prepare_cached(concat!(
         "INSERT INTO rooms (id, name, name_key, is_private, password_hash, created_by, created_at)
-         VALUES ({}, ?1, ?2, ?3, ?4, ?5, ?6)",
-        next_id_sql("rooms", 7)
+         VALUES (",
+        next_id!("rooms", 7),
+        ", ?1, ?2, ?3, ?4, ?5, ?6)"
     ))?
     .execute(params![
         room.name,
