@@ -20,7 +20,12 @@ async fn stats(app: &TestApp, name: &str) -> Value {
     body(r).await["stats"].clone()
 }
 
-async fn delete_account(app: &TestApp, token: &str, password: &str) -> reqwest::Response {
+/// `POST /api/delete_account` with `password`.
+pub(crate) async fn delete_account(
+    app: &TestApp,
+    token: &str,
+    password: &str,
+) -> reqwest::Response {
     app.post_json(
         "/api/delete_account",
         Some(token),
@@ -597,14 +602,25 @@ async fn writes_racing_an_account_deletion_get_401_not_500() {
             statuses
         }
     };
+    let clients = futures_util::future::join_all((0..16).map(writer));
+    assert_success_or_401_while_deleted(&app, &token, 50, clients).await;
+}
+
+/// Runs `clients` (each a list of answers) while `token`'s account is
+/// deleted `delay_ms` after they start, and checks that the deletion
+/// succeeded and that every answer was a success or 401, with a 401 among
+/// them.
+async fn assert_success_or_401_while_deleted(
+    app: &TestApp,
+    token: &str,
+    delay_ms: u64,
+    clients: impl std::future::Future<Output = Vec<Vec<StatusCode>>>,
+) {
     let deletion = async {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        delete_account(&app, &token, "password123").await.status()
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        delete_account(app, token, "password123").await.status()
     };
-    let (statuses, deleted) = tokio::join!(
-        futures_util::future::join_all((0..16).map(writer)),
-        deletion
-    );
+    let (statuses, deleted) = tokio::join!(clients, deletion);
     assert_eq!(deleted, StatusCode::OK);
     let statuses: Vec<StatusCode> = statuses.into_iter().flatten().collect();
     let errors: Vec<&StatusCode> = statuses
@@ -613,7 +629,7 @@ async fn writes_racing_an_account_deletion_get_401_not_500() {
         .collect();
     assert!(
         errors.is_empty(),
-        "{errors:?} among {} writes",
+        "{errors:?} among {} requests",
         statuses.len()
     );
     assert!(statuses.contains(&StatusCode::UNAUTHORIZED));
@@ -666,26 +682,8 @@ async fn votes_racing_their_voter_s_deletion_get_401_not_500() {
             statuses
         }
     };
-    let deletion = async {
-        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-        delete_account(&app, &token, "password123").await.status()
-    };
-    let (statuses, deleted) = tokio::join!(
-        futures_util::future::join_all((0..CLIENTS).map(voter)),
-        deletion
-    );
-    assert_eq!(deleted, StatusCode::OK);
-    let statuses: Vec<StatusCode> = statuses.into_iter().flatten().collect();
-    let errors: Vec<&StatusCode> = statuses
-        .iter()
-        .filter(|&&s| !s.is_success() && s != StatusCode::UNAUTHORIZED)
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{errors:?} among {} votes",
-        statuses.len()
-    );
-    assert!(statuses.contains(&StatusCode::UNAUTHORIZED));
+    let clients = futures_util::future::join_all((0..CLIENTS).map(voter));
+    assert_success_or_401_while_deleted(&app, &token, 30, clients).await;
 }
 
 /// Creates a post, a reply to it, a room and a direct message to

@@ -10,6 +10,7 @@ use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::{
+    delete_account::delete_account,
     helpers::{TestApp, assert_error, body, spawn_app_with, unique_name},
     ws::{connect, join, room_messages, send_frame},
 };
@@ -483,24 +484,12 @@ async fn guesses_at_one_account_from_many_addresses_share_its_own_limit() {
     }
     // A guess through account deletion counts against the same quota:
     // with the first login (new_user's), four.
-    let resp = app
-        .post_json(
-            "/api/delete_account",
-            Some(&token),
-            json!({"password": "wrong guess"}),
-        )
-        .await;
+    let resp = delete_account(&app, &token, "wrong guess").await;
     assert_error(resp, StatusCode::UNAUTHORIZED).await;
     // Over it: refused before the password is looked at, even the right one.
     let right = login_status(&app, &target, "password123", Some("198.51.100.9")).await;
     assert_limited(right).await;
-    let resp = app
-        .post_json(
-            "/api/delete_account",
-            Some(&token),
-            json!({"password": "password123"}),
-        )
-        .await;
+    let resp = delete_account(&app, &token, "password123").await;
     assert_limited(resp).await;
     assert_eq!(
         app.get(&format!("/api/user/{target}"), None).await.status(),
@@ -520,22 +509,10 @@ async fn password_guesses_through_delete_account_share_the_login_limit() {
     let app = spawn_limited(|limits| limits.login = "3/1h".parse().unwrap()).await;
     let (name, token) = app.new_user("del").await;
     for _ in 0..2 {
-        let resp = app
-            .post_json(
-                "/api/delete_account",
-                Some(&token),
-                json!({"password": "wrong guess"}),
-            )
-            .await;
+        let resp = delete_account(&app, &token, "wrong guess").await;
         assert_error(resp, StatusCode::UNAUTHORIZED).await;
     }
-    let resp = app
-        .post_json(
-            "/api/delete_account",
-            Some(&token),
-            json!({"password": "password123"}),
-        )
-        .await;
+    let resp = delete_account(&app, &token, "password123").await;
     assert_limited(resp).await;
     // Nothing was erased: the account and its session still work.
     let resp = app.get(&format!("/api/user/{name}"), None).await;

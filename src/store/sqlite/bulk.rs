@@ -239,17 +239,7 @@ impl Drop for BulkImport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{AccountStore, PostStore};
-
-    fn user(name: &str) -> NewUser {
-        NewUser {
-            username: name.into(),
-            email: format!("{name}@example.com"),
-            password_hash: "x".into(),
-            avatar_url: String::new(),
-            description: String::new(),
-        }
-    }
+    use crate::store::{AccountStore, PostStore, sqlite::user_for_tests};
 
     #[tokio::test]
     async fn bulk_rows_keep_counters_and_recount_repairs_a_corrupted_one() {
@@ -257,8 +247,8 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("mirage.db")).unwrap();
         let (ann, post) = {
             let mut import = store.bulk_import(2).unwrap();
-            let ann = import.user(&user("ann"), 1).unwrap();
-            let bob = import.user(&user("bob"), 1).unwrap();
+            let ann = import.user(&user_for_tests("ann"), 1).unwrap();
+            let bob = import.user(&user_for_tests("bob"), 1).unwrap();
             assert!(import.follow(bob, ann, 2).unwrap());
             assert!(!import.follow(bob, ann, 2).unwrap());
             let post = import.post(ann, "hi #rust", &["rust".into()], 3).unwrap();

@@ -423,6 +423,18 @@ fn into_page<T>(mut rows: Vec<T>, limit: u32, key: impl Fn(&T) -> i64) -> Page<T
     Page { items: rows, next }
 }
 
+/// A user for the store's unit tests: `name`, `<name>@example.com`.
+#[cfg(test)]
+fn user_for_tests(name: &str) -> crate::store::accounts::NewUser {
+    crate::store::accounts::NewUser {
+        username: name.into(),
+        email: format!("{name}@example.com"),
+        password_hash: "x".into(),
+        avatar_url: String::new(),
+        description: String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

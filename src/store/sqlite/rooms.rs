@@ -558,19 +558,9 @@ mod tests {
     use super::*;
     use crate::store::{
         AccountStore,
-        accounts::NewUser,
         rooms::{NewRoom, StoredFile},
+        sqlite::user_for_tests,
     };
-
-    fn new_user(name: &str) -> NewUser {
-        NewUser {
-            username: name.into(),
-            email: format!("{name}@example.com"),
-            password_hash: "x".into(),
-            avatar_url: String::new(),
-            description: String::new(),
-        }
-    }
 
     fn file(id: &str, room_id: i64, uploader: i64) -> StoredFile {
         StoredFile {
@@ -590,8 +580,8 @@ mod tests {
     async fn a_file_is_not_recorded_for_a_deleted_uploader_or_room() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("mirage.db")).unwrap();
-        let ann = store.create_user(new_user("ann")).await.unwrap();
-        let bob = store.create_user(new_user("bob")).await.unwrap();
+        let ann = store.create_user(user_for_tests("ann")).await.unwrap();
+        let bob = store.create_user(user_for_tests("bob")).await.unwrap();
         let room = |creator| NewRoom {
             name: format!("room{creator}"),
             is_private: false,
