@@ -1,6 +1,7 @@
 //! Authentication: the `AuthUser` extractor, session tokens, password hashing.
 
 use std::{
+    cell::Cell,
     sync::{Arc, Mutex, mpsc},
     thread,
     time::{Duration, Instant},
@@ -51,6 +52,8 @@ pub async fn authenticate(state: &AppState, token: &str) -> ApiResult<AuthUser> 
         .session_user(token_hash)
         .await?
         .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
+    // Outside `unauthorized_if_session_ended` (WebSockets) there is no flag.
+    let _ = AUTHENTICATED.try_with(|authenticated| authenticated.set(true));
     Ok(AuthUser {
         id: user.id,
         username: user.username,
@@ -58,21 +61,37 @@ pub async fn authenticate(state: &AppState, token: &str) -> ApiResult<AuthUser> 
     })
 }
 
-/// `response`, or 401 instead when it is a 403, 404 or 500 and the caller's
-/// session (`authorization`, the request's header) ended while the request
-/// ran: a write that passed authentication just before its account was
-/// deleted finds its user row, its room membership or its own posts gone.
-/// The next request with that token would get this 401 anyway. Costs
-/// nothing on other answers.
-pub async fn session_ended_is_unauthorized(
+tokio::task_local! {
+    /// Whether the request being served has passed authentication (set by
+    /// `authenticate`) while `unauthorized_if_session_ended` serves it.
+    static AUTHENTICATED: Cell<bool>;
+}
+
+/// Serves a request (`serve`), and answers 401 instead of its 403, 404 or
+/// 500 when the request passed authentication and its session (`authorization`,
+/// the request's header) has ended since: a write that passed just before its
+/// account was deleted finds its user row, its room membership or its own
+/// posts gone, and the next request with that token would get this 401
+/// anyway. A request that did not authenticate (a public read, a login, a
+/// client sending a stale token along) keeps its answer. Costs nothing on
+/// other answers (a task-local flag, no allocation).
+pub async fn unauthorized_if_session_ended(
     state: &AppState,
     authorization: Option<HeaderValue>,
-    response: Response,
+    serve: impl Future<Output = Response>,
 ) -> Response {
-    if !matches!(
-        response.status(),
-        StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::INTERNAL_SERVER_ERROR
-    ) {
+    let (response, authenticated) = AUTHENTICATED
+        .scope(Cell::new(false), async {
+            let response = serve.await;
+            (response, AUTHENTICATED.with(Cell::get))
+        })
+        .await;
+    if !authenticated
+        || !matches!(
+            response.status(),
+            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::INTERNAL_SERVER_ERROR
+        )
+    {
         return response;
     }
     let token = authorization

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 
 use crate::{
     app::AppState,
-    auth::session_ended_is_unauthorized,
+    auth::unauthorized_if_session_ended,
     error::{ApiError, ApiResult},
     store::PageRequest,
 };
@@ -191,7 +191,7 @@ pub fn optional_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<
 /// Rejects JSON bodies over the configured limit before anything else runs,
 /// so an oversized body is a 413 even without a valid token. Also answers
 /// 401 for a request whose session ended while it ran (see
-/// `session_ended_is_unauthorized`; here, since this layer already wraps
+/// `unauthorized_if_session_ended`; here, since this layer already wraps
 /// every JSON route: a layer of its own cost ping 2-4 µs of CPU).
 pub async fn limit_json_body(
     axum::extract::State(state): axum::extract::State<AppState>,
@@ -215,10 +215,8 @@ pub async fn limit_json_body(
         Err(err) => return Err(body_read_error(err.as_ref())),
     };
     let authorization = parts.headers.get(header::AUTHORIZATION).cloned();
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    Ok(session_ended_is_unauthorized(&state, authorization, response).await)
+    let serve = next.run(Request::from_parts(parts, Body::from(bytes)));
+    Ok(unauthorized_if_session_ended(&state, authorization, serve).await)
 }
 
 /// A body that failed while being read: stalled past the body timeout

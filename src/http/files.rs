@@ -17,7 +17,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{edge::API_CONTENT_SECURITY_POLICY, extract::body_read_error};
 use crate::{
     app::AppState,
-    auth::{AuthUser, authenticate, header_token, session_ended_is_unauthorized},
+    auth::{AuthUser, authenticate, header_token, unauthorized_if_session_ended},
     chat::{member_room, post_to_room},
     domain::time::now_secs,
     error::{ApiError, ApiResult, ErrorBody},
@@ -54,10 +54,10 @@ struct Received {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn upload_file(State(state): State<AppState>, request: Request) -> Response {
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
-    let response = store_upload(&state, request).await.into_response();
     // An upload in flight while its account is deleted finds its room
     // membership or user row gone: 401, as on the JSON routes.
-    session_ended_is_unauthorized(&state, authorization, response).await
+    let serve = async { store_upload(&state, request).await.into_response() };
+    unauthorized_if_session_ended(&state, authorization, serve).await
 }
 
 async fn store_upload(state: &AppState, request: Request) -> ApiResult<Json<UploadedBody>> {

@@ -747,3 +747,26 @@ async fn ids_freed_by_an_account_deletion_are_not_given_again() {
         }
     }
 }
+
+/// Only a request that passed authentication can have had its session end
+/// while it ran: a public answer stays what it is for a client that sends a
+/// stale token along (as web clients do with every request).
+#[tokio::test]
+async fn a_stale_token_does_not_turn_public_answers_into_401() {
+    let app = spawn_app().await;
+    let (_, token) = app.new_user("stale").await;
+    let deleted = delete_account(&app, &token, "password123").await;
+    assert_eq!(deleted.status(), StatusCode::OK);
+    let missing_post = app.get("/api/get_post_by_id/999999", Some(&token)).await;
+    assert_error(missing_post, StatusCode::NOT_FOUND).await;
+    let missing_user = app.get("/api/user/nobody_here", Some(&token)).await;
+    assert_error(missing_user, StatusCode::NOT_FOUND).await;
+    let login = app
+        .post_json(
+            "/api/login",
+            Some(&token),
+            json!({ "username": "nobody_here", "password": "password123" }),
+        )
+        .await;
+    assert_error(login, StatusCode::NOT_FOUND).await;
+}
