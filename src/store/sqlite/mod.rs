@@ -54,7 +54,7 @@ use self::{
     rooms::MemberList,
     sessions::SessionCache,
     user_cards::UserCards,
-    writer::Writer,
+    writer::{WalLimits, Writer},
 };
 use super::{
     Page, PoolFigures, PoolStats, StoreError, StoreResult, accounts::UserSummary,
@@ -304,10 +304,18 @@ impl SqliteStore {
             wal.push("-wal");
             writer::sync_wal_file(wal.into())
         });
+        let read_lock = Arc::new(ReadLock::start(path).map_err(other)?);
+        let writer = Writer::start(
+            writer,
+            checkpointer,
+            read_lock.clone(),
+            sync_wal,
+            WalLimits::default(),
+        );
         Ok(SqliteStore {
             path: path.to_owned(),
-            _read_lock: Arc::new(ReadLock::start(path).map_err(other)?),
-            writer: Arc::new(Writer::start(writer, checkpointer, sync_wal).map_err(other)?),
+            _read_lock: read_lock,
+            writer: Arc::new(writer.map_err(other)?),
             readers,
             recent: Arc::new(recent),
             id_floors: Arc::new(id_floors),

@@ -25,7 +25,16 @@ const HOLD: Duration = Duration::from_millis(20);
 
 /// Holds the lock until dropped.
 pub(super) struct ReadLock {
-    _stop: mpsc::Sender<()>,
+    /// The holder stops when this sender is dropped.
+    requests: mpsc::Sender<Release>,
+}
+
+/// Asks the holder to end its transaction and wait.
+struct Release {
+    /// Told once the transaction has ended.
+    ended: mpsc::Sender<()>,
+    /// The holder waits until this sender is dropped.
+    resume: mpsc::Receiver<()>,
 }
 
 impl ReadLock {
@@ -35,15 +44,34 @@ impl ReadLock {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(io::Error::other)?;
-        let (stop, stopped) = mpsc::channel();
+        let (requests, received) = mpsc::channel();
         thread::Builder::new()
             .name("sqlite-read-lock".into())
-            .spawn(move || hold(&conn, &stopped))?;
-        Ok(ReadLock { _stop: stop })
+            .spawn(move || hold(&conn, &received))?;
+        Ok(ReadLock { requests })
+    }
+
+    /// Runs `work` while the lock is let go: a checkpoint in `work` can
+    /// then copy the whole WAL, and the transaction the holder starts after
+    /// `work` uses read mark 0 if the WAL is all copied by then.
+    pub(super) fn released<T>(&self, work: impl FnOnce() -> T) -> T {
+        let (ended, has_ended) = mpsc::channel::<()>();
+        let (resume, resumed) = mpsc::channel::<()>();
+        let request = Release {
+            ended,
+            resume: resumed,
+        };
+        // A holder that has stopped holds nothing: `recv` fails at once.
+        if self.requests.send(request).is_ok() {
+            let _ = has_ended.recv();
+        }
+        let outcome = work();
+        drop(resume);
+        outcome
     }
 }
 
-fn hold(conn: &Connection, stopped: &mpsc::Receiver<()>) {
+fn hold(conn: &Connection, requests: &mpsc::Receiver<Release>) {
     loop {
         // BEGIN alone takes no lock: the first read does.
         let began = conn
@@ -52,25 +80,85 @@ fn hold(conn: &Connection, stopped: &mpsc::Receiver<()>) {
         if let Err(err) = &began {
             tracing::debug!(%err, "holding a read lock failed");
         }
-        let stop = !matches!(
-            stopped.recv_timeout(HOLD),
-            Err(mpsc::RecvTimeoutError::Timeout)
-        );
-        // Still in autocommit mode when BEGIN failed: nothing to end.
-        if !conn.is_autocommit()
-            && let Err(err) = conn.execute_batch("COMMIT")
-        {
-            tracing::warn!(%err, "ending a held read transaction failed");
+        let request = match requests.recv_timeout(HOLD) {
+            Ok(request) => Some(request),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                end(conn);
+                return;
+            }
+        };
+        end(conn);
+        if let Some(Release { ended, resume }) = request {
+            drop(ended);
+            // Returns once the sender is dropped.
+            let _ = resume.recv();
         }
-        if stop {
-            return;
-        }
+    }
+}
+
+fn end(conn: &Connection) {
+    // Still in autocommit mode when BEGIN failed: nothing to end.
+    if !conn.is_autocommit()
+        && let Err(err) = conn.execute_batch("COMMIT")
+    {
+        tracing::warn!(%err, "ending a held read transaction failed");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// (frames in the WAL, frames copied) after a PASSIVE checkpoint.
+    fn checkpoint(conn: &Connection) -> (i64, i64) {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(1)?, r.get(2)?))
+        })
+        .unwrap()
+    }
+
+    /// Let go, the lock keeps no frame from being copied; afterwards it is
+    /// held again, and frames committed after its new snapshot wait.
+    #[test]
+    fn a_released_lock_lets_a_checkpoint_copy_everything_then_holds_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+                 CREATE TABLE t (n INTEGER PRIMARY KEY, s TEXT);",
+            )
+            .unwrap();
+        let lock = ReadLock::start(&path).unwrap();
+        let insert = |rows: usize| {
+            for n in 0..rows {
+                writer
+                    .execute("INSERT INTO t (s) VALUES (?1)", [format!("row {n}")])
+                    .unwrap();
+            }
+        };
+        // Frames newer than the holder's snapshot (taken at its start).
+        thread::sleep(Duration::from_millis(5));
+        insert(50);
+        let (frames, copied) = lock.released(|| checkpoint(&writer));
+        assert!(frames > 0);
+        assert_eq!(
+            copied, frames,
+            "the released lock kept frames from being copied"
+        );
+        // Held again: frames committed after the holder's next snapshot
+        // are not copied until it moves on. Each try can race a renewal of
+        // the snapshot (every `HOLD`), so one try in ten has to show it.
+        let held_again = (0..10).any(|_| {
+            thread::sleep(Duration::from_millis(5));
+            insert(5);
+            let (frames, copied) = checkpoint(&writer);
+            copied < frames
+        });
+        assert!(held_again, "the lock was not taken again");
+    }
 
     /// While the lock is held, the writer still commits, checkpoints copy
     /// the whole WAL once the holder's snapshot moves on, and a write after

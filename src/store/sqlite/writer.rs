@@ -19,6 +19,10 @@
 //!
 //! Checkpoints (copying the WAL back into the database file, with an fsync
 //! of its own) run on a third thread, so that a commit never waits for one.
+//! Under writes that never pause, that thread cannot copy the last frames
+//! before more arrive, and SQLite only starts the WAL over once it is all
+//! copied: when the WAL passes `WalLimits::start_over_at`, the writer
+//! waits between two batches while that thread copies the rest.
 
 use std::{
     fs::File,
@@ -32,13 +36,13 @@ use std::{
         mpsc,
     },
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::wal_vfs;
+use super::{read_lock::ReadLock, wal_vfs};
 use crate::store::{StoreError, StoreResult};
 
 /// Most requests committed together; bounds the wait of the first one.
@@ -55,8 +59,63 @@ type Job = Box<dyn FnOnce(Option<&Transaction>) -> (Completion, bool) + Send>;
 /// How often the WAL is checkpointed.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
+const MIB: u64 = 1024 * 1024;
+
+/// When the writer waits, between two batches, for the checkpointer to
+/// copy the rest of the WAL, so that the next commit starts it over (see
+/// `checkpoint`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct WalLimits {
+    /// WAL size (its frames since it last started over) past which the
+    /// writer is asked to wait; asked again each time the WAL has grown as
+    /// much once more.
+    pub start_over_at: u64,
+    /// ... while the WAL grew by at most this many bytes a second since the
+    /// last checkpoint: under heavier writes the database's fsync in the
+    /// copy is slow, and each wait (and the fsync of the new WAL's header
+    /// that follows) shows in the writes' latency.
+    pub growing_at_most: u64,
+    /// Longest the writer waits: a copy that takes longer leaves the WAL to
+    /// grow, and writes wait no more.
+    pub max_hold: Duration,
+    /// Past this size the writer waits however long the copy takes, so that
+    /// the WAL (and the disk it takes) stays bounded under any load.
+    pub start_over_anyway_at: u64,
+}
+
+impl Default for WalLimits {
+    /// Measured before these existed: at about 1,100 posts a second on the
+    /// benchmark's dataset the WAL grew 8 MB a second and never started
+    /// over. With a try at every 64 MiB whatever the load, it stayed at
+    /// 138-275 MiB under posts at full speed, but in the benchmark's
+    /// writes (votes and messages dirty scattered pages) the p99 at 64
+    /// connections rose 2-3x; 16 MiB a second is about 2,300 posts
+    /// (docs/PERFORMANCE.md, "A WAL that starts over under load").
+    fn default() -> Self {
+        WalLimits {
+            start_over_at: 64 * MIB,
+            growing_at_most: 16 * MIB,
+            max_hold: Duration::from_millis(10),
+            start_over_anyway_at: 4096 * MIB,
+        }
+    }
+}
+
 /// Makes what was committed so far durable (an fsync of the WAL file).
 pub(super) type SyncWal = Box<dyn FnMut() -> io::Result<()> + Send>;
+
+/// What the writer thread takes from its queue.
+enum Request {
+    Write(Job),
+    /// From the checkpointer: after the batch under way, say so on `held`
+    /// and wait until `released` answers or is dropped, for `max` at most
+    /// (`None`: however long that takes).
+    Hold {
+        held: mpsc::Sender<()>,
+        released: mpsc::Receiver<()>,
+        max: Option<Duration>,
+    },
+}
 
 /// A committed batch, waiting for its WAL frames to reach the disk.
 struct Committed {
@@ -65,7 +124,7 @@ struct Committed {
 }
 
 pub(super) struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Request>,
     /// Jobs sent and not yet taken into a batch (for monitoring).
     queued: Arc<AtomicUsize>,
     /// Dropped with the writer, which stops the checkpointer.
@@ -85,10 +144,14 @@ impl Writer {
     /// the `Writer` is dropped. `conn` must be in WAL mode; with `sync_wal`
     /// each batch is answered once `sync_wal` has made it durable (and the
     /// commits themselves skip the fsync), without it once committed.
+    /// `read_lock` is the store's held read lock, let go while the WAL is
+    /// copied to start it over (`limits`).
     pub(super) fn start(
         conn: Connection,
         checkpointer: Connection,
+        read_lock: Arc<ReadLock>,
         sync_wal: Option<SyncWal>,
+        limits: WalLimits,
     ) -> io::Result<Writer> {
         // Commits must not run checkpoints themselves. FULL makes SQLite
         // sync the WAL at each commit, before it publishes the commit: on
@@ -107,9 +170,10 @@ impl Writer {
             .name("sqlite-syncer".into())
             .spawn(move || answer_when_durable(to_sync, sync_wal))?;
         let (checkpoints, stop) = mpsc::channel();
+        let writer = jobs.clone();
         thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint(checkpointer, stop))?;
+            .spawn(move || checkpoint(checkpointer, stop, writer, &read_lock, limits))?;
         Ok(Writer {
             jobs,
             queued,
@@ -154,7 +218,7 @@ impl Writer {
             (completion, sound)
         });
         self.queued.fetch_add(1, Ordering::Relaxed);
-        if self.jobs.send(job).is_err() {
+        if self.jobs.send(Request::Write(job)).is_err() {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(stopped());
         }
@@ -201,33 +265,122 @@ fn run_cached(tx: &Transaction, sql: &str) -> rusqlite::Result<()> {
 
 /// PASSIVE: copies what it can without blocking the writer or readers.
 ///
-/// Under writes that never pause, the WAL is never started over and grows
-/// (measured: 1.2 GB after 10 s of votes at full speed); see "Known gaps"
-/// in the README. Starting it over needs every frame copied and the
-/// database file fsynced first, and the database's pages are scattered:
-/// that write-back, forced while the load runs, is what each attempt paid
-/// for (docs/PERFORMANCE.md, sixth, eleventh and twelfth sessions). A
-/// RESTART checkpoint between batches stalled writes for up to 1.25 s;
-/// every 64 MiB, with this thread copying back to back, it nearly halved
-/// vote throughput; run by the writer past 256 MiB or 1 GiB, it held
-/// writes 207-246 ms a restart (p99 about 200 ms around each); prepared by
-/// this thread (fsyncs of the database while the writer runs, then a hold
-/// of 63-114 ms), it was no faster one server at a time and the p99 was
-/// 75-79 ms. With `journal_size_limit` SQLite cuts the file back when the
-/// WAL starts over, in the first write after the load, which then waited
-/// 0.67 s for a 686 MB file. None was kept.
-fn checkpoint(conn: Connection, stop: mpsc::Receiver<()>) {
+/// Under writes that never pause, the last frames are always overtaken by
+/// new ones, and SQLite starts the WAL over only at a write that finds it
+/// all copied, so it would grow without bound (measured: 1.2 GB after 10 s
+/// of votes at full speed, 8 MB a second at 1,100 posts a second). Past
+/// `limits.start_over_at` this thread copies up to the last commit, then
+/// has the writer wait between two batches while it copies what arrived
+/// meanwhile (`start_over`), and the writer's next commit starts the WAL
+/// over. The wait is a checkpoint's fsync of the database's scattered
+/// pages, which is what earlier attempts paid for (docs/PERFORMANCE.md: a
+/// RESTART checkpoint between batches stalled writes for up to 1.25 s; run
+/// by the writer past 256 MiB, 207-246 ms), so this is tried only while
+/// the WAL grows slower than `limits.growing_at_most`, the writer waits at
+/// most `limits.max_hold`, and a copy that takes longer leaves the WAL to
+/// grow until the next try; past `limits.start_over_anyway_at` the writer
+/// waits however long it takes. With
+/// `journal_size_limit` SQLite cuts the file back when the WAL starts
+/// over, in the first write after the load, which then waited 0.67 s for a
+/// 686 MB file: the file keeps the largest size it reached.
+fn checkpoint(
+    conn: Connection,
+    stop: mpsc::Receiver<()>,
+    writer: mpsc::Sender<Request>,
+    read_lock: &ReadLock,
+    limits: WalLimits,
+) {
     let mut copied = CopiedFrames::new(&conn);
+    let frame_bytes = conn
+        .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
+        .map_or(4096, |page| page.unsigned_abs() + FRAME_HEADER);
+    let mut next_try_at = limits.start_over_at;
+    let (mut last_frames, mut last_checkpoint) = (0, Instant::now());
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(2)) {
-            Ok(frames) => {
-                if let Some(copied) = &mut copied {
-                    copied.release(frames);
-                }
+        let (frames, done) = match passive_checkpoint(&conn) {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                tracing::warn!(%err, "checkpointing the WAL failed");
+                continue;
             }
+        };
+        if let Some(copied) = &mut copied {
+            copied.release(done);
+        }
+        let wal_bytes = u64::try_from(frames).unwrap_or(0) * frame_bytes;
+        // Frames since the last checkpoint (all of them if the WAL started
+        // over since), per second.
+        let started_over = frames < last_frames;
+        let grown = frames - if started_over { 0 } else { last_frames };
+        let per_second = (u64::try_from(grown).unwrap_or(0) * frame_bytes) as f64
+            / last_checkpoint.elapsed().as_secs_f64();
+        (last_frames, last_checkpoint) = (frames, Instant::now());
+        if started_over || wal_bytes < limits.start_over_at {
+            next_try_at = limits.start_over_at;
+        }
+        let anyway = wal_bytes >= limits.start_over_anyway_at;
+        if !anyway && (wal_bytes < next_try_at || per_second > limits.growing_at_most as f64) {
+            continue;
+        }
+        next_try_at = wal_bytes + limits.start_over_at;
+        let max = (!anyway).then_some(limits.max_hold);
+        match start_over(&conn, &writer, read_lock, max) {
+            Ok(Some(held)) => tracing::debug!(
+                wal_mib = wal_bytes / MIB,
+                held_ms = held.as_secs_f64() * 1e3,
+                "copied the rest of the WAL while the writer waited"
+            ),
+            Ok(None) => return,
             Err(err) => tracing::warn!(%err, "checkpointing the WAL failed"),
         }
     }
+}
+
+/// A PASSIVE checkpoint: (frames in the WAL, frames copied into the
+/// database). Copies nothing when another checkpoint is under way.
+fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    let (busy, frames, copied) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    Ok(if busy != 0 {
+        (frames, 0)
+    } else {
+        (frames, copied)
+    })
+}
+
+/// Copies the WAL up to the last commit, then again while the writer
+/// waits between two batches (for `max` at most, if any), both with the
+/// store's held read lock let go (its snapshot is up to its `HOLD` old): if
+/// the second copy reaches the end before the writer moves on, the
+/// writer's next commit finds the WAL all copied, with no reader in it,
+/// and starts it over at its front. Returns how long the second copy took,
+/// or `None` if the writer has stopped.
+fn start_over(
+    conn: &Connection,
+    writer: &mpsc::Sender<Request>,
+    read_lock: &ReadLock,
+    max: Option<Duration>,
+) -> rusqlite::Result<Option<Duration>> {
+    read_lock.released(|| passive_checkpoint(conn))?;
+    let (held, writer_waits) = mpsc::channel();
+    let (release, released) = mpsc::channel();
+    let hold = Request::Hold {
+        held,
+        released,
+        max,
+    };
+    if writer.send(hold).is_err() || writer_waits.recv().is_err() {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let copied = read_lock.released(|| passive_checkpoint(conn));
+    drop(release);
+    copied.map(|_| Some(started.elapsed()))
 }
 
 /// Gives the kernel back the page cache of the WAL's frames that are
@@ -356,58 +509,88 @@ fn answer_when_durable(to_sync: mpsc::Receiver<Committed>, mut sync_wal: Option<
 
 fn serve(
     mut conn: Connection,
-    queue: mpsc::Receiver<Job>,
+    queue: mpsc::Receiver<Request>,
     queued: &AtomicUsize,
     committed: mpsc::Sender<Committed>,
 ) {
     while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        let mut batch = Vec::new();
+        let mut hold_after = None;
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Write(job) => batch.push(job),
+                // Ends the batch: the writes queued after it wait for it.
+                Request::Hold {
+                    held,
+                    released,
+                    max,
+                } => {
+                    hold_after = Some((held, released, max));
+                    break;
+                }
+            }
+            if batch.len() < MAX_BATCH {
+                next = queue.try_recv().ok();
             }
         }
-        queued.fetch_sub(batch.len(), Ordering::Relaxed);
-        let (completions, commit) =
-            match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-                Ok(tx) => {
-                    let mut sound = true;
-                    let completions: Vec<Completion> = batch
-                        .into_iter()
-                        .map(|job| {
-                            let (completion, ok) = job(Some(&tx));
-                            sound &= ok;
-                            completion
-                        })
-                        .collect();
-                    let commit = if sound {
-                        wal_vfs::deferring_wal_sync(|| tx.commit()).map_err(|e| e.to_string())
-                    } else {
-                        // A savepoint could not be rolled back: keep nothing.
-                        let _ = tx.rollback();
-                        Err("a failed request could not be rolled back".to_owned())
-                    };
-                    (completions, commit)
-                }
-                Err(err) => {
-                    let completions = batch.into_iter().map(|job| job(None).0).collect();
-                    (completions, Err(err.to_string()))
-                }
-            };
-        if let Err(err) = &commit {
-            tracing::error!(%err, "committing a batch of writes failed");
-        }
-        if committed
-            .send(Committed {
-                completions,
-                commit,
-            })
-            .is_err()
-        {
+        if !batch.is_empty() && !commit_batch(&mut conn, batch, queued, &committed) {
             return;
         }
+        if let Some((held, released, max)) = hold_after {
+            let _ = held.send(());
+            match max {
+                Some(max) => drop(released.recv_timeout(max)),
+                None => drop(released.recv()),
+            }
+        }
     }
+}
+
+/// Runs `batch` in one transaction and hands the commit to the syncer;
+/// false once the syncer has stopped.
+fn commit_batch(
+    conn: &mut Connection,
+    batch: Vec<Job>,
+    queued: &AtomicUsize,
+    committed: &mpsc::Sender<Committed>,
+) -> bool {
+    queued.fetch_sub(batch.len(), Ordering::Relaxed);
+    let (completions, commit) = match conn.transaction_with_behavior(TransactionBehavior::Immediate)
+    {
+        Ok(tx) => {
+            let mut sound = true;
+            let completions: Vec<Completion> = batch
+                .into_iter()
+                .map(|job| {
+                    let (completion, ok) = job(Some(&tx));
+                    sound &= ok;
+                    completion
+                })
+                .collect();
+            let commit = if sound {
+                wal_vfs::deferring_wal_sync(|| tx.commit()).map_err(|e| e.to_string())
+            } else {
+                // A savepoint could not be rolled back: keep nothing.
+                let _ = tx.rollback();
+                Err("a failed request could not be rolled back".to_owned())
+            };
+            (completions, commit)
+        }
+        Err(err) => {
+            let completions = batch.into_iter().map(|job| job(None).0).collect();
+            (completions, Err(err.to_string()))
+        }
+    };
+    if let Err(err) = &commit {
+        tracing::error!(%err, "committing a batch of writes failed");
+    }
+    committed
+        .send(Committed {
+            completions,
+            commit,
+        })
+        .is_ok()
 }
 
 #[cfg(test)]
@@ -419,23 +602,26 @@ mod tests {
     /// A writer on a fresh database; `sync_wal` gets the WAL file's path.
     fn writer_with(
         sync_wal: impl FnOnce(PathBuf) -> Option<SyncWal>,
+        limits: WalLimits,
     ) -> (tempfile::TempDir, Writer, PathBuf) {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("w.db");
         let conn = open_connection(&path).expect("open");
-        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER PRIMARY KEY);")
-            .expect("schema");
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE t (n INTEGER PRIMARY KEY);
+             CREATE TABLE blobs (b BLOB);",
+        )
+        .expect("schema");
         let checkpointer = Connection::open(&path).expect("open");
         let sync_wal = sync_wal(dir.path().join("w.db-wal"));
-        (
-            dir,
-            Writer::start(conn, checkpointer, sync_wal).expect("writer"),
-            path,
-        )
+        let read_lock = Arc::new(ReadLock::start(&path).expect("read lock"));
+        let writer = Writer::start(conn, checkpointer, read_lock, sync_wal, limits);
+        (dir, writer.expect("writer"), path)
     }
 
     fn writer() -> (tempfile::TempDir, Writer, PathBuf) {
-        writer_with(|wal| Some(sync_wal_file(wal)))
+        writer_with(|wal| Some(sync_wal_file(wal)), WalLimits::default())
     }
 
     /// Pages of `file` in the page cache, over its first `bytes`.
@@ -460,6 +646,91 @@ mod tests {
             libc::munmap(map, bytes);
         }
         resident.iter().filter(|&&r| r & 1 == 1).count()
+    }
+
+    /// Writes blobs from eight tasks at once, with no pause, for
+    /// `duration`; returns (bytes written, the WAL file's largest size, how
+    /// many times the WAL started over), sampled every few milliseconds.
+    async fn writes_that_never_pause(
+        writer: Writer,
+        path: &Path,
+        duration: Duration,
+    ) -> (u64, u64, usize) {
+        const BLOB: u64 = 4000;
+        let writer = Arc::new(writer);
+        let written = Arc::new(AtomicUsize::new(0));
+        let end = tokio::time::Instant::now() + duration;
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (writer, written) = (writer.clone(), written.clone());
+                tokio::spawn(async move {
+                    while tokio::time::Instant::now() < end {
+                        writer
+                            .run(|tx| {
+                                let sql = "INSERT INTO blobs (b) VALUES (zeroblob(?1))";
+                                Ok(tx.execute(sql, [BLOB as i64])?)
+                            })
+                            .await
+                            .expect("write");
+                        written.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        let wal = File::open(format!("{}-wal", path.display())).expect("the WAL");
+        let (mut largest, mut salt, mut restarts) = (0, None, 0);
+        while !tasks.iter().all(|task| task.is_finished()) {
+            largest = largest.max(wal.metadata().expect("WAL size").len());
+            let mut header = [0u8; 20];
+            if std::os::unix::fs::FileExt::read_exact_at(&wal, &mut header, 0).is_ok() {
+                let now = Some(u32::from_be_bytes([
+                    header[16], header[17], header[18], header[19],
+                ]));
+                if salt.is_some() && now != salt {
+                    restarts += 1;
+                }
+                salt = now;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let written = u64::try_from(written.load(Ordering::Relaxed)).unwrap() * BLOB;
+        (written, largest, restarts)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_starts_over_under_writes_that_never_pause() {
+        let limits = WalLimits {
+            start_over_at: MIB,
+            growing_at_most: u64::MAX,
+            max_hold: Duration::from_secs(5),
+            start_over_anyway_at: u64::MAX,
+        };
+        let (_dir, writer, path) = writer_with(|wal| Some(sync_wal_file(wal)), limits);
+        let (written, largest, restarts) =
+            writes_that_never_pause(writer, &path, Duration::from_secs(3)).await;
+        assert!(
+            restarts >= 2 && largest < written / 2,
+            "{written} bytes written, the WAL started over {restarts} times and reached {largest}"
+        );
+    }
+
+    /// Writes too heavy to try earlier: the WAL starts over at
+    /// `start_over_anyway_at` all the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_its_hard_limit_the_wal_starts_over_even_under_heavy_writes() {
+        let limits = WalLimits {
+            start_over_at: MIB,
+            growing_at_most: 0,
+            max_hold: Duration::from_secs(5),
+            start_over_anyway_at: 2 * MIB,
+        };
+        let (_dir, writer, path) = writer_with(|wal| Some(sync_wal_file(wal)), limits);
+        let (written, largest, restarts) =
+            writes_that_never_pause(writer, &path, Duration::from_secs(3)).await;
+        assert!(
+            restarts >= 2 && largest < written / 2,
+            "{written} bytes written, the WAL started over {restarts} times and reached {largest}"
+        );
     }
 
     #[test]
@@ -548,7 +819,7 @@ mod tests {
             counted.fetch_add(1, Ordering::SeqCst);
             held.recv().map_err(io::Error::other)
         });
-        let (_dir, writer, path) = writer_with(|_| Some(sync));
+        let (_dir, writer, path) = writer_with(|_| Some(sync), WalLimits::default());
         let writer = Arc::new(writer);
         let write = tokio::spawn({
             let writer = writer.clone();
@@ -579,7 +850,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_sync_fails_the_writes_it_covered() {
         let sync: SyncWal = Box::new(|| Err(io::Error::other("disk gone")));
-        let (_dir, writer, _path) = writer_with(|_| Some(sync));
+        let (_dir, writer, _path) = writer_with(|_| Some(sync), WalLimits::default());
         let result = writer
             .run(|tx| Ok(tx.execute("INSERT INTO t (n) VALUES (1)", [])?))
             .await;
