@@ -110,6 +110,21 @@ fn end(conn: &Connection) {
 mod tests {
     use super::*;
 
+    /// A fresh WAL database with automatic checkpoints off and a table `t`;
+    /// returns its directory (which must outlive it), path and connection.
+    fn database() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+                 CREATE TABLE t (n INTEGER PRIMARY KEY, s TEXT);",
+            )
+            .unwrap();
+        (dir, path, writer)
+    }
+
     /// (frames in the WAL, frames copied) after a PASSIVE checkpoint.
     fn checkpoint(conn: &Connection) -> (i64, i64) {
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
@@ -122,15 +137,7 @@ mod tests {
     /// held again, and frames committed after its new snapshot wait.
     #[test]
     fn a_released_lock_lets_a_checkpoint_copy_everything_then_holds_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.db");
-        let writer = Connection::open(&path).unwrap();
-        writer
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
-                 CREATE TABLE t (n INTEGER PRIMARY KEY, s TEXT);",
-            )
-            .unwrap();
+        let (_dir, path, writer) = database();
         let lock = ReadLock::start(&path).unwrap();
         let insert = |rows: usize| {
             for n in 0..rows {
@@ -165,15 +172,7 @@ mod tests {
     /// that starts the WAL over: all within a few `HOLD`s.
     #[test]
     fn holding_the_lock_keeps_neither_checkpoints_nor_a_new_wal_waiting() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("h.db");
-        let writer = Connection::open(&path).unwrap();
-        writer
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
-                 CREATE TABLE t (n INTEGER PRIMARY KEY, s TEXT);",
-            )
-            .unwrap();
+        let (_dir, path, writer) = database();
         let _lock = ReadLock::start(&path).unwrap();
         for n in 0..200 {
             writer
