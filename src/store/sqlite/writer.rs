@@ -395,7 +395,9 @@ fn start_over(
 /// by a transaction that starts later, so once checkpointed (and one cycle
 /// older, for reads that began before) its pages are dropped from the cache
 /// (`POSIX_FADV_DONTNEED`: clean pages only, so nothing unsynced is lost),
-/// and the WAL's growth reuses the memory they free.
+/// and the WAL's growth reuses the memory they free. Once the WAL starts
+/// over, commits write over dropped pages: each commit's write ends on a
+/// page boundary (`wal_vfs`), so that the kernel need not read them back.
 struct CopiedFrames {
     wal: File,
     frame_bytes: u64,
