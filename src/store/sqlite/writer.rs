@@ -325,10 +325,12 @@ fn checkpoint(
         next_try_at = wal_bytes + limits.start_over_at;
         let max = (!anyway).then_some(limits.max_hold);
         match start_over(&conn, &writer, read_lock, max) {
-            Ok(Some(held)) => tracing::debug!(
+            // The writer waits for the second copy, for `max` at most.
+            Ok(Some(copies)) => tracing::debug!(
                 wal_mib = wal_bytes / MIB,
-                held_ms = held.as_secs_f64() * 1e3,
-                "copied the rest of the WAL while the writer waited"
+                first_copy_ms = copies.first.as_secs_f64() * 1e3,
+                second_copy_ms = copies.second.as_secs_f64() * 1e3,
+                "copied the WAL to start it over"
             ),
             Ok(None) => return,
             Err(err) => tracing::warn!(%err, "checkpointing the WAL failed"),
@@ -358,15 +360,17 @@ fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
 /// store's held read lock let go (its snapshot is up to its `HOLD` old): if
 /// the second copy reaches the end before the writer moves on, the
 /// writer's next commit finds the WAL all copied, with no reader in it,
-/// and starts it over at its front. Returns how long the second copy took,
-/// or `None` if the writer has stopped.
+/// and starts it over at its front. Returns how long each copy took, or
+/// `None` if the writer has stopped.
 fn start_over(
     conn: &Connection,
     writer: &mpsc::Sender<Request>,
     read_lock: &ReadLock,
     max: Option<Duration>,
-) -> rusqlite::Result<Option<Duration>> {
+) -> rusqlite::Result<Option<Copies>> {
+    let started = Instant::now();
     read_lock.released(|| passive_checkpoint(conn))?;
+    let first = started.elapsed();
     let (held, writer_waits) = mpsc::channel();
     let (release, released) = mpsc::channel();
     let hold = Request::Hold {
@@ -380,7 +384,18 @@ fn start_over(
     let started = Instant::now();
     let copied = read_lock.released(|| passive_checkpoint(conn));
     drop(release);
-    copied.map(|_| Some(started.elapsed()))
+    copied.map(|_| {
+        Some(Copies {
+            first,
+            second: started.elapsed(),
+        })
+    })
+}
+
+/// How long `start_over`'s two copies took (for the log).
+struct Copies {
+    first: Duration,
+    second: Duration,
 }
 
 /// Gives the kernel back the page cache of the WAL's frames that are
