@@ -334,8 +334,10 @@ impl WalFile {
     /// server that posted at 8,000 a second after the WAL started over read
     /// 70 MB from the disk in 8 s. Past the newest frame nothing is read
     /// (SQLite stops at the first frame whose salts are not the header's,
-    /// as it does at an earlier generation's frames), and the next commit's
-    /// first frame, longer than any padding, writes over the zeros.
+    /// as it does at an earlier generation's frames), and the next commits
+    /// write over the zeros (with the server's 2 KiB pages a frame is
+    /// shorter than some paddings: zeros past the newest frame are ignored
+    /// like the earlier generation's frames there).
     /// Frames rewritten in place (a page changed again within one
     /// transaction) end before `frames_end` and are not padded.
     fn pad_to_page(&mut self) {
@@ -644,6 +646,30 @@ mod tests {
         (dir, path, conn)
     }
 
+    /// Like `database`, on a file created with pages of `page_size` bytes
+    /// (which WAL mode fixes, so before this VFS opens it).
+    fn database_with_pages(
+        page_size: i64,
+        setup: &str,
+    ) -> (tempfile::TempDir, std::path::PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!(
+                "PRAGMA page_size = {page_size}; PRAGMA journal_mode = WAL;
+                 CREATE TABLE t (n INTEGER PRIMARY KEY, s BLOB)"
+            ))
+            .unwrap();
+        let conn = open(&path);
+        conn.execute_batch(setup).unwrap();
+        let actual: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(actual, page_size);
+        (dir, path, conn)
+    }
+
     fn count(path: &std::path::Path) -> i64 {
         let reader = Connection::open(path).expect("open");
         assert_eq!(
@@ -706,7 +732,17 @@ mod tests {
     /// then their checksums, which ends on a frame header).
     #[test]
     fn a_crash_loses_no_commit_of_a_padded_wal() {
-        let (dir, path, conn) = database("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = 10;");
+        // The server's pages (`PAGE_SIZE`) and SQLite's default.
+        for page_size in [2048, 4096] {
+            a_crash_loses_no_commit_with_pages_of(page_size);
+        }
+    }
+
+    fn a_crash_loses_no_commit_with_pages_of(page_size: i64) {
+        let (dir, path, conn) = database_with_pages(
+            page_size,
+            "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = 10;",
+        );
         for _ in 0..20 {
             deferring_wal_sync(|| insert(&conn, 3));
         }
@@ -743,8 +779,14 @@ mod tests {
     /// page cache: they must not read them back from the disk first.
     #[test]
     fn commits_over_a_started_over_wal_read_nothing_from_the_disk() {
+        for page_size in [2048, 4096] {
+            commits_over_a_started_over_wal_with_pages_of(page_size);
+        }
+    }
+
+    fn commits_over_a_started_over_wal_with_pages_of(page_size: i64) {
         use std::os::fd::AsRawFd;
-        let (dir, path, conn) = database("PRAGMA wal_autocheckpoint = 0;");
+        let (dir, path, conn) = database_with_pages(page_size, "PRAGMA wal_autocheckpoint = 0;");
         insert(&conn, 4_000);
         let frames: i64 = conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(2))
@@ -753,7 +795,7 @@ mod tests {
         // are on the disk.
         let wal = std::fs::File::open(dir.path().join("t.db-wal")).unwrap();
         wal.sync_all().unwrap();
-        let frames_end = 32 + frames * (4096 + 24);
+        let frames_end = 32 + frames * (page_size + 24);
         // SAFETY: an advisory call on an open descriptor; it changes no data.
         let advised = unsafe {
             libc::posix_fadvise(
@@ -769,7 +811,10 @@ mod tests {
             deferring_wal_sync(|| insert(&conn, 1));
         }
         let read = disk_reads_of_this_thread() - before;
-        assert_eq!(read, 0, "50 commits read {read} bytes from the disk");
+        assert_eq!(
+            read, 0,
+            "50 commits read {read} bytes from the disk ({page_size}-byte pages)"
+        );
         assert_eq!(count(&path), 4_050);
     }
 
