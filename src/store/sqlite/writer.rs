@@ -291,9 +291,7 @@ fn checkpoint(
     limits: WalLimits,
 ) {
     let mut copied = CopiedFrames::new(&conn);
-    let frame_bytes = conn
-        .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
-        .map_or(4096, |page| page.unsigned_abs() + FRAME_HEADER);
+    let frame_bytes = frame_bytes(&conn).unwrap_or(4096 + FRAME_HEADER);
     let mut next_try_at = limits.start_over_at;
     let (mut last_frames, mut last_checkpoint) = (0, Instant::now());
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
@@ -428,14 +426,19 @@ struct CopiedFrames {
 const WAL_HEADER: u64 = 32;
 const FRAME_HEADER: u64 = 24;
 
+/// Bytes of one frame of the WAL of `conn`'s database.
+fn frame_bytes(conn: &Connection) -> Option<u64> {
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).ok()?;
+    Some(u64::try_from(page_size).ok()? + FRAME_HEADER)
+}
+
 impl CopiedFrames {
     fn new(conn: &Connection) -> Option<Self> {
         let path = conn.path().filter(|p| !p.is_empty())?;
-        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).ok()?;
         let wal = File::open(format!("{path}-wal")).ok()?;
         Some(CopiedFrames {
             wal,
-            frame_bytes: u64::try_from(page_size).ok()? + FRAME_HEADER,
+            frame_bytes: frame_bytes(conn)?,
             generation: 0,
             previous: 0,
             released: 0,
