@@ -81,6 +81,10 @@ pub(super) struct WalLimits {
     /// Past this size the writer waits however long the copy takes, so that
     /// the WAL (and the disk it takes) stays bounded under any load.
     pub start_over_anyway_at: u64,
+    /// A WAL file larger than `start_over_at` is cut back to nothing once it
+    /// is all copied and no commit came for this long: the file keeps the
+    /// largest size a burst gave it otherwise.
+    pub shrink_when_idle_for: Duration,
 }
 
 impl Default for WalLimits {
@@ -97,6 +101,7 @@ impl Default for WalLimits {
             growing_at_most: 16 * MIB,
             max_hold: Duration::from_millis(10),
             start_over_anyway_at: 4096 * MIB,
+            shrink_when_idle_for: Duration::from_secs(10),
         }
     }
 }
@@ -294,6 +299,11 @@ fn checkpoint(
     let frame_bytes = frame_bytes(&conn).unwrap_or(4096 + FRAME_HEADER);
     let mut next_try_at = limits.start_over_at;
     let (mut last_frames, mut last_checkpoint) = (0, Instant::now());
+    let mut last_commit_seen = Instant::now();
+    let wal_path = conn
+        .path()
+        .filter(|p| !p.is_empty())
+        .map(|p| format!("{p}-wal"));
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         let (frames, done) = match passive_checkpoint(&conn) {
             Ok(outcome) => outcome,
@@ -309,12 +319,25 @@ fn checkpoint(
         // Frames since the last checkpoint (all of them if the WAL started
         // over since), per second.
         let started_over = frames < last_frames;
+        if frames != last_frames {
+            last_commit_seen = Instant::now();
+        }
         let grown = frames - if started_over { 0 } else { last_frames };
         let per_second = (u64::try_from(grown).unwrap_or(0) * frame_bytes) as f64
             / last_checkpoint.elapsed().as_secs_f64();
         (last_frames, last_checkpoint) = (frames, Instant::now());
         if started_over || wal_bytes < limits.start_over_at {
             next_try_at = limits.start_over_at;
+        }
+        if done == frames && last_commit_seen.elapsed() >= limits.shrink_when_idle_for {
+            let file_bytes = wal_path
+                .as_ref()
+                .and_then(|wal| std::fs::metadata(wal).ok())
+                .map_or(0, |meta| meta.len());
+            if file_bytes > limits.start_over_at {
+                shrink(&conn, read_lock, file_bytes);
+            }
+            continue;
         }
         let anyway = wal_bytes >= limits.start_over_anyway_at;
         if !anyway && (wal_bytes < next_try_at || per_second > limits.growing_at_most as f64) {
@@ -333,6 +356,29 @@ fn checkpoint(
             Ok(None) => return,
             Err(err) => tracing::warn!(%err, "checkpointing the WAL failed"),
         }
+    }
+}
+
+/// Cuts the WAL file back to nothing (a TRUNCATE checkpoint), with the
+/// held read lock let go. Only for a WAL that is all copied and idle: the
+/// checkpoint takes the write lock, so a write that comes meanwhile waits
+/// for the file system to free the file's blocks.
+fn shrink(conn: &Connection, read_lock: &ReadLock, file_bytes: u64) {
+    let started = Instant::now();
+    let outcome = read_lock.released(|| {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        })
+    });
+    match outcome {
+        Ok(0) => tracing::debug!(
+            wal_mib = file_bytes / MIB,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "cut the idle WAL back"
+        ),
+        // A reader or the writer got in first; the next idle check tries again.
+        Ok(_) => {}
+        Err(err) => tracing::warn!(%err, "cutting the idle WAL back failed"),
     }
 }
 
@@ -742,8 +788,72 @@ mod tests {
             growing_at_most: u64::MAX,
             max_hold: Duration::from_secs(5),
             start_over_anyway_at: u64::MAX,
+            shrink_when_idle_for: Duration::MAX,
         })
         .await;
+    }
+
+    /// A burst grows the WAL file; once the writes stop and it is all
+    /// copied, the file is cut back, and nothing committed is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_wal_is_cut_back_after_a_burst() {
+        let limits = WalLimits {
+            start_over_at: MIB,
+            growing_at_most: 0,
+            max_hold: Duration::from_secs(5),
+            start_over_anyway_at: u64::MAX,
+            shrink_when_idle_for: Duration::from_millis(300),
+        };
+        let (_dir, writer, path) = writer_with(|wal| Some(sync_wal_file(wal)), limits);
+        const BLOB: i64 = 16 * 1024;
+        const ROWS: i64 = 400;
+        // One transaction: its frames all land in the WAL whatever the
+        // checkpointer does meanwhile.
+        writer
+            .run(|tx| {
+                let mut insert = tx.prepare("INSERT INTO blobs (b) VALUES (zeroblob(?1))")?;
+                for _ in 0..ROWS {
+                    insert.execute([BLOB])?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("the burst");
+        let wal_path = format!("{}-wal", path.display());
+        let wal_size = || std::fs::metadata(&wal_path).expect("WAL size").len();
+        let after_burst = wal_size();
+        assert!(
+            after_burst > 2 * MIB,
+            "the burst left a WAL of {after_burst} bytes"
+        );
+        let started = tokio::time::Instant::now();
+        while wal_size() > 0 && started.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            wal_size(),
+            0,
+            "the WAL of {after_burst} bytes was still there after {:?} of idle",
+            started.elapsed()
+        );
+        let count = |path: &Path| -> i64 {
+            Connection::open(path)
+                .expect("open")
+                .query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))
+                .expect("count")
+        };
+        assert_eq!(count(&path), ROWS);
+        writer
+            .run(|tx| Ok(tx.execute("INSERT INTO t (n) VALUES (1)", [])?))
+            .await
+            .expect("a write after the WAL was cut back");
+        assert!(wal_size() > 0, "the next write goes into a new WAL");
+        assert_eq!(count(&path), ROWS);
+        let t: i64 = Connection::open(&path)
+            .expect("open")
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(t, 1);
     }
 
     /// Writes too heavy to try earlier: the WAL starts over at
@@ -755,6 +865,7 @@ mod tests {
             growing_at_most: 0,
             max_hold: Duration::from_secs(5),
             start_over_anyway_at: 2 * MIB,
+            shrink_when_idle_for: Duration::MAX,
         })
         .await;
     }
