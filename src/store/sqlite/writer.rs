@@ -287,7 +287,9 @@ fn run_cached(tx: &Transaction, sql: &str) -> rusqlite::Result<()> {
 /// waits however long it takes. With
 /// `journal_size_limit` SQLite cuts the file back when the WAL starts
 /// over, in the first write after the load, which then waited 0.67 s for a
-/// 686 MB file: the file keeps the largest size it reached.
+/// 686 MB file; instead this thread cuts it back once no commit came for
+/// `limits.shrink_when_idle_for` (`shrink`), where only a write that comes
+/// during the cut waits for it.
 fn checkpoint(
     conn: Connection,
     stop: mpsc::Receiver<()>,
