@@ -374,16 +374,9 @@ fn shrink(
     read_lock: &ReadLock,
     file_bytes: u64,
 ) -> bool {
-    let (held, writer_waits) = mpsc::channel();
-    let (release, released) = mpsc::channel();
-    let hold = Request::Hold {
-        held,
-        released,
-        max: None,
-    };
-    if writer.send(hold).is_err() || writer_waits.recv().is_err() {
+    let Some(release) = hold_writer(writer, None) else {
         return false;
-    }
+    };
     let started = Instant::now();
     let outcome = read_lock.released(|| {
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
@@ -437,16 +430,9 @@ fn start_over(
     let started = Instant::now();
     read_lock.released(|| passive_checkpoint(conn))?;
     let first = started.elapsed();
-    let (held, writer_waits) = mpsc::channel();
-    let (release, released) = mpsc::channel();
-    let hold = Request::Hold {
-        held,
-        released,
-        max,
-    };
-    if writer.send(hold).is_err() || writer_waits.recv().is_err() {
+    let Some(release) = hold_writer(writer, max) else {
         return Ok(None);
-    }
+    };
     let started = Instant::now();
     let copied = read_lock.released(|| passive_checkpoint(conn));
     drop(release);
@@ -456,6 +442,23 @@ fn start_over(
             second: started.elapsed(),
         })
     })
+}
+
+/// Has the writer wait after the batch under way, until the returned
+/// handle is dropped (for `max` at most, if any); `None` if the writer has
+/// stopped.
+fn hold_writer(writer: &mpsc::Sender<Request>, max: Option<Duration>) -> Option<mpsc::Sender<()>> {
+    let (held, writer_waits) = mpsc::channel();
+    let (release, released) = mpsc::channel();
+    let hold = Request::Hold {
+        held,
+        released,
+        max,
+    };
+    if writer.send(hold).is_err() || writer_waits.recv().is_err() {
+        return None;
+    }
+    Some(release)
 }
 
 /// How long `start_over`'s two copies took (for the log).
