@@ -302,10 +302,7 @@ fn checkpoint(
     let mut next_try_at = limits.start_over_at;
     let (mut last_frames, mut last_checkpoint) = (0, Instant::now());
     let mut last_commit_seen = Instant::now();
-    let wal_path = conn
-        .path()
-        .filter(|p| !p.is_empty())
-        .map(|p| format!("{p}-wal"));
+    let wal_path = wal_path(&conn);
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         let (frames, done) = match passive_checkpoint(&conn) {
             Ok(outcome) => outcome,
@@ -497,6 +494,12 @@ struct CopiedFrames {
 const WAL_HEADER: u64 = 32;
 const FRAME_HEADER: u64 = 24;
 
+/// The WAL file of `conn`'s database, if it is a file.
+fn wal_path(conn: &Connection) -> Option<String> {
+    let path = conn.path().filter(|p| !p.is_empty())?;
+    Some(format!("{path}-wal"))
+}
+
 /// Bytes of one frame of the WAL of `conn`'s database.
 fn frame_bytes(conn: &Connection) -> Option<u64> {
     let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).ok()?;
@@ -505,8 +508,7 @@ fn frame_bytes(conn: &Connection) -> Option<u64> {
 
 impl CopiedFrames {
     fn new(conn: &Connection) -> Option<Self> {
-        let path = conn.path().filter(|p| !p.is_empty())?;
-        let wal = File::open(format!("{path}-wal")).ok()?;
+        let wal = File::open(wal_path(conn)?).ok()?;
         Some(CopiedFrames {
             wal,
             frame_bytes: frame_bytes(conn)?,
