@@ -4,6 +4,10 @@
 //! (`governor`); with `--redis` every node counts against the same quota in
 //! Redis (`SharedLimits`), so that a client cannot multiply its quota by
 //! spreading requests over the nodes behind a load balancer.
+//!
+//! The addresses each account logged in from recently are remembered the
+//! same way (`KnownLogins`): an account's own login limit does not hold them
+//! back, so guesses from elsewhere cannot lock its owner out.
 
 use std::{
     fmt,
@@ -190,6 +194,8 @@ pub struct RateLimits {
     user_rates: Vec<Rate>,
     shared: Option<SharedLimits>,
     trusted_proxies: Vec<IpAddr>,
+    /// Which addresses each account logged in from lately, on this node.
+    known_logins: KnownLogins,
 }
 
 impl RateLimits {
@@ -210,7 +216,14 @@ impl RateLimits {
             user_rates: UserAction::ALL.iter().map(|a| a.rate(config)).collect(),
             shared: None,
             trusted_proxies: config.trusted_proxies.clone(),
+            known_logins: KnownLogins::new(KNOWN_LOGIN_FOR),
         }
+    }
+
+    /// Remembers logins for `known_for` instead of `KNOWN_LOGIN_FOR`.
+    pub fn with_known_logins_for(mut self, known_for: Duration) -> Self {
+        self.known_logins = KnownLogins::new(known_for);
+        self
     }
 
     /// Counts the quotas in Redis from now on, shared by every node that
@@ -241,6 +254,51 @@ impl RateLimits {
         let rate = self.user_rates[action as usize];
         self.count(limiter, &user_id, shared_key, rate, action.what())
             .await
+    }
+
+    /// Counts one password check on `user_id`'s account from `address` (a
+    /// login or an account deletion), or 429 when the account is over its
+    /// limit. An address that logged in to the account within the last
+    /// `KNOWN_LOGIN_FOR` is neither counted nor refused here (its address
+    /// limit still holds it): whoever guesses at the account from elsewhere
+    /// cannot keep its owner out where the owner usually logs in.
+    pub async fn check_account_login(&self, user_id: i64, address: IpAddr) -> ApiResult<()> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let address = address_key(address);
+        if self.is_known_login(user_id, address).await {
+            return Ok(());
+        }
+        self.check_user(UserAction::Login, user_id).await
+    }
+
+    /// Records a successful login to `user_id`'s account from `address`.
+    pub async fn remember_login(&self, user_id: i64, address: IpAddr) {
+        if !self.enabled() {
+            return;
+        }
+        let address = address_key(address);
+        // This node's memory too, for when Redis is away.
+        self.known_logins.remember(user_id, address);
+        if let Some(shared) = &self.shared {
+            shared
+                .remember_login(user_id, address, self.known_logins.known_for)
+                .await;
+        }
+    }
+
+    /// Redis's answer when the limits are shared and it answers, else this
+    /// node's.
+    async fn is_known_login(&self, user_id: i64, address: IpAddr) -> bool {
+        if let Some(shared) = &self.shared
+            && let Some(known) = shared
+                .is_known_login(user_id, address, self.known_logins.known_for)
+                .await
+        {
+            return known;
+        }
+        self.known_logins.contains(user_id, address)
     }
 
     /// Counts one request in Redis when the limits are shared and Redis
@@ -318,6 +376,41 @@ where
     })
 }
 
+/// How long a successful login keeps its address exempt from the account's
+/// own login limit (`RateLimits::check_account_login`).
+const KNOWN_LOGIN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Most (account, address) pairs one node remembers; the least used go
+/// first. 64 Ki pairs take a few MiB.
+const KNOWN_LOGINS_MOST: usize = 64 * 1024;
+/// Most addresses Redis remembers per account: its newest logins'.
+const KNOWN_LOGINS_PER_ACCOUNT: u32 = 32;
+
+/// The addresses each account logged in from lately, on this node: a
+/// bounded cache of (account, address) to the last login's time.
+struct KnownLogins {
+    last_login: quick_cache::sync::Cache<(i64, IpAddr), Instant>,
+    known_for: Duration,
+}
+
+impl KnownLogins {
+    fn new(known_for: Duration) -> Self {
+        KnownLogins {
+            last_login: quick_cache::sync::Cache::new(KNOWN_LOGINS_MOST),
+            known_for,
+        }
+    }
+
+    fn remember(&self, user_id: i64, address: IpAddr) {
+        self.last_login.insert((user_id, address), Instant::now());
+    }
+
+    fn contains(&self, user_id: i64, address: IpAddr) -> bool {
+        self.last_login
+            .get(&(user_id, address))
+            .is_some_and(|at| at.elapsed() < self.known_for)
+    }
+}
+
 /// GCRA in Redis: each key holds the time at which its quota is full again
 /// plus one interval (the "theoretical arrival time", in milliseconds of the
 /// Redis server's clock, so nodes' clocks do not matter; 13 digits, which
@@ -340,6 +433,33 @@ redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
 return 0
 ";
 
+/// An account's known addresses in Redis: a sorted set of address to the
+/// last login's time (milliseconds of the Redis server's clock), trimmed
+/// to the newest ARGV[3] and to those within ARGV[2] milliseconds, and
+/// dropped once its newest is that old.
+const REMEMBER_LOGIN: &str = r"
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local known_for = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - known_for)
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[3]) - 1)
+redis.call('PEXPIRE', KEYS[1], known_for)
+return 0
+";
+
+/// 1 when address ARGV[1] logged in to the account within ARGV[2]
+/// milliseconds, else 0.
+const IS_KNOWN_LOGIN: &str = r"
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if at and tonumber(at) > now - tonumber(ARGV[2]) then
+  return 1
+end
+return 0
+";
+
 /// Longest a request waits for Redis to count it (it answers in well under
 /// a millisecond when up); the connection otherwise retries for seconds.
 const SHARED_WAIT: Duration = Duration::from_millis(250);
@@ -352,6 +472,8 @@ struct SharedLimits {
     conn: ConnectionManager,
     prefix: String,
     script: Script,
+    remember_login: Script,
+    is_known_login: Script,
     /// Until when Redis is skipped, in milliseconds since `started`.
     paused_until_ms: AtomicU64,
     started: Instant,
@@ -363,45 +485,82 @@ impl SharedLimits {
             conn,
             prefix: format!("{prefix}:rl:"),
             script: Script::new(GCRA),
+            remember_login: Script::new(REMEMBER_LOGIN),
+            is_known_login: Script::new(IS_KNOWN_LOGIN),
             paused_until_ms: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        millis(self.started.elapsed())
     }
 
     /// Counts one request against `key`'s quota: `None` when Redis did not
     /// answer in time or is paused after failing (the caller falls back to
     /// this node's own limiter, so limits hold per node while Redis is away).
     async fn check(&self, key: &str, rate: Rate, what: &str) -> Option<ApiResult<()>> {
+        let interval = millis(rate.interval());
+        let mut invocation = self.script.key(format!("{}{key}", self.prefix));
+        invocation.arg(interval.max(1)).arg(rate.count.get());
+        match self.run(&invocation).await? {
+            0 => Some(Ok(())),
+            wait => Some(Err(ApiError::too_many_requests(
+                what,
+                Duration::from_millis(wait),
+            ))),
+        }
+    }
+
+    async fn remember_login(&self, user_id: i64, address: IpAddr, known_for: Duration) {
+        let mut invocation = self.remember_login.key(self.known_logins_key(user_id));
+        invocation
+            .arg(address.to_string())
+            .arg(millis(known_for))
+            .arg(KNOWN_LOGINS_PER_ACCOUNT);
+        self.run(&invocation).await;
+    }
+
+    /// `None` when Redis cannot answer, as for `check`.
+    async fn is_known_login(
+        &self,
+        user_id: i64,
+        address: IpAddr,
+        known_for: Duration,
+    ) -> Option<bool> {
+        let mut invocation = self.is_known_login.key(self.known_logins_key(user_id));
+        invocation.arg(address.to_string()).arg(millis(known_for));
+        Some(self.run(&invocation).await? == 1)
+    }
+
+    fn known_logins_key(&self, user_id: i64) -> String {
+        format!("{}known:{user_id}", self.prefix)
+    }
+
+    /// Runs a script: `None` when Redis did not answer within `SHARED_WAIT`
+    /// or is paused after failing (then skipped for `SHARED_PAUSE`).
+    async fn run(&self, invocation: &redis::ScriptInvocation<'_>) -> Option<u64> {
         if self.now_ms() < self.paused_until_ms.load(Ordering::Relaxed) {
             return None;
         }
-        let interval = u64::try_from(rate.interval().as_millis()).unwrap_or(u64::MAX);
         let mut conn = self.conn.clone();
-        let mut invocation = self.script.key(format!("{}{key}", self.prefix));
-        invocation.arg(interval.max(1)).arg(rate.count.get());
-        let counted = invocation.invoke_async::<u64>(&mut conn);
-        let failure = match tokio::time::timeout(SHARED_WAIT, counted).await {
-            Ok(Ok(0)) => return Some(Ok(())),
-            Ok(Ok(wait)) => {
-                return Some(Err(ApiError::too_many_requests(
-                    what,
-                    Duration::from_millis(wait),
-                )));
-            }
+        let answered = invocation.invoke_async::<u64>(&mut conn);
+        let failure = match tokio::time::timeout(SHARED_WAIT, answered).await {
+            Ok(Ok(answer)) => return Some(answer),
             Ok(Err(err)) => err.to_string(),
             Err(_) => format!("no answer within {SHARED_WAIT:?}"),
         };
-        let until = self.now_ms() + u64::try_from(SHARED_PAUSE.as_millis()).unwrap_or(0);
+        let until = self.now_ms() + millis(SHARED_PAUSE);
         // Logged once per pause, not once per request.
         if self.paused_until_ms.swap(until, Ordering::Relaxed) <= self.now_ms() {
             tracing::warn!(%failure, "shared rate limits unavailable; this node's own limits apply");
         }
         None
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// IPv4 addresses count one by one; IPv6 by their /64 network, since one
@@ -428,7 +587,11 @@ pub trait UserLimit {
 
 /// A request from a client address still within the limit `L`. Runs
 /// before the body is parsed, so a limited client gets 429 whatever it sends.
-pub struct AddressRateLimited<L>(PhantomData<L>);
+pub struct AddressRateLimited<L> {
+    /// The client's address, as the limit counted it.
+    pub address: IpAddr,
+    limit: PhantomData<L>,
+}
 
 impl<L: AddressLimit> FromRequestParts<AppState> for AddressRateLimited<L> {
     type Rejection = ApiError;
@@ -440,10 +603,12 @@ impl<L: AddressLimit> FromRequestParts<AppState> for AddressRateLimited<L> {
             .copied()
             .ok_or_else(|| ApiError::internal("the server did not record the client address"))?;
         let limits = &state.rate_limits;
-        limits
-            .check_address(L::ACTION, limits.client_address(peer.ip(), parts))
-            .await?;
-        Ok(AddressRateLimited(PhantomData))
+        let address = limits.client_address(peer.ip(), parts);
+        limits.check_address(L::ACTION, address).await?;
+        Ok(AddressRateLimited {
+            address,
+            limit: PhantomData,
+        })
     }
 }
 
@@ -513,6 +678,62 @@ mod tests {
         assert_ne!(address_key(a), address_key(c));
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         assert_eq!(address_key(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    fn is_limited(outcome: ApiResult<()>) -> bool {
+        match outcome {
+            Ok(()) => false,
+            Err(ApiError::TooManyRequests { .. }) => true,
+            Err(other) => panic!("expected 429, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_address_that_logged_in_is_neither_counted_nor_refused_by_its_accounts_limit() {
+        let mut config = crate::Config::for_tests(".".into()).rate_limits;
+        config.mode = Switch::On;
+        config.account_logins = "2/1h".parse().unwrap();
+        let limits = RateLimits::new(&config);
+        let owner: IpAddr = "192.0.2.1".parse().unwrap();
+        let stranger: IpAddr = "198.51.100.7".parse().unwrap();
+        limits.remember_login(1, owner).await;
+
+        for _ in 0..5 {
+            assert!(!is_limited(limits.check_account_login(1, owner).await));
+        }
+        // The owner's checks left the quota whole for everyone else.
+        for expected in [false, false, true] {
+            assert_eq!(
+                is_limited(limits.check_account_login(1, stranger).await),
+                expected
+            );
+        }
+        assert!(!is_limited(limits.check_account_login(1, owner).await));
+        // Known to account 1 only.
+        for expected in [false, false, true] {
+            assert_eq!(
+                is_limited(limits.check_account_login(2, owner).await),
+                expected
+            );
+        }
+        // An IPv6 address is known by its /64, as it is limited.
+        limits
+            .remember_login(2, "2001:db8:1:2::1".parse().unwrap())
+            .await;
+        let neighbour: IpAddr = "2001:db8:1:2::99".parse().unwrap();
+        assert!(!is_limited(limits.check_account_login(2, neighbour).await));
+    }
+
+    #[tokio::test]
+    async fn a_login_is_forgotten_after_its_time() {
+        let mut config = crate::Config::for_tests(".".into()).rate_limits;
+        config.mode = Switch::On;
+        config.account_logins = "1/1h".parse().unwrap();
+        let limits = RateLimits::new(&config).with_known_logins_for(Duration::ZERO);
+        let owner: IpAddr = "192.0.2.1".parse().unwrap();
+        limits.remember_login(1, owner).await;
+        assert!(!is_limited(limits.check_account_login(1, owner).await));
+        assert!(is_limited(limits.check_account_login(1, owner).await));
     }
 
     #[tokio::test]

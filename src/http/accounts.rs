@@ -16,7 +16,7 @@ use crate::{
     chat::{self, event::Sessions},
     domain::{account, validate::required},
     error::{ApiError, ApiResult, ErrorBody},
-    rate_limit::{AddressRateLimited, UserAction, limit},
+    rate_limit::{AddressRateLimited, limit},
     store::{StoreError, accounts::NewUser},
 };
 
@@ -96,7 +96,7 @@ pub struct LoginResponse {
         (status = 404, description = "Unknown user", body = ErrorBody), (status = 429, description = "Over the rate limit; see Retry-After", body = ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
-    _: AddressRateLimited<limit::Logins>,
+    from: AddressRateLimited<limit::Logins>,
     JsonBody(body): JsonBody<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
     let username = required(&body.username, "username")?.trim();
@@ -110,7 +110,7 @@ async fn login(
     // alone lets many addresses guess at one account.
     state
         .rate_limits
-        .check_user(UserAction::Login, record.user.id)
+        .check_account_login(record.user.id, from.address)
         .await?;
     if !state
         .passwords
@@ -119,6 +119,10 @@ async fn login(
     {
         return Err(ApiError::unauthorized("wrong password"));
     }
+    state
+        .rate_limits
+        .remember_login(record.user.id, from.address)
+        .await;
     let token = new_token();
     state
         .store
@@ -192,7 +196,7 @@ async fn delete_account(
     State(state): State<AppState>,
     user: AuthUser,
     // A stolen token must not buy unlimited password guesses.
-    _: AddressRateLimited<limit::Logins>,
+    from: AddressRateLimited<limit::Logins>,
     JsonBody(body): JsonBody<DeleteAccountRequest>,
 ) -> ApiResult<Json<MessageBody>> {
     let password = required(&body.password, "password")?;
@@ -203,7 +207,7 @@ async fn delete_account(
         .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
     state
         .rate_limits
-        .check_user(UserAction::Login, user.id)
+        .check_account_login(user.id, from.address)
         .await?;
     if !state
         .passwords

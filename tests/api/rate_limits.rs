@@ -482,14 +482,14 @@ async fn guesses_at_one_account_from_many_addresses_share_its_own_limit() {
         let resp = login_status(&app, &target, "wrong guess", Some(&address)).await;
         assert_error(resp, StatusCode::UNAUTHORIZED).await;
     }
-    // A guess through account deletion counts against the same quota:
-    // with the first login (new_user's), four.
-    let resp = delete_account(&app, &token, "wrong guess").await;
+    // A guess through account deletion (a stolen token) counts against the
+    // same quota: with the first login (new_user's), four.
+    let resp = delete_account_from(&app, &token, "wrong guess", "198.51.100.3").await;
     assert_error(resp, StatusCode::UNAUTHORIZED).await;
     // Over it: refused before the password is looked at, even the right one.
     let right = login_status(&app, &target, "password123", Some("198.51.100.9")).await;
     assert_limited(right).await;
-    let resp = delete_account(&app, &token, "password123").await;
+    let resp = delete_account_from(&app, &token, "password123", "198.51.100.9").await;
     assert_limited(resp).await;
     assert_eq!(
         app.get(&format!("/api/user/{target}"), None).await.status(),
@@ -501,6 +501,73 @@ async fn guesses_at_one_account_from_many_addresses_share_its_own_limit() {
     assert_eq!(resp.status(), StatusCode::OK);
     let resp = login_status(&app, "no_such_user", "guess", Some("198.51.100.9")).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+/// `POST /api/delete_account` as if from `address` (behind a trusted proxy).
+async fn delete_account_from(
+    app: &TestApp,
+    token: &str,
+    password: &str,
+    address: &str,
+) -> Response {
+    app.client
+        .post(app.url("/api/delete_account"))
+        .header("Authorization", token)
+        .header("X-Forwarded-For", address)
+        .json(&json!({ "password": password }))
+        .send()
+        .await
+        .expect("request sent")
+}
+
+#[tokio::test]
+async fn guesses_from_elsewhere_do_not_lock_an_owner_out_where_they_logged_in_before() {
+    let app = spawn_app_with(|config| {
+        let limits = &mut config.rate_limits;
+        limits.mode = Switch::On;
+        limits.register = "1000/1h".parse().unwrap();
+        limits.login = "1000/1h".parse().unwrap();
+        limits.account_logins = "3/1h".parse().unwrap();
+        limits.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    // new_user logs in from 127.0.0.1: one attempt counted.
+    let (owner, token) = app.new_user("owner").await;
+    let home = "203.0.113.5";
+    let resp = login_status(&app, &owner, "password123", Some(home)).await;
+    assert_eq!(resp.status(), StatusCode::OK, "the second of three");
+    let resp = login_status(&app, &owner, "wrong guess", Some("198.51.100.1")).await;
+    assert_error(resp, StatusCode::UNAUTHORIZED).await;
+    let resp = login_status(&app, &owner, "password123", Some("198.51.100.2")).await;
+    assert_limited(resp).await;
+
+    // From home the owner still logs in, and a typo there is a 401, not a
+    // 429; nor do these count, so strangers stay refused.
+    let resp = login_status(&app, &owner, "typo", Some(home)).await;
+    assert_error(resp, StatusCode::UNAUTHORIZED).await;
+    for _ in 0..3 {
+        let resp = login_status(&app, &owner, "password123", Some(home)).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let resp = login_status(&app, &owner, "password123", None).await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "new_user's address is known too"
+    );
+    let resp = login_status(&app, &owner, "password123", Some("198.51.100.3")).await;
+    assert_limited(resp).await;
+    // A failed attempt makes no address known.
+    let resp = login_status(&app, &owner, "wrong guess", Some("198.51.100.1")).await;
+    assert_limited(resp).await;
+
+    // Account deletion asks for the password too: from home it goes ahead.
+    let resp = delete_account_from(&app, &token, "password123", "198.51.100.4").await;
+    assert_limited(resp).await;
+    let resp = delete_account_from(&app, &token, "password123", home).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = login_status(&app, &owner, "password123", Some(home)).await;
+    assert_error(resp, StatusCode::NOT_FOUND).await;
 }
 
 #[tokio::test]

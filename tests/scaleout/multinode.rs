@@ -199,3 +199,45 @@ async fn two_nodes_share_one_rate_limit() {
     let posts = body(b.get(&format!("/api/get_posts/{alice}"), None).await).await;
     assert_eq!(posts["posts"].as_array().map(Vec::len), Some(2));
 }
+
+/// The addresses an account logged in from are shared too: guesses through
+/// one node do not lock the owner out of another where they logged in from
+/// home before.
+#[tokio::test]
+async fn two_nodes_share_the_addresses_an_account_logged_in_from() {
+    let a = spawn_app_with(|config| {
+        let limits = &mut config.rate_limits;
+        limits.mode = Switch::On;
+        limits.register = "1000/1h".parse().unwrap();
+        limits.login = "1000/1h".parse().unwrap();
+        limits.account_logins = "3/1h".parse().unwrap();
+        limits.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    if a.config.redis.is_none() {
+        crate::backend::skipped("the shared known-login test", "Redis is not configured");
+        return;
+    }
+    let b = a.second_node().await;
+    // new_user's login on A, then one from home on A: two of three.
+    let (owner, _) = a.new_user("mnowner").await;
+    let send = |node, password, address| login_from(node, &owner, password, address);
+    let home = "203.0.113.5";
+    assert_eq!(send(&a, "password123", home).await.status(), StatusCode::OK);
+    let guess = send(&b, "wrong guess", "198.51.100.1").await;
+    assert_eq!(guess.status(), StatusCode::UNAUTHORIZED);
+    assert_limited(send(&b, "password123", "198.51.100.2").await).await;
+    // B never saw the owner at home, but Redis did.
+    assert_eq!(send(&b, "password123", home).await.status(), StatusCode::OK);
+    assert_limited(send(&a, "password123", "198.51.100.3").await).await;
+}
+
+async fn login_from(node: &TestApp, username: &str, password: &str, address: &str) -> Response {
+    node.client
+        .post(node.url("/api/login"))
+        .header("X-Forwarded-For", address)
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .expect("request sent")
+}

@@ -118,7 +118,10 @@ async fn shared_rate_limits_fall_back_to_the_node_when_redis_is_away() {
     let mut config = mirage::Config::for_tests(dir.path().to_path_buf()).rate_limits;
     config.mode = Switch::On;
     config.votes = "2/1h".parse().unwrap();
+    config.account_logins = "1/1h".parse().unwrap();
     let limits = RateLimits::new(&config).shared_in(conn, "fallback");
+    let owner: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    limits.remember_login(7, owner).await;
 
     let is_limited = |outcome: Result<(), ApiError>| match outcome {
         Ok(()) => false,
@@ -145,4 +148,10 @@ async fn shared_rate_limits_fall_back_to_the_node_when_redis_is_away() {
         );
     }
     assert_eq!(outcomes, [false, false, true]);
+    // A login remembered while Redis was up is remembered by this node too.
+    for _ in 0..3 {
+        assert!(!is_limited(limits.check_account_login(7, owner).await));
+    }
+    assert!(!is_limited(limits.check_account_login(8, owner).await));
+    assert!(is_limited(limits.check_account_login(8, owner).await));
 }
