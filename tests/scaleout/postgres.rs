@@ -9,13 +9,17 @@
 //! hook), and a small watchdog process stops it and removes its directory
 //! should the process die without exiting (a kill, an abort).
 //!
+//! The server also accepts TLS, with a certificate for 127.0.0.1 signed by
+//! a throwaway CA (made with the `openssl` command): the suite connects in
+//! plain text (`sslmode=disable`), and one test over verified TLS.
+//!
 //! Without the PostgreSQL binaries the tests stay on SQLite, with a loud
 //! message; with `MIRAGE_REQUIRE_SCALEOUT=1` they fail instead.
 
 use std::{
     io::Write,
     net::TcpListener,
-    os::unix::fs::MetadataExt,
+    os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
@@ -34,6 +38,8 @@ const PG_USER: &str = "postgres";
 
 struct Server {
     port: u16,
+    /// The CA that signed the server's certificate (PEM).
+    ca_cert: PathBuf,
 }
 
 /// Points `config` at a fresh database of the shared test server (or leaves
@@ -47,20 +53,27 @@ pub async fn configure(config: &mut Config) {
     };
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let name = format!("t_{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", server.port);
-    let mut conn = PgConnection::connect(&admin)
-        .await
-        .expect("connecting to the test PostgreSQL");
+    let mut conn = admin_connection(server).await;
     query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
         .await
         .expect("creating a test database");
     conn.close().await.expect("closing the admin connection");
     config.database = Some(format!(
-        "postgres://postgres@127.0.0.1:{}/{name}",
+        "postgres://postgres@127.0.0.1:{}/{name}?sslmode=disable",
         server.port
     ));
     config.database_pool_size = 8;
+}
+
+async fn admin_connection(server: &Server) -> PgConnection {
+    let admin = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+        server.port
+    );
+    PgConnection::connect(&admin)
+        .await
+        .expect("connecting to the test PostgreSQL")
 }
 
 /// The server of this process: started on first call, `None` when the
@@ -207,9 +220,11 @@ fn start(bin: &Path) -> Server {
         .keep();
     let data = dir.join("data");
     let log = dir.join("postgres.log");
+    let tls = dir.join("tls");
+    let ca_cert = make_certificates(&tls);
     if root {
         let mut chown = Command::new("chown");
-        chown.arg(format!("{PG_USER}:")).arg(&dir);
+        chown.arg("-R").arg(format!("{PG_USER}:")).arg(&dir);
         run(chown, "handing the temp dir to the postgres user");
     }
     let mut initdb = pg_command(&bin.join("initdb"));
@@ -230,8 +245,11 @@ fn start(bin: &Path) -> Server {
         let port = free_port();
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=400 \
-             -F -c synchronous_commit=off -c full_page_writes=off",
-            dir.display()
+             -F -c synchronous_commit=off -c full_page_writes=off \
+             -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            dir.display(),
+            tls.join("server.crt").display(),
+            tls.join("server.key").display(),
         );
         let output = pg_command(&pg_ctl)
             .arg("start")
@@ -252,7 +270,7 @@ fn start(bin: &Path) -> Server {
                 atexit(stop_at_exit);
             }
             spawn_watchdog(&pg_ctl, &data, &dir);
-            return Server { port };
+            return Server { port, ca_cert };
         }
         last_error = format!(
             "{}{}\n{}",
@@ -263,6 +281,111 @@ fn start(bin: &Path) -> Server {
         std::thread::sleep(Duration::from_millis(200));
     }
     panic!("PostgreSQL did not start:\n{last_error}");
+}
+
+/// Makes a CA (`ca.crt`, `ca.key`) in `dir` and a certificate for
+/// 127.0.0.1 signed by it (`server.crt`, `server.key`); returns the CA's
+/// certificate.
+fn make_certificates(dir: &Path) -> PathBuf {
+    let ca_cert = make_ca(dir, "mirage-test-ca");
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("writing the certificate's extensions");
+    openssl(
+        dir,
+        "req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1",
+        "making the server's key",
+    );
+    openssl(
+        dir,
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+         -extfile server.ext -out server.crt",
+        "signing the server's certificate",
+    );
+    // PostgreSQL refuses a key that others may read.
+    std::fs::set_permissions(dir.join("server.key"), PermissionsExt::from_mode(0o600))
+        .expect("restricting the server's key");
+    ca_cert
+}
+
+/// A new CA in `dir` (`ca.crt`, `ca.key`), its name `/CN=<id>`; returns its
+/// certificate.
+fn make_ca(dir: &Path, id: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("a directory for certificates");
+    let args = format!(
+        "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN={id}"
+    );
+    openssl(dir, &args, "making a CA");
+    dir.join("ca.crt")
+}
+
+/// Runs `openssl` with `args` (split at spaces) in `dir`.
+fn openssl(dir: &Path, args: &str, what: &str) {
+    let mut command = Command::new("openssl");
+    command.current_dir(dir).args(args.split_whitespace());
+    run(command, &format!("{what} (openssl)"));
+}
+
+/// With `sslmode=verify-full` in `--database`, Mirage's pool talks to
+/// PostgreSQL over TLS and checks the server's certificate against the CA in
+/// `sslrootcert`: every connection of its database is encrypted, and a
+/// server whose certificate that CA did not sign is refused at start.
+#[tokio::test]
+async fn the_database_connection_can_be_encrypted_and_verified() {
+    let Some(server) = tokio::task::spawn_blocking(server)
+        .await
+        .expect("starting PostgreSQL")
+    else {
+        crate::backend::skipped("the PostgreSQL TLS test", "PostgreSQL is not installed");
+        return;
+    };
+    let verified = |database: &mut Option<String>, ca: &Path| {
+        let url = database.take().expect("a PostgreSQL URL");
+        let url = url.replace(
+            "sslmode=disable",
+            &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+        );
+        *database = Some(url);
+    };
+    let app = crate::helpers::spawn_app_with(|config| {
+        verified(&mut config.database, &server.ca_cert);
+    })
+    .await;
+    let (_, token) = app.new_user("pgtls").await;
+    app.create_post(&token, "over TLS").await;
+    let database = app.config.database.as_deref().expect("a PostgreSQL URL");
+    let (without_query, _) = database.split_once('?').expect("TLS parameters");
+    let (_, name) = without_query.rsplit_once('/').expect("a database name");
+    let mut admin = admin_connection(server).await;
+    let (connections, encrypted): (i64, i64) = sqlx_core::query_as::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE s.ssl)
+         FROM pg_stat_activity a JOIN pg_stat_ssl s ON s.pid = a.pid
+         WHERE a.datname = $1",
+    )
+    .bind(name)
+    .fetch_one(&mut admin)
+    .await
+    .expect("reading pg_stat_ssl");
+    assert!(connections > 0, "the app holds connections to {name}");
+    assert_eq!(encrypted, connections, "every connection is encrypted");
+
+    // A CA that did not sign the server's certificate: no start.
+    let other = tempfile::tempdir().expect("temp dir");
+    let other_ca = make_ca(other.path(), "another-ca");
+    let mut config = app.config.clone();
+    config.database = Some(database.replace(
+        &server.ca_cert.display().to_string(),
+        &other_ca.display().to_string(),
+    ));
+    let refused = mirage::App::build(config)
+        .await
+        .err()
+        .expect("a certificate from an unknown CA is refused");
+    let message = format!("{refused:#}");
+    assert!(message.contains("certificate"), "{message}");
 }
 
 /// A detached shell that outlives this process: once the process is gone
