@@ -1,7 +1,8 @@
 //! Builds the state and router on a given listener; serves until shutdown.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
+use anyhow::Context;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -191,7 +192,7 @@ async fn open_realtime(
         let hub = Arc::new(InProcessHub::new(config.ws_queue_len));
         return Ok((hub, database_messages, None));
     };
-    let client = redis::Client::open(url)?;
+    let client = redis_client(url, config.redis_ca_cert.as_deref())?;
     let conn = client.get_connection_manager().await?;
     let hub = RedisHub::start(
         client,
@@ -202,6 +203,25 @@ async fn open_realtime(
     .await?;
     let messages = RedisRoomMessages::new(conn.clone(), &config.redis_prefix);
     Ok((Arc::new(hub), Arc::new(messages), Some(conn)))
+}
+
+/// A client for `url`; with `ca_cert`, a `rediss://` server's certificate
+/// must chain to the CAs in that file rather than to the system's roots.
+fn redis_client(url: &str, ca_cert: Option<&Path>) -> anyhow::Result<redis::Client> {
+    let Some(ca_cert) = ca_cert else {
+        return Ok(redis::Client::open(url)?);
+    };
+    anyhow::ensure!(
+        url.starts_with("rediss://"),
+        "--redis-ca-cert is for TLS: the --redis URL must start with rediss://"
+    );
+    let root_cert = std::fs::read(ca_cert)
+        .with_context(|| format!("reading --redis-ca-cert {}", ca_cert.display()))?;
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    };
+    Ok(redis::Client::build_with_tls(url, certificates)?)
 }
 
 /// Rebuilds the trending counts from the shared database, so that posts made

@@ -36,10 +36,16 @@ pub struct Config {
     #[arg(long, env = "MIRAGE_DATABASE_POOL_SIZE", default_value_t = 16)]
     pub database_pool_size: u32,
 
-    /// Redis URL (`redis://host:port/db`). Set: room-message retention and
-    /// real-time fan-out live in Redis, shared by every node.
+    /// Redis URL (`redis://host:port/db`, or `rediss://` for TLS). Set:
+    /// room-message retention and real-time fan-out live in Redis, shared
+    /// by every node.
     #[arg(long, env = "MIRAGE_REDIS")]
     pub redis: Option<String>,
+
+    /// CA certificates (PEM) that a `rediss://` server's certificate must
+    /// chain to, instead of the system's trusted roots.
+    #[arg(long, env = "MIRAGE_REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<PathBuf>,
 
     /// Prefix of every Redis key and channel, so several deployments (or
     /// test runs) can share one Redis.

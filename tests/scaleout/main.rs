@@ -11,6 +11,7 @@ mod helpers;
 mod multinode;
 mod postgres;
 mod redis;
+mod tls;
 
 #[path = "../api/accounts.rs"]
 mod accounts;

@@ -10,8 +10,8 @@
 //! should the process die without exiting (a kill, an abort).
 //!
 //! The server also accepts TLS, with a certificate for 127.0.0.1 signed by
-//! a throwaway CA (made with the `openssl` command): the suite connects in
-//! plain text (`sslmode=disable`), and one test over verified TLS.
+//! a throwaway CA (`tls.rs`): the suite connects in plain text
+//! (`sslmode=disable`), and one test over verified TLS.
 //!
 //! Without the PostgreSQL binaries the tests stay on SQLite, with a loud
 //! message; with `MIRAGE_REQUIRE_SCALEOUT=1` they fail instead.
@@ -19,7 +19,7 @@
 use std::{
     io::Write,
     net::TcpListener,
-    os::unix::fs::{MetadataExt, PermissionsExt},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
@@ -221,7 +221,7 @@ fn start(bin: &Path) -> Server {
     let data = dir.join("data");
     let log = dir.join("postgres.log");
     let tls = dir.join("tls");
-    let ca_cert = make_certificates(&tls);
+    let ca_cert = crate::tls::make_certificates(&tls);
     if root {
         let mut chown = Command::new("chown");
         chown.arg("-R").arg(format!("{PG_USER}:")).arg(&dir);
@@ -283,52 +283,6 @@ fn start(bin: &Path) -> Server {
     panic!("PostgreSQL did not start:\n{last_error}");
 }
 
-/// Makes a CA (`ca.crt`, `ca.key`) in `dir` and a certificate for
-/// 127.0.0.1 signed by it (`server.crt`, `server.key`); returns the CA's
-/// certificate.
-fn make_certificates(dir: &Path) -> PathBuf {
-    let ca_cert = make_ca(dir, "mirage-test-ca");
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("writing the certificate's extensions");
-    openssl(
-        dir,
-        "req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1",
-        "making the server's key",
-    );
-    openssl(
-        dir,
-        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
-         -extfile server.ext -out server.crt",
-        "signing the server's certificate",
-    );
-    // PostgreSQL refuses a key that others may read.
-    std::fs::set_permissions(dir.join("server.key"), PermissionsExt::from_mode(0o600))
-        .expect("restricting the server's key");
-    ca_cert
-}
-
-/// A new CA in `dir` (`ca.crt`, `ca.key`), its name `/CN=<id>`; returns its
-/// certificate.
-fn make_ca(dir: &Path, id: &str) -> PathBuf {
-    std::fs::create_dir_all(dir).expect("a directory for certificates");
-    let args = format!(
-        "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN={id}"
-    );
-    openssl(dir, &args, "making a CA");
-    dir.join("ca.crt")
-}
-
-/// Runs `openssl` with `args` (split at spaces) in `dir`.
-fn openssl(dir: &Path, args: &str, what: &str) {
-    let mut command = Command::new("openssl");
-    command.current_dir(dir).args(args.split_whitespace());
-    run(command, &format!("{what} (openssl)"));
-}
-
 /// With `sslmode=verify-full` in `--database`, Mirage's pool talks to
 /// PostgreSQL over TLS and checks the server's certificate against the CA in
 /// `sslrootcert`: every connection of its database is encrypted, and a
@@ -374,7 +328,7 @@ async fn the_database_connection_can_be_encrypted_and_verified() {
 
     // A CA that did not sign the server's certificate: no start.
     let other = tempfile::tempdir().expect("temp dir");
-    let other_ca = make_ca(other.path(), "another-ca");
+    let other_ca = crate::tls::make_ca(other.path(), "another-ca");
     let mut config = app.config.clone();
     config.database = Some(database.replace(
         &server.ca_cert.display().to_string(),

@@ -155,3 +155,59 @@ async fn shared_rate_limits_fall_back_to_the_node_when_redis_is_away() {
     assert!(!is_limited(limits.check_account_login(8, owner).await));
     assert!(is_limited(limits.check_account_login(8, owner).await));
 }
+
+/// With a `rediss://` URL a node talks to Redis over TLS, checking its
+/// certificate against `--redis-ca-cert`: room chat goes through it (the
+/// server has no plain port), and a server whose certificate that CA did
+/// not sign is refused at start.
+#[tokio::test]
+async fn redis_can_be_reached_over_verified_tls() {
+    use crate::{
+        helpers::spawn_app_with,
+        ws::{room_messages, send_http},
+    };
+
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tls = dir.path().join("tls");
+    let ca_cert = crate::tls::make_certificates(&tls);
+    // Port 0: no plain-text listener at all.
+    let mut command = server_command(0, dir.path());
+    command
+        .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+        .arg("--tls-cert-file")
+        .arg(tls.join("server.crt"))
+        .arg("--tls-key-file")
+        .arg(tls.join("server.key"))
+        .arg("--tls-ca-cert-file")
+        .arg(&ca_cert);
+    let Ok(mut server) = command.spawn() else {
+        crate::backend::skipped("the Redis TLS test", "redis-server is not installed");
+        return;
+    };
+    wait_until_listening(port);
+    let url = format!("rediss://127.0.0.1:{port}");
+    let app = spawn_app_with(|config| {
+        config.redis = Some(url.clone());
+        config.redis_ca_cert = Some(ca_cert.clone());
+    })
+    .await;
+    let (_, token) = app.new_user("redistls").await;
+    let room = app.create_room(&token, "over tls", None).await;
+    send_http(&app, &token, room, "sealed").await;
+    let messages = room_messages(&app, &token, room).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["message"], "sealed");
+
+    let other = tempfile::tempdir().expect("temp dir");
+    let mut config = app.config.clone();
+    config.redis_ca_cert = Some(crate::tls::make_ca(other.path(), "another-ca"));
+    let refused = mirage::App::build(config)
+        .await
+        .err()
+        .expect("a certificate from an unknown CA is refused");
+    let message = format!("{refused:#}");
+    assert!(message.contains("certificate"), "{message}");
+    server.kill().expect("redis-server stopped");
+    server.wait().expect("redis-server reaped");
+}
