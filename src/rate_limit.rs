@@ -221,7 +221,8 @@ impl RateLimits {
     }
 
     /// Remembers logins for `known_for` instead of `KNOWN_LOGIN_FOR`.
-    pub fn with_known_logins_for(mut self, known_for: Duration) -> Self {
+    #[cfg(test)]
+    fn with_known_logins_for(mut self, known_for: Duration) -> Self {
         self.known_logins = KnownLogins::new(known_for);
         self
     }

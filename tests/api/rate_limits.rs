@@ -520,17 +520,20 @@ async fn delete_account_from(
         .expect("request sent")
 }
 
+/// Limits on with three password checks an hour per account, behind a
+/// trusted proxy at 127.0.0.1 (so `X-Forwarded-For` picks the address).
+pub(crate) fn three_account_logins_an_hour(config: &mut mirage::Config) {
+    let limits = &mut config.rate_limits;
+    limits.mode = Switch::On;
+    limits.register = "1000/1h".parse().unwrap();
+    limits.login = "1000/1h".parse().unwrap();
+    limits.account_logins = "3/1h".parse().unwrap();
+    limits.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+}
+
 #[tokio::test]
 async fn guesses_from_elsewhere_do_not_lock_an_owner_out_where_they_logged_in_before() {
-    let app = spawn_app_with(|config| {
-        let limits = &mut config.rate_limits;
-        limits.mode = Switch::On;
-        limits.register = "1000/1h".parse().unwrap();
-        limits.login = "1000/1h".parse().unwrap();
-        limits.account_logins = "3/1h".parse().unwrap();
-        limits.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
-    })
-    .await;
+    let app = spawn_app_with(three_account_logins_an_hour).await;
     // new_user logs in from 127.0.0.1: one attempt counted.
     let (owner, token) = app.new_user("owner").await;
     let home = "203.0.113.5";

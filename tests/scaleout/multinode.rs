@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::{
     helpers::{TestApp, body, spawn_app, spawn_app_with},
-    rate_limits::assert_limited,
+    rate_limits::{assert_limited, three_account_logins_an_hour},
     ws::{
         assert_nothing_pending, connect, join, next_of_type, room_messages, send_frame, send_http,
         without_type,
@@ -205,15 +205,7 @@ async fn two_nodes_share_one_rate_limit() {
 /// home before.
 #[tokio::test]
 async fn two_nodes_share_the_addresses_an_account_logged_in_from() {
-    let a = spawn_app_with(|config| {
-        let limits = &mut config.rate_limits;
-        limits.mode = Switch::On;
-        limits.register = "1000/1h".parse().unwrap();
-        limits.login = "1000/1h".parse().unwrap();
-        limits.account_logins = "3/1h".parse().unwrap();
-        limits.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
-    })
-    .await;
+    let a = spawn_app_with(three_account_logins_an_hour).await;
     if a.config.redis.is_none() {
         crate::backend::skipped("the shared known-login test", "Redis is not configured");
         return;

@@ -334,12 +334,7 @@ async fn the_database_connection_can_be_encrypted_and_verified() {
         &server.ca_cert.display().to_string(),
         &other_ca.display().to_string(),
     ));
-    let refused = mirage::App::build(config)
-        .await
-        .err()
-        .expect("a certificate from an unknown CA is refused");
-    let message = format!("{refused:#}");
-    assert!(message.contains("certificate"), "{message}");
+    crate::tls::assert_refused_for_its_certificate(config).await;
 }
 
 /// A detached shell that outlives this process: once the process is gone

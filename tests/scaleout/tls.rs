@@ -61,3 +61,14 @@ fn openssl(dir: &Path, args: &str, what: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Asserts that a server with `config` does not start, for a certificate
+/// that does not verify.
+pub async fn assert_refused_for_its_certificate(config: mirage::Config) {
+    let refused = mirage::App::build(config)
+        .await
+        .err()
+        .expect("a certificate from an unknown CA is refused");
+    let message = format!("{refused:#}");
+    assert!(message.contains("certificate"), "{message}");
+}
