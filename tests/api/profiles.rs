@@ -285,3 +285,48 @@ async fn follow_lists_follow_every_follow_and_unfollow() {
     follow(&tb, &a, "/api/follow").await;
     assert_eq!(followers_of_a().await, [b.as_str(), c.as_str()]);
 }
+
+/// `GET /api/check_follow?username={name}` as the holder of `token`: the
+/// status and `is_following`.
+async fn check_follow(app: &TestApp, token: &str, name: &str) -> (StatusCode, Value) {
+    let resp = app
+        .get(&format!("/api/check_follow?username={name}"), Some(token))
+        .await;
+    let status = resp.status();
+    (status, body(resp).await["is_following"].clone())
+}
+
+/// `check_follow` answers from memory once the follower's list and the
+/// followee's card are cached: every change of the relation, and the
+/// followee's deletion and a new account under the same name, must show.
+#[tokio::test]
+async fn check_follow_follows_every_change_of_the_relation() {
+    let app = spawn_app().await;
+    let (_, ta) = app.new_user("cfa").await;
+    let (b, tb) = app.new_user("cfb").await;
+    let following = |v: bool| (StatusCode::OK, json!(v));
+    assert_eq!(check_follow(&app, &ta, &b).await, following(false));
+    for (path, expected) in [
+        ("/api/follow", true),
+        ("/api/unfollow", false),
+        ("/api/follow", true),
+    ] {
+        let resp = app.post_json(path, Some(&ta), json!({"username": b})).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        // Twice: the first answer may fill the caches, the second reads them.
+        assert_eq!(check_follow(&app, &ta, &b).await, following(expected));
+        assert_eq!(check_follow(&app, &ta, &b).await, following(expected));
+    }
+    let resp = app
+        .post_json(
+            "/api/delete_account",
+            Some(&tb),
+            json!({"password": "password123"}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(check_follow(&app, &ta, &b).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(app.register(&b).await.status(), StatusCode::CREATED);
+    assert_eq!(check_follow(&app, &ta, &b).await, following(false));
+    assert_eq!(check_follow(&app, &ta, &b).await, following(false));
+}

@@ -10,6 +10,7 @@ use super::{
     exact_cache::{Weigh, page_weight},
     id_floors::{Table, next_id},
     into_page, is_unique_violation,
+    posts::followee_ids,
 };
 use crate::store::{
     Page, PageRequest, SharedPage, StoreError, StoreResult, UnixSeconds,
@@ -451,13 +452,23 @@ impl AccountStore for SqliteStore {
     }
 
     async fn is_following(&self, follower: i64, followee: &str) -> StoreResult<bool> {
+        // The follower's followee ids are the feed's, kept exact in memory;
+        // with the followee's card cached too, no reader is needed.
+        if let Some(target) = self.users.cached_id(followee)
+            && let Some(followees) = self.follows.get(follower)
+        {
+            return Ok(followees.binary_search(&target).is_ok());
+        }
         let followee = followee.to_owned();
+        let (users, follows) = (self.users.clone(), self.follows.clone());
+        let (users_before, follows_before) = (users.before_read(), follows.before_read());
         self.read(move |conn| {
-            let target = require_user(conn, &followee)?;
-            Ok(conn.prepare_cached(
-                "SELECT EXISTS(SELECT 1 FROM follows WHERE follower_id = ?1 AND followee_id = ?2)",
-            )?
-            .query_row(params![follower, target.id], |r| r.get(0))?)
+            // Through the cards, so that the next check finds the id there.
+            let target = users
+                .by_name(conn, &followee, users_before)?
+                .ok_or_else(|| StoreError::not_found("user not found"))?;
+            let followees = followee_ids(conn, &follows, follows_before, follower)?;
+            Ok(followees.binary_search(&target.id).is_ok())
         })
         .await
     }

@@ -325,6 +325,28 @@ pub(super) fn insert_reply(
     Ok((id, post_author))
 }
 
+/// Whom `viewer` follows, sorted (for binary searches): from `follows`, or
+/// read on `conn` and kept there if no follow of theirs changed since
+/// `before`.
+pub(super) fn followee_ids(
+    conn: &rusqlite::Connection,
+    follows: &ExactCache<Arc<[i64]>>,
+    before: exact_cache::BeforeRead,
+    viewer: i64,
+) -> StoreResult<Arc<[i64]>> {
+    if let Some(followees) = follows.get(viewer) {
+        return Ok(followees);
+    }
+    let mut ids: Vec<i64> = conn
+        .prepare_cached("SELECT followee_id FROM follows WHERE follower_id = ?1")?
+        .query_map([viewer], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    ids.sort_unstable();
+    let ids: Arc<[i64]> = ids.into();
+    follows.fill([(viewer, ids.clone())], before);
+    Ok(ids)
+}
+
 /// What the feed's reads need from the store, taken before their read
 /// transaction begins (see `BeforeRead`).
 struct FeedRead {
@@ -448,18 +470,7 @@ impl FeedRead {
 
     /// Whom `viewer` follows, sorted (for binary searches).
     fn followees(&self, conn: &rusqlite::Connection, viewer: i64) -> StoreResult<Arc<[i64]>> {
-        if let Some(followees) = self.follows.get(viewer) {
-            return Ok(followees);
-        }
-        let mut ids: Vec<i64> = conn
-            .prepare_cached("SELECT followee_id FROM follows WHERE follower_id = ?1")?
-            .query_map([viewer], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        ids.sort_unstable();
-        let ids: Arc<[i64]> = ids.into();
-        self.follows
-            .fill([(viewer, ids.clone())], self.follows_before);
-        Ok(ids)
+        followee_ids(conn, &self.follows, self.follows_before, viewer)
     }
 
     /// The `limit` newest posts of `followees`, newest first.
