@@ -1,5 +1,5 @@
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -323,4 +323,85 @@ async fn the_member_list_follows_every_join_and_leave() {
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(members(ta.clone()).await, json!([a, c, b]));
+}
+
+/// `GET /api/rooms` and `/api/user_rooms` as the holder of `token`: the
+/// listed rooms as (id, joined or is_private).
+async fn listed(app: &TestApp, path: &str, token: &str) -> Vec<(i64, Value)> {
+    let resp = app.get(path, Some(token)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let flag = if path == "/api/rooms" {
+        "joined"
+    } else {
+        "is_private"
+    };
+    body(resp).await["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|room| (room["room_id"].as_i64().unwrap(), room[flag].clone()))
+        .collect()
+}
+
+/// Both lists are kept in memory once read: every join, leave, creation and
+/// deletion must show at once (each read twice, the second from memory).
+#[tokio::test]
+async fn room_lists_follow_every_join_leave_creation_and_deletion() {
+    let app = spawn_app().await;
+    let (_, ta) = app.new_user("rla").await;
+    let (_, tb) = app.new_user("rlb").await;
+    let (_, tc) = app.new_user("rlc").await;
+    let both = |path: &'static str, token: String| {
+        let app = &app;
+        async move {
+            let first = listed(app, path, &token).await;
+            assert_eq!(listed(app, path, &token).await, first, "{path} read twice");
+            first
+        }
+    };
+    let (rooms, mine) = ("/api/rooms", "/api/user_rooms");
+    assert!(both(rooms, tb.clone()).await.is_empty());
+    assert!(both(mine, tb.clone()).await.is_empty());
+
+    let general = app.create_room(&ta, "rl general", None).await;
+    assert_eq!(both(mine, ta.clone()).await, [(general, json!(0))]);
+    assert_eq!(both(rooms, tb.clone()).await, [(general, json!(false))]);
+
+    let r = app
+        .post_json("/api/join_room", Some(&tb), json!({"room_id": general}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(both(rooms, tb.clone()).await, [(general, json!(true))]);
+    assert_eq!(both(mine, tb.clone()).await, [(general, json!(0))]);
+
+    let r = app
+        .post_json("/api/leave_room", Some(&tb), json!({"room_id": general}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(both(rooms, tb.clone()).await, [(general, json!(false))]);
+    assert!(both(mine, tb.clone()).await.is_empty());
+
+    // A private room is the creator's only; a public one is everyone's.
+    let secret = app.create_room(&ta, "rl secret", Some("pw123456")).await;
+    assert_eq!(
+        both(mine, ta.clone()).await,
+        [(general, json!(0)), (secret, json!(1))]
+    );
+    let other = app.create_room(&tc, "rl other", None).await;
+    assert_eq!(
+        both(rooms, tb.clone()).await,
+        [(general, json!(false)), (other, json!(false))]
+    );
+
+    // The other room goes with its only member's account.
+    let r = app
+        .post_json(
+            "/api/delete_account",
+            Some(&tc),
+            json!({"password": "password123"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(both(rooms, tb.clone()).await, [(general, json!(false))]);
+    assert_eq!(both(rooms, ta.clone()).await, [(general, json!(true))]);
 }

@@ -520,6 +520,8 @@ impl AccountStore for SqliteStore {
         self.post_rows.all_changed();
         self.follows.all_changed();
         self.member_lists.all_changed();
+        self.room_lists.all_changed();
+        self.public_rooms.all_changed();
         self.follower_pages.all_changed();
         self.following_pages.all_changed();
         self.user_count

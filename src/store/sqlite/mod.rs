@@ -51,7 +51,7 @@ use self::{
     read_lock::ReadLock,
     recent::RecentPosts,
     room_cache::RoomMessageCache,
-    rooms::MemberList,
+    rooms::{MemberList, PublicRoomList, RoomList},
     sessions::SessionCache,
     user_cards::UserCards,
     writer::{WalLimits, Writer},
@@ -123,6 +123,10 @@ pub struct SqliteStore {
     following_pages: Arc<NewestPages<UserSummary>>,
     /// Each room's member names once read, by room id.
     member_lists: Arc<ExactCache<MemberList>>,
+    /// The rooms each user is in, once read, by user id (see `rooms`).
+    room_lists: Arc<ExactCache<RoomList>>,
+    /// The public rooms' ids and names, once read (one entry).
+    public_rooms: Arc<ExactCache<PublicRoomList>>,
     /// Each user's newest page of posts once read, by author id: the page
     /// a profile shows first, and the one `get_posts` is asked for most.
     newest_pages: Arc<NewestPages<Post>>,
@@ -157,6 +161,15 @@ const FOLLOW_PAGES_WEIGHT: u64 = 4 * MIB;
 /// JSON): the bench's five public rooms of about 1,750 members each take
 /// 0.1 MiB.
 const MEMBER_LISTS_WEIGHT: u64 = 2 * MIB;
+
+/// Users' room lists kept in memory at most, by weight (about 100 bytes a
+/// room): the bench's 10,000 users in one or two rooms each take about 2
+/// MiB.
+const ROOM_LISTS_WEIGHT: u64 = 4 * MIB;
+
+/// The public room list at most, by weight: public rooms are capped
+/// (`--max-public-rooms`), so this only bounds a cap raised very high.
+const PUBLIC_ROOMS_WEIGHT: u64 = MIB;
 
 /// Users' newest pages kept in memory at most, by weight: a page of 50
 /// posts is kept as its JSON once rendered (by the request that read it),
@@ -326,6 +339,8 @@ impl SqliteStore {
             post_rows: Arc::new(ExactCache::new(POST_ROWS_WEIGHT, 64_000)),
             follows: Arc::new(ExactCache::new(FOLLOW_LISTS_WEIGHT, 16_000)),
             member_lists: Arc::new(ExactCache::new(MEMBER_LISTS_WEIGHT, 1_000)),
+            room_lists: Arc::new(ExactCache::new(ROOM_LISTS_WEIGHT, 16_000)),
+            public_rooms: Arc::new(ExactCache::new(PUBLIC_ROOMS_WEIGHT, 1)),
             follower_pages: Arc::new(ExactCache::new(FOLLOW_PAGES_WEIGHT, 2_000)),
             following_pages: Arc::new(ExactCache::new(FOLLOW_PAGES_WEIGHT, 2_000)),
             newest_pages: Arc::new(ExactCache::new(NEWEST_PAGES_WEIGHT, 2_000)),

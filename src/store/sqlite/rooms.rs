@@ -37,6 +37,63 @@ impl Weigh for MemberList {
     }
 }
 
+/// The rooms one user is in, by room id (`room_lists` in the store): what
+/// `GET /api/user_rooms` lists, and what marks the rooms `GET /api/rooms`
+/// lists as joined. Dropped on the user's join, leave and room creation,
+/// and for all on any account deletion (rooms go with their creators).
+pub(super) type RoomList = Arc<[Room]>;
+
+impl Weigh for RoomList {
+    fn weigh(&self) -> u64 {
+        let text: usize = self
+            .iter()
+            .map(|room| room.name.len() + room.password_hash.as_ref().map_or(0, String::len))
+            .sum();
+        (text + self.len() * 64 + 32) as u64
+    }
+}
+
+/// The public rooms (id and name, by id), kept under `PUBLIC_ROOMS` in
+/// `public_rooms` in the store: dropped on every room's creation and for all
+/// on any account deletion.
+pub(super) type PublicRoomList = Arc<[(i64, String)]>;
+
+impl Weigh for PublicRoomList {
+    fn weigh(&self) -> u64 {
+        let names: usize = self.iter().map(|(_, name)| name.len()).sum();
+        (names + self.len() * 40 + 32) as u64
+    }
+}
+
+/// The one key of the public room list's cache.
+const PUBLIC_ROOMS: i64 = 0;
+
+impl SqliteStore {
+    /// The rooms `user_id` is in, by id: from memory, or read and kept
+    /// unless their rooms changed meanwhile.
+    async fn room_list(&self, user_id: i64) -> StoreResult<RoomList> {
+        if let Some(rooms) = self.room_lists.get(user_id) {
+            return Ok(rooms);
+        }
+        let lists = self.room_lists.clone();
+        let before = lists.before_read();
+        self.read(move |conn| {
+            let rooms: RoomList = conn
+                .prepare_cached(
+                    "SELECT r.id, r.name, r.is_private, r.password_hash
+                     FROM room_members m JOIN rooms r ON r.id = m.room_id
+                     WHERE m.user_id = ?1 ORDER BY r.id",
+                )?
+                .query_map([user_id], room_from_row)?
+                .collect::<Result<Vec<_>, _>>()?
+                .into();
+            lists.fill([(user_id, rooms.clone())], before);
+            Ok(rooms)
+        })
+        .await
+    }
+}
+
 /// Makes `names`, read in a transaction that began after `before`, the
 /// room's page, and keeps it unless the membership changed meanwhile.
 /// Rooms are deleted with their creator's account and a new room may get
@@ -196,6 +253,7 @@ pub(super) fn insert_room_message(
 impl RoomStore for SqliteStore {
     async fn create_room(&self, room: NewRoom, max_public_rooms: u32) -> StoreResult<Room> {
         let id_floors = self.id_floors.clone();
+        let creator = room.creator;
         let created = self
             .write(move |tx| {
                 let key = room.name.to_lowercase();
@@ -231,6 +289,10 @@ impl RoomStore for SqliteStore {
             Ok(room) => self.member_lists.changed(room.id),
             Err(_) => self.member_lists.all_changed(),
         }
+        // Whatever the outcome: the commit may have happened even if its
+        // fsync failed. The creator is its first member.
+        self.room_lists.changed(creator);
+        self.public_rooms.changed(PUBLIC_ROOMS);
         created
     }
 
@@ -266,6 +328,7 @@ impl RoomStore for SqliteStore {
         // Dropped whatever the outcome: the commit may have happened even
         // if its fsync failed.
         self.member_lists.changed(room_id);
+        self.room_lists.changed(user_id);
         added
     }
 
@@ -279,6 +342,7 @@ impl RoomStore for SqliteStore {
             })
             .await;
         self.member_lists.changed(room_id);
+        self.room_lists.changed(user_id);
         removed
     }
 
@@ -340,37 +404,38 @@ impl RoomStore for SqliteStore {
     }
 
     async fn public_rooms(&self, viewer: i64) -> StoreResult<Vec<PublicRoom>> {
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT r.id, r.name,
-                            EXISTS(SELECT 1 FROM room_members m WHERE m.room_id = r.id AND m.user_id = ?1)
-                     FROM rooms r WHERE r.is_private = 0 ORDER BY r.id",
-                )?
-                .query_map([viewer], |r| {
-                    Ok(PublicRoom {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        joined: r.get(2)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        let mine = self.room_list(viewer).await?;
+        let public = match self.public_rooms.get(PUBLIC_ROOMS) {
+            Some(public) => public,
+            None => {
+                let cache = self.public_rooms.clone();
+                let before = cache.before_read();
+                self.read(move |conn| {
+                    let public: PublicRoomList = conn
+                        .prepare_cached(
+                            "SELECT id, name FROM rooms WHERE is_private = 0 ORDER BY id",
+                        )?
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<Vec<_>, _>>()?
+                        .into();
+                    cache.fill([(PUBLIC_ROOMS, public.clone())], before);
+                    Ok(public)
+                })
+                .await?
+            }
+        };
+        Ok(public
+            .iter()
+            .map(|(id, name)| PublicRoom {
+                id: *id,
+                name: name.clone(),
+                joined: mine.iter().any(|room| room.id == *id),
+            })
+            .collect())
     }
 
     async fn rooms_of(&self, user_id: i64) -> StoreResult<Vec<Room>> {
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT r.id, r.name, r.is_private, r.password_hash
-                     FROM room_members m JOIN rooms r ON r.id = m.room_id
-                     WHERE m.user_id = ?1 ORDER BY r.id",
-                )?
-                .query_map([user_id], room_from_row)?
-                .collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        Ok(self.room_list(user_id).await?.to_vec())
     }
 
     async fn save_file(&self, file: StoredFile) -> StoreResult<()> {
