@@ -317,13 +317,7 @@ async fn check_follow_follows_every_change_of_the_relation() {
         assert_eq!(check_follow(&app, &ta, &b).await, following(expected));
         assert_eq!(check_follow(&app, &ta, &b).await, following(expected));
     }
-    let resp = app
-        .post_json(
-            "/api/delete_account",
-            Some(&tb),
-            json!({"password": "password123"}),
-        )
-        .await;
+    let resp = crate::delete_account::delete_account(&app, &tb, "password123").await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(check_follow(&app, &ta, &b).await.0, StatusCode::NOT_FOUND);
     assert_eq!(app.register(&b).await.status(), StatusCode::CREATED);

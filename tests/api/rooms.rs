@@ -394,14 +394,8 @@ async fn room_lists_follow_every_join_leave_creation_and_deletion() {
     );
 
     // The other room goes with its only member's account.
-    let r = app
-        .post_json(
-            "/api/delete_account",
-            Some(&tc),
-            json!({"password": "password123"}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
+    let resp = crate::delete_account::delete_account(&app, &tc, "password123").await;
+    assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(both(rooms, tb.clone()).await, [(general, json!(false))]);
     assert_eq!(both(rooms, ta.clone()).await, [(general, json!(true))]);
 }
