@@ -681,6 +681,14 @@ mod tests {
         assert_eq!(address_key(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
     }
 
+    /// Limits on, with `adjust` applied to the default quotas.
+    fn limits_on(adjust: impl FnOnce(&mut crate::config::RateLimitConfig)) -> RateLimits {
+        let mut config = crate::Config::for_tests(".".into()).rate_limits;
+        config.mode = Switch::On;
+        adjust(&mut config);
+        RateLimits::new(&config)
+    }
+
     fn is_limited(outcome: ApiResult<()>) -> bool {
         match outcome {
             Ok(()) => false,
@@ -691,10 +699,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_address_that_logged_in_is_neither_counted_nor_refused_by_its_accounts_limit() {
-        let mut config = crate::Config::for_tests(".".into()).rate_limits;
-        config.mode = Switch::On;
-        config.account_logins = "2/1h".parse().unwrap();
-        let limits = RateLimits::new(&config);
+        let limits = limits_on(|config| config.account_logins = "2/1h".parse().unwrap());
         let owner: IpAddr = "192.0.2.1".parse().unwrap();
         let stranger: IpAddr = "198.51.100.7".parse().unwrap();
         limits.remember_login(1, owner).await;
@@ -727,10 +732,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_login_is_forgotten_after_its_time() {
-        let mut config = crate::Config::for_tests(".".into()).rate_limits;
-        config.mode = Switch::On;
-        config.account_logins = "1/1h".parse().unwrap();
-        let limits = RateLimits::new(&config).with_known_logins_for(Duration::ZERO);
+        let limits = limits_on(|config| config.account_logins = "1/1h".parse().unwrap())
+            .with_known_logins_for(Duration::ZERO);
         let owner: IpAddr = "192.0.2.1".parse().unwrap();
         limits.remember_login(1, owner).await;
         assert!(!is_limited(limits.check_account_login(1, owner).await));
@@ -739,10 +742,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_is_allowed_then_refused_with_a_wait() {
-        let mut config = crate::Config::for_tests(".".into()).rate_limits;
-        config.mode = Switch::On;
-        config.votes = "2/1h".parse().unwrap();
-        let limits = RateLimits::new(&config);
+        let limits = limits_on(|config| config.votes = "2/1h".parse().unwrap());
         assert!(limits.check_user(UserAction::Vote, 1).await.is_ok());
         assert!(limits.check_user(UserAction::Vote, 1).await.is_ok());
         match limits.check_user(UserAction::Vote, 1).await {
