@@ -286,6 +286,102 @@ async fn follow_lists_follow_every_follow_and_unfollow() {
     assert_eq!(followers_of_a().await, [b.as_str(), c.as_str()]);
 }
 
+/// The SQLite store keeps each newest page of followers and followees both
+/// rendered and as ids; an avatar change drops every rendering but keeps
+/// the ids, so the reads after it build their pages from the ids and the
+/// users' cards. Those pages must be the ones the database gives.
+#[tokio::test]
+async fn follow_pages_rebuilt_from_their_ids_are_whole_and_current() {
+    let app = spawn_app().await;
+    let (a, ta) = app.new_user("ia").await;
+    let (b, tb) = app.new_user("ib").await;
+    let (c, tc) = app.new_user("ic").await;
+    let (_, te) = app.new_user("ie").await;
+    for (token, name) in [(&tb, &a), (&tc, &a), (&tb, &c), (&ta, &c)] {
+        let r = app
+            .post_json("/api/follow", Some(token), json!({ "username": name }))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let set_avatar = |token: &String, url: &'static str| {
+        let (app, token) = (&app, token.clone());
+        async move {
+            let r = app
+                .post_json(
+                    "/api/user/settings",
+                    Some(&token),
+                    json!({ "avatar_url": url }),
+                )
+                .await;
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+    };
+    set_avatar(&tc, "https://example.org/c.png").await;
+    // One page per list: a user's pages of two sizes share one entry.
+    let pages = [
+        format!("/api/get_followers/{a}"),
+        format!("/api/get_following/{b}?limit=1"),
+        format!("/api/get_followers/{c}"),
+    ];
+    let read_all = || {
+        let (app, pages) = (&app, pages.clone());
+        async move {
+            let mut read = Vec::new();
+            for path in &pages {
+                read.push(body(app.get(path, None).await).await);
+            }
+            read
+        }
+    };
+    let first = read_all().await;
+    assert_eq!(
+        first[0]["followers"],
+        json!([
+            {"username": c, "avatar_url": "https://example.org/c.png"},
+            {"username": b, "avatar_url": ""},
+        ])
+    );
+    assert!(first[0]["next"].is_null());
+    assert_eq!(
+        first[1]["following"],
+        json!([{"username": c, "avatar_url": "https://example.org/c.png"}])
+    );
+    assert!(first[1]["next"].is_i64());
+    assert_eq!(first[2]["followers"][1]["username"], json!(b));
+
+    // Someone listed nowhere changes their avatar: the same pages again,
+    // twice (the first read renders them, the second reads the rendering).
+    set_avatar(&te, "https://example.org/e.png").await;
+    assert_eq!(read_all().await, first);
+    assert_eq!(read_all().await, first);
+
+    // A listed user's new avatar shows, the rest stays.
+    set_avatar(&tb, "https://example.org/b.png").await;
+    let read = read_all().await;
+    assert_eq!(
+        read[0]["followers"][1]["avatar_url"],
+        "https://example.org/b.png"
+    );
+    assert_eq!(read[1], first[1]);
+    assert_eq!(
+        read[2]["followers"][1]["avatar_url"],
+        "https://example.org/b.png"
+    );
+    set_avatar(&te, "https://example.org/e2.png").await;
+    assert_eq!(read_all().await, read);
+
+    // An unfollow shows on both of its lists.
+    let r = app
+        .post_json("/api/unfollow", Some(&tc), json!({ "username": a }))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    set_avatar(&te, "https://example.org/e3.png").await;
+    let after = read_all().await;
+    assert_eq!(after[0]["followers"].as_array().unwrap().len(), 1);
+    assert_eq!(after[0]["followers"][0]["username"], json!(b));
+    assert_eq!(after[1..], read[1..]);
+}
+
 /// `GET /api/check_follow?username={name}` as the holder of `token`: the
 /// status and `is_following`.
 async fn check_follow(app: &TestApp, token: &str, name: &str) -> (StatusCode, Value) {

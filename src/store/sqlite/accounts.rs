@@ -7,10 +7,11 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{
     SqliteStore,
-    exact_cache::{Weigh, page_weight},
+    exact_cache::{BeforeRead, NewestPages, Weigh, page_weight},
     id_floors::{Table, next_id},
     into_page, is_unique_violation,
     posts::followee_ids,
+    user_cards::CardSet,
 };
 use crate::store::{
     Page, PageRequest, SharedPage, StoreError, StoreResult, UnixSeconds,
@@ -383,6 +384,9 @@ impl AccountStore for SqliteStore {
                 Ok(change.password_hash.is_some())
             })
             .await;
+        // The card first: a page rendered from the old card after the pages
+        // below were dropped would otherwise be kept.
+        self.users.changed(user_id);
         if avatar_changes {
             // So does every list of followers and followees.
             self.inbox_pages.all_changed();
@@ -390,7 +394,6 @@ impl AccountStore for SqliteStore {
             self.following_pages.all_changed();
         }
         let sessions_ended = sessions_ended?;
-        self.users.changed(user_id);
         if sessions_ended {
             self.sessions
                 .forget(|token, user| user.id == user_id && token != &keep_session);
@@ -522,6 +525,8 @@ impl AccountStore for SqliteStore {
         self.member_lists.all_changed();
         self.room_lists.all_changed();
         self.public_rooms.all_changed();
+        self.follower_ids.all_changed();
+        self.following_ids.all_changed();
         self.follower_pages.all_changed();
         self.following_pages.all_changed();
         self.user_count
@@ -649,12 +654,23 @@ impl SqliteStore {
     /// After a follow or unfollow by `follower`: drops the newest pages it
     /// may have changed (all followers' pages when the followee is unknown:
     /// an error may have come after the commit).
+    ///
+    /// The ids go before the renderings: a rendering made from ids read
+    /// before their drop is then made after the rendering's own drop
+    /// began, and is not kept (see `follow_list`).
     fn follow_lists_changed(&self, follower: i64, outcome: &StoreResult<UserRef>) {
+        self.following_ids.changed(follower);
         self.following_pages.changed(follower);
         match outcome {
-            Ok(followee) => self.follower_pages.changed(followee.id),
+            Ok(followee) => {
+                self.follower_ids.changed(followee.id);
+                self.follower_pages.changed(followee.id);
+            }
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {}
-            Err(_) => self.follower_pages.all_changed(),
+            Err(_) => {
+                self.follower_ids.all_changed();
+                self.follower_pages.all_changed();
+            }
         }
     }
 
@@ -664,20 +680,30 @@ impl SqliteStore {
         page: PageRequest,
         side: FollowSide,
     ) -> StoreResult<Arc<SharedPage<UserSummary>>> {
-        let pages = match side {
-            FollowSide::Followers => self.follower_pages.clone(),
-            FollowSide::Following => self.following_pages.clone(),
+        let (pages, id_pages) = match side {
+            FollowSide::Followers => (self.follower_pages.clone(), self.follower_ids.clone()),
+            FollowSide::Following => (self.following_pages.clone(), self.following_ids.clone()),
         };
-        // A cached newest page needs no reader connection at all.
+        // A cached newest page needs no reader connection at all, and nor
+        // do its ids with their users' cards.
         if page.before.is_none()
             && let Some(user) = self.users.cached_id(username)
-            && let Some(cached) = pages.newest(user, page)
         {
-            return Ok(cached);
+            if let Some(cached) = pages.newest(user, page) {
+                return Ok(cached);
+            }
+            let pages_before = pages.before_read();
+            if let Some(cached) = id_pages.newest_ids(user, page)
+                && let Some(cards) = self.users.cached_cards(&cached.ids)
+            {
+                let read = summaries(&cached.ids, &cards, cached.next);
+                return Ok(keep_rendering(&pages, user, page, read, pages_before));
+            }
         }
         let username = username.to_owned();
         let users = self.users.clone();
         let (before, pages_before) = (users.before_read(), pages.before_read());
+        let ids_before = id_pages.before_read();
         self.read(move |conn| {
             let user = users
                 .by_name(conn, &username, before)?
@@ -703,25 +729,42 @@ impl SqliteStore {
                 .collect::<Result<Vec<_>, _>>()?;
             let read = into_page(rows, page.limit, |(id, _)| *id);
             let ids: Vec<i64> = read.items.iter().map(|(_, other)| *other).collect();
+            id_pages.keep_newest_ids(user.id, page, &ids, read.next, ids_before);
             let cards = users.cards(conn, &ids, before)?;
-            let read = Page {
-                // Every id is a user's (foreign keys); a missing one is
-                // skipped as a join would.
-                items: ids
-                    .iter()
-                    .filter_map(|&other| cards.get(other))
-                    .map(|card| UserSummary {
-                        username: card.username.clone(),
-                        avatar_url: card.avatar_url.clone(),
-                    })
-                    .collect(),
-                next: read.next,
-            };
-            let weight = page_weight(&read.items);
-            let read = SharedPage::new(read);
-            pages.keep_newest(user.id, page, &read, weight, pages_before);
-            Ok(read)
+            let read = summaries(&ids, &cards, read.next);
+            Ok(keep_rendering(&pages, user.id, page, read, pages_before))
         })
         .await
     }
+}
+
+/// A page of users from their ids and cards. Every id is a user's
+/// (foreign keys); a missing one is skipped as a join would.
+fn summaries(ids: &[i64], cards: &CardSet, next: Option<i64>) -> Page<UserSummary> {
+    Page {
+        items: ids
+            .iter()
+            .filter_map(|&other| cards.get(other))
+            .map(|card| UserSummary {
+                username: card.username.clone(),
+                avatar_url: card.avatar_url.clone(),
+            })
+            .collect(),
+        next,
+    }
+}
+
+/// Shares `read`, keeping it (to be rendered once) if it answers
+/// `request` for `user`'s newest page and nothing changed since `before`.
+fn keep_rendering(
+    pages: &NewestPages<UserSummary>,
+    user: i64,
+    request: PageRequest,
+    read: Page<UserSummary>,
+    before: BeforeRead,
+) -> Arc<SharedPage<UserSummary>> {
+    let weight = page_weight(&read.items);
+    let read = SharedPage::new(read);
+    pages.keep_newest(user, request, &read, weight, before);
+    read
 }

@@ -208,6 +208,53 @@ impl<T> ExactCache<NewestPage<T>> {
     }
 }
 
+/// A user's newest page of a list of users as cached, as ids: a tenth of
+/// its JSON's bytes, so that every user's first page fits where only a
+/// tenth of their renderings would. The users' cards turn it into a page.
+#[derive(Clone)]
+pub(super) struct NewestIds {
+    limit: u32,
+    pub ids: Arc<[i64]>,
+    pub next: Option<i64>,
+}
+
+impl Weigh for NewestIds {
+    fn weigh(&self) -> u64 {
+        (self.ids.len() * 8 + 64) as u64
+    }
+}
+
+impl ExactCache<NewestIds> {
+    /// The cached ids of the page of `user` that answers `request`, if any.
+    pub fn newest_ids(&self, user: i64, request: PageRequest) -> Option<NewestIds> {
+        if request.before.is_some() {
+            return None;
+        }
+        self.get(user)
+            .filter(|cached| cached.limit == request.limit)
+    }
+
+    /// Keeps the ids of a page read for `request` after `before`, if it is
+    /// the newest.
+    pub fn keep_newest_ids(
+        &self,
+        user: i64,
+        request: PageRequest,
+        ids: &[i64],
+        next: Option<i64>,
+        before: BeforeRead,
+    ) {
+        if request.before.is_none() {
+            let cached = NewestIds {
+                limit: request.limit,
+                ids: ids.into(),
+                next,
+            };
+            self.fill([(user, cached)], before);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

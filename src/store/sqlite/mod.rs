@@ -44,7 +44,7 @@ pub use check::check_database;
 use self::{
     accounts::UserCount,
     archive::ArchiveSample,
-    exact_cache::{ExactCache, NewestPages},
+    exact_cache::{ExactCache, NewestIds, NewestPages},
     id_floors::IdFloors,
     inbox::InboxCount,
     posts::PostRow,
@@ -121,6 +121,9 @@ pub struct SqliteStore {
     /// read, by user id.
     follower_pages: Arc<NewestPages<UserSummary>>,
     following_pages: Arc<NewestPages<UserSummary>>,
+    /// The same pages as ids, for many more users (see `NewestIds`).
+    follower_ids: Arc<ExactCache<NewestIds>>,
+    following_ids: Arc<ExactCache<NewestIds>>,
     /// Each room's member names once read, by room id.
     member_lists: Arc<ExactCache<MemberList>>,
     /// The rooms each user is in, once read, by user id (see `rooms`).
@@ -156,6 +159,11 @@ const FOLLOW_LISTS_WEIGHT: u64 = 16 * MIB;
 /// (each list), by weight: a page of 50 is about 2-4 KB of JSON once
 /// rendered, so 1,000-2,000 pages each.
 const FOLLOW_PAGES_WEIGHT: u64 = 4 * MIB;
+
+/// The same pages as ids, at most (each list), by weight: a page of 50 is
+/// 464 bytes, so about 9,000 pages each, where the bench draws
+/// `get_following` from 10,000 users.
+const FOLLOW_IDS_WEIGHT: u64 = 4 * MIB;
 
 /// Rooms' member lists kept in memory at most, by weight (about their
 /// JSON): the bench's five public rooms of about 1,750 members each take
@@ -343,6 +351,8 @@ impl SqliteStore {
             public_rooms: Arc::new(ExactCache::new(PUBLIC_ROOMS_WEIGHT, 1)),
             follower_pages: Arc::new(ExactCache::new(FOLLOW_PAGES_WEIGHT, 2_000)),
             following_pages: Arc::new(ExactCache::new(FOLLOW_PAGES_WEIGHT, 2_000)),
+            follower_ids: Arc::new(ExactCache::new(FOLLOW_IDS_WEIGHT, 9_000)),
+            following_ids: Arc::new(ExactCache::new(FOLLOW_IDS_WEIGHT, 9_000)),
             newest_pages: Arc::new(ExactCache::new(NEWEST_PAGES_WEIGHT, 2_000)),
             inbox_pages: Arc::new(ExactCache::new(INBOX_PAGES_WEIGHT, 2_000)),
             inbox_counts: Arc::new(ExactCache::new(INBOX_COUNTS_WEIGHT, 16_000)),

@@ -106,25 +106,33 @@ impl UserCards {
         ids: &[i64],
         before: BeforeRead,
     ) -> StoreResult<CardSet> {
-        let mut unique = ids.to_vec();
-        unique.sort_unstable();
-        unique.dedup();
-        let mut found: Vec<Option<Arc<UserCard>>> = {
-            let inner = self.lock();
-            unique
-                .iter()
-                .map(|id| inner.cards.get(id).cloned())
-                .collect()
-        };
-        for (card, &id) in found.iter_mut().zip(&unique) {
+        let mut set = self.cached_set(ids);
+        for (card, &id) in set.cards.iter_mut().zip(&set.ids) {
             if card.is_none() {
                 *card = self.card(conn, id, before)?;
             }
         }
-        Ok(CardSet {
-            ids: unique,
-            cards: found,
-        })
+        Ok(set)
+    }
+
+    /// The cards of `ids` if all are in memory; `None` says nothing about
+    /// whether the users exist.
+    pub fn cached_cards(&self, ids: &[i64]) -> Option<CardSet> {
+        let set = self.cached_set(ids);
+        set.cards.iter().all(Option::is_some).then_some(set)
+    }
+
+    /// The cards of `ids` that are in memory, each user once.
+    fn cached_set(&self, ids: &[i64]) -> CardSet {
+        let mut unique = ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let inner = self.lock();
+        let cards = unique
+            .iter()
+            .map(|id| inner.cards.get(id).cloned())
+            .collect();
+        CardSet { ids: unique, cards }
     }
 
     /// The user named `username` (ignoring case), as `card` finds users by id.
