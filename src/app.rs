@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
+use redis::aio::ConnectionManager;
 use tokio::net::TcpListener;
 
 use crate::{
@@ -186,14 +187,14 @@ async fn open_realtime(
 ) -> anyhow::Result<(
     Arc<dyn Hub>,
     Arc<dyn RoomMessageStore>,
-    Option<redis::aio::ConnectionManager>,
+    Option<ConnectionManager>,
 )> {
     let Some(url) = config.redis.as_deref() else {
         let hub = Arc::new(InProcessHub::new(config.ws_queue_len));
         return Ok((hub, database_messages, None));
     };
     let client = redis_client(url, config.redis_ca_cert.as_deref())?;
-    let conn = client.get_connection_manager().await?;
+    let conn = redis_connection(&client).await?;
     let hub = RedisHub::start(
         client,
         conn.clone(),
@@ -222,6 +223,22 @@ fn redis_client(url: &str, ca_cert: Option<&Path>) -> anyhow::Result<redis::Clie
         root_cert: Some(root_cert),
     };
     Ok(redis::Client::build_with_tls(url, certificates)?)
+}
+
+/// The connection every node's Redis work shares. The connection manager
+/// tries about 10 s before it gives up; that is for a Redis not up yet, so
+/// one attempt first lets any other failure (a certificate or a password
+/// refused, a name that does not resolve) stop the server at once.
+async fn redis_connection(client: &redis::Client) -> anyhow::Result<ConnectionManager> {
+    if let Err(err) = client.get_multiplexed_async_connection().await
+        && !(err.is_connection_refusal() || err.is_timeout() || err.is_connection_dropped())
+    {
+        return Err(anyhow::Error::new(err).context("connecting to --redis"));
+    }
+    client
+        .get_connection_manager()
+        .await
+        .context("connecting to --redis")
 }
 
 /// Rebuilds the trending counts from the shared database, so that posts made
