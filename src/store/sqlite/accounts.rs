@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{
     SqliteStore,
-    exact_cache::{BeforeRead, NewestPages, Weigh, page_weight},
+    exact_cache::{BeforeRead, NewestPages, PageIds, Weigh, page_weight},
     id_floors::{Table, next_id},
     into_page, is_unique_violation,
     posts::followee_ids,
@@ -693,7 +693,7 @@ impl SqliteStore {
                 return Ok(cached);
             }
             let pages_before = pages.before_read();
-            if let Some(cached) = id_pages.newest_ids(user, page)
+            if let Some(cached) = id_pages.newest(user, page)
                 && let Some(cards) = self.users.cached_cards(&cached.ids)
             {
                 let read = summaries(&cached.ids, &cards, cached.next);
@@ -729,7 +729,12 @@ impl SqliteStore {
                 .collect::<Result<Vec<_>, _>>()?;
             let read = into_page(rows, page.limit, |(id, _)| *id);
             let ids: Vec<i64> = read.items.iter().map(|(_, other)| *other).collect();
-            id_pages.keep_newest_ids(user.id, page, &ids, read.next, ids_before);
+            let kept = PageIds {
+                ids: ids.as_slice().into(),
+                next: read.next,
+            };
+            let weight = kept.weight();
+            id_pages.keep_newest(user.id, page, kept, weight, ids_before);
             let cards = users.cards(conn, &ids, before)?;
             let read = summaries(&ids, &cards, read.next);
             Ok(keep_rendering(&pages, user.id, page, read, pages_before))
@@ -765,6 +770,6 @@ fn keep_rendering(
 ) -> Arc<SharedPage<UserSummary>> {
     let weight = page_weight(&read.items);
     let read = SharedPage::new(read);
-    pages.keep_newest(user, request, &read, weight, before);
+    pages.keep_newest(user, request, read.clone(), weight, before);
     read
 }

@@ -144,111 +144,74 @@ impl<V: Clone + Weigh> ExactCache<V> {
     }
 }
 
-/// A user's newest page of a list (no `before`) as cached, with the
+/// What a user's newest page of a list (no `before`) is kept as, with the
 /// `limit` it was read with: a request with another limit reads its own.
-pub(super) struct NewestPage<T> {
+#[derive(Clone)]
+pub(super) struct Newest<V> {
     limit: u32,
-    page: Arc<SharedPage<T>>,
-    /// Its items' weight: about what its rendering will keep.
+    value: V,
+    /// About what the value keeps alive (see `Weigh`).
     weight: u64,
 }
 
-impl<T> Clone for NewestPage<T> {
-    fn clone(&self) -> Self {
-        NewestPage {
-            limit: self.limit,
-            page: self.page.clone(),
-            weight: self.weight,
-        }
-    }
-}
-
-impl<T> Weigh for NewestPage<T> {
+impl<V> Weigh for Newest<V> {
     fn weigh(&self) -> u64 {
         self.weight
     }
 }
 
-/// Each user's newest page of one list, by user id.
-pub(super) type NewestPages<T> = ExactCache<NewestPage<T>>;
+/// Each user's newest page of one list, by user id, shared and rendered
+/// once.
+pub(super) type NewestPages<T> = ExactCache<Newest<Arc<SharedPage<T>>>>;
+
+/// A page of a list of users as ids: a tenth of its JSON's bytes, so that
+/// every user's first page fits where only a tenth of their renderings
+/// would. The users' cards turn it into a page.
+#[derive(Clone)]
+pub(super) struct PageIds {
+    pub ids: Arc<[i64]>,
+    pub next: Option<i64>,
+}
+
+impl PageIds {
+    pub fn weight(&self) -> u64 {
+        (self.ids.len() * 8 + 64) as u64
+    }
+}
+
+/// Each user's newest page of a list of users, as ids, by user id.
+pub(super) type NewestIds = ExactCache<Newest<PageIds>>;
 
 /// The weight of a page of `items` (about the bytes of its rendering).
 pub(super) fn page_weight<T: Weigh>(items: &[T]) -> u64 {
     items.iter().map(Weigh::weigh).sum::<u64>() + 64
 }
 
-impl<T> ExactCache<NewestPage<T>> {
-    /// The cached page of `user` that answers `request`, if any.
-    pub fn newest(&self, user: i64, request: PageRequest) -> Option<Arc<SharedPage<T>>> {
+impl<V: Clone> ExactCache<Newest<V>> {
+    /// What is cached of the page of `user` that answers `request`, if any.
+    pub fn newest(&self, user: i64, request: PageRequest) -> Option<V> {
         if request.before.is_some() {
             return None;
         }
         let cached = self.get(user)?;
-        (cached.limit == request.limit).then_some(cached.page)
+        (cached.limit == request.limit).then_some(cached.value)
     }
 
-    /// Keeps `page` (of `weight`, see `page_weight`), read for `request`
-    /// after `before`, if it is the newest.
+    /// Keeps `value` (of `weight`), read for `request` after `before`, if
+    /// it is the newest page.
     pub fn keep_newest(
         &self,
         user: i64,
         request: PageRequest,
-        page: &Arc<SharedPage<T>>,
+        value: V,
         weight: u64,
         before: BeforeRead,
     ) {
         if request.before.is_none() {
-            let cached = NewestPage {
+            let cached = Newest {
                 limit: request.limit,
-                page: page.clone(),
+                value,
                 weight,
-            };
-            self.fill([(user, cached)], before);
-        }
-    }
-}
-
-/// A user's newest page of a list of users as cached, as ids: a tenth of
-/// its JSON's bytes, so that every user's first page fits where only a
-/// tenth of their renderings would. The users' cards turn it into a page.
-#[derive(Clone)]
-pub(super) struct NewestIds {
-    limit: u32,
-    pub ids: Arc<[i64]>,
-    pub next: Option<i64>,
-}
-
-impl Weigh for NewestIds {
-    fn weigh(&self) -> u64 {
-        (self.ids.len() * 8 + 64) as u64
-    }
-}
-
-impl ExactCache<NewestIds> {
-    /// The cached ids of the page of `user` that answers `request`, if any.
-    pub fn newest_ids(&self, user: i64, request: PageRequest) -> Option<NewestIds> {
-        if request.before.is_some() {
-            return None;
-        }
-        self.get(user)
-            .filter(|cached| cached.limit == request.limit)
-    }
-
-    /// Keeps the ids of a page read for `request` after `before`, if it is
-    /// the newest.
-    pub fn keep_newest_ids(
-        &self,
-        user: i64,
-        request: PageRequest,
-        ids: &[i64],
-        next: Option<i64>,
-        before: BeforeRead,
-    ) {
-        if request.before.is_none() {
-            let cached = NewestIds {
-                limit: request.limit,
-                ids: ids.into(),
-                next,
             };
             self.fill([(user, cached)], before);
         }

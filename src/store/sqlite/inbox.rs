@@ -255,7 +255,7 @@ impl InboxStore for SqliteStore {
             }
             let weight = page_weight(&messages);
             let read = InboxPage::new(into_page(messages, page.limit, |m| m.id));
-            pages.keep_newest(user_id, page, &read, weight, pages_before);
+            pages.keep_newest(user_id, page, read.clone(), weight, pages_before);
             Ok(read)
         })
         .await

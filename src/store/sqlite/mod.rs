@@ -121,9 +121,9 @@ pub struct SqliteStore {
     /// read, by user id.
     follower_pages: Arc<NewestPages<UserSummary>>,
     following_pages: Arc<NewestPages<UserSummary>>,
-    /// The same pages as ids, for many more users (see `NewestIds`).
-    follower_ids: Arc<ExactCache<NewestIds>>,
-    following_ids: Arc<ExactCache<NewestIds>>,
+    /// The same pages as ids, for many more users (see `PageIds`).
+    follower_ids: Arc<NewestIds>,
+    following_ids: Arc<NewestIds>,
     /// Each room's member names once read, by room id.
     member_lists: Arc<ExactCache<MemberList>>,
     /// The rooms each user is in, once read, by user id (see `rooms`).

@@ -623,7 +623,7 @@ impl PostStore for SqliteStore {
             add_counts(conn, user.id, &mut rows)?;
             let weight = page_weight(&rows);
             let read = PostsPage::new(into_page(rows, page.limit, |p| p.id));
-            pages.keep_newest(user.id, page, &read, weight, pages_before);
+            pages.keep_newest(user.id, page, read.clone(), weight, pages_before);
             Ok(read)
         })
         .await
