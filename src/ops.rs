@@ -8,7 +8,7 @@ use std::{
 
 use crate::{
     config::Config,
-    store::{StoreError, blobs::open_file_store, postgres, sqlite},
+    store::{FileStore, StoreError, blobs::open_file_store, postgres, sqlite},
 };
 
 /// Temporary upload files older than this are left by a crash (an upload
@@ -77,6 +77,12 @@ pub async fn check(config: &Config, repair: bool) -> anyhow::Result<CheckOutcome
         files.delete(id).await?;
     }
     let stale_uploads = stale_temporary_uploads(config, repair)?;
+    let stray_bytes = stray_stored_files(config, files.as_ref()).await?;
+    if repair {
+        for id in &stray_bytes {
+            files.delete(id).await?;
+        }
+    }
 
     println!("mirage check: {database}");
     for problem in &report.corruption {
@@ -91,18 +97,29 @@ pub async fn check(config: &Config, repair: bool) -> anyhow::Result<CheckOutcome
             if repair { ", removed" } else { "" }
         );
     }
+    if !stray_bytes.is_empty() {
+        println!(
+            "  {:>8} stored files no file row refers to (older than an hour){}",
+            stray_bytes.len(),
+            if repair { ", removed" } else { "" }
+        );
+    }
     let drifted = report.drifted_rows();
+    let leftover_files = stale_uploads + stray_bytes.len() as u64;
     let outcome = if !report.corruption.is_empty() {
         println!("the database file is corrupt: restore a backup");
         CheckOutcome::Corrupt
-    } else if drifted == 0 && stale_uploads == 0 {
+    } else if drifted == 0 && leftover_files == 0 {
         println!("ok: every counter and reference is right");
         CheckOutcome::Clean
     } else if repair {
-        println!("repaired: {drifted} rows");
+        println!("repaired: {drifted} rows, {leftover_files} leftover files removed");
         CheckOutcome::Repaired
     } else {
-        println!("drift in {drifted} rows: run `mirage check --repair` to fix it");
+        println!(
+            "drift in {drifted} rows, {leftover_files} leftover files: \
+             run `mirage check --repair` to fix it"
+        );
         CheckOutcome::Drift
     };
     Ok(outcome)
@@ -134,6 +151,31 @@ fn stale_temporary_uploads(config: &Config, remove: bool) -> anyhow::Result<u64>
         }
     }
     Ok(stale)
+}
+
+/// The ids of stored files that no file row refers to: left when a process
+/// died between deleting a row and its bytes, or between storing an
+/// upload's bytes and its row. Never served (a URL needs the row); this
+/// only reclaims their space. Files younger than `STALE_UPLOAD` are left
+/// out: an upload stores its bytes just before its row.
+async fn stray_stored_files(config: &Config, files: &dyn FileStore) -> anyhow::Result<Vec<String>> {
+    let stored = files
+        .stored_before(SystemTime::now() - STALE_UPLOAD)
+        .await?;
+    // Rows are looked up after the listing, so a row committed meanwhile
+    // counts.
+    let with_rows = match config.database.as_deref() {
+        Some(url) => postgres::file_rows_among(url, &stored).await?,
+        None => {
+            let database = config.data_dir.join("mirage.db");
+            let ids = stored.clone();
+            tokio::task::spawn_blocking(move || sqlite::file_rows_among(&database, &ids)).await??
+        }
+    };
+    Ok(stored
+        .into_iter()
+        .filter(|id| !with_rows.contains(id))
+        .collect())
 }
 
 /// Writes a consistent copy of the embedded database to `target`.

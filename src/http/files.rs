@@ -22,7 +22,7 @@ use crate::{
     domain::time::now_secs,
     error::{ApiError, ApiResult, ErrorBody},
     rate_limit::UserAction,
-    store::rooms::StoredFile,
+    store::{blobs::new_file_id, rooms::StoredFile},
 };
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -147,7 +147,7 @@ async fn store_upload(state: &AppState, request: Request) -> ApiResult<Json<Uplo
             .map_err(|_| ApiError::bad_request("`room_id` must be an integer id"))?;
         let room = member_room(state, room_id, &user).await?;
 
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let id = new_file_id();
         let filename = safe_filename(&file.filename);
         let content_type = mime_guess::from_path(&filename)
             .first_or_octet_stream()

@@ -6,13 +6,16 @@
 //! size limit is enforced while streaming and no half-received upload is
 //! ever visible; `put_file` then moves the finished file into the store.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream::BoxStream};
 use object_store::{
-    ObjectStoreExt, PutPayload, WriteMultipart,
+    ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
     aws::{AmazonS3, AmazonS3Builder},
     path::Path as ObjectPath,
 };
@@ -40,6 +43,22 @@ pub trait FileStore: Send + Sync + 'static {
 
     /// Removes the file; removing a missing file is not an error.
     async fn delete(&self, id: &str) -> anyhow::Result<()>;
+
+    /// The ids of the files stored before `cutoff`, for `mirage check`.
+    /// Only names that are file ids (`new_file_id`) are listed: anything
+    /// else beside them is not Mirage's to judge.
+    async fn stored_before(&self, cutoff: SystemTime) -> anyhow::Result<Vec<String>>;
+}
+
+/// A new file's id: random (an upload's URL is its only key), 32
+/// lower-case hexadecimal digits.
+pub fn new_file_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Whether `name` has the form of the ids `new_file_id` gives.
+fn is_file_id(name: &str) -> bool {
+    name.len() == 32 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The store the configuration names: `--files` unset is the local
@@ -99,6 +118,22 @@ impl FileStore for LocalFiles {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err.into()),
             _ => Ok(()),
         }
+    }
+
+    async fn stored_before(&self, cutoff: SystemTime) -> anyhow::Result<Vec<String>> {
+        let mut found = Vec::new();
+        let mut entries = tokio::fs::read_dir(&self.dir).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            // A file's time is its last byte's: `put_file` renames it.
+            let meta = entry.metadata().await?;
+            if is_file_id(&name) && meta.is_file() && meta.modified()? < cutoff {
+                found.push(name);
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -238,6 +273,25 @@ impl FileStore for S3Files {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(err) => Err(err.into()),
         }
+    }
+
+    async fn stored_before(&self, cutoff: SystemTime) -> anyhow::Result<Vec<String>> {
+        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        let mut objects = self.store.list(prefix.as_ref());
+        let mut found = Vec::new();
+        while let Some(object) = objects.try_next().await? {
+            let Some(name) = object.location.filename() else {
+                continue;
+            };
+            // Directly under the prefix, not in a "directory" below it.
+            if is_file_id(name)
+                && object.location == self.path(name)
+                && SystemTime::from(object.last_modified) < cutoff
+            {
+                found.push(name.to_owned());
+            }
+        }
+        Ok(found)
     }
 }
 

@@ -120,3 +120,66 @@ fn check_refuses_a_missing_database() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no database at"));
     assert!(!dir.path().join("nothing-here").exists());
 }
+
+/// Bytes in the file store that no file row refers to (a process that
+/// died between a row and its bytes leaves them) are reported, and removed
+/// by `--repair`; bytes with a row, bytes stored within the hour (an
+/// upload stores its bytes just before its row) and names that are not
+/// file ids are left alone.
+#[tokio::test]
+async fn check_reports_and_repair_removes_stored_files_no_row_refers_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let ann = server.new_user("ann").await;
+    let room = server
+        .ok("/api/create_room", &ann, json!({"room_name": "shared"}))
+        .await["room_id"]
+        .as_i64()
+        .unwrap();
+    let files = dir.path().join("files");
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    let store = |name: &str, old: bool| {
+        let file = std::fs::File::create(files.join(name)).unwrap();
+        std::io::Write::write_all(&mut &file, b"bytes").unwrap();
+        if old {
+            file.set_modified(two_hours_ago).unwrap();
+        }
+    };
+    let (kept, stray, young) = (
+        "0123456789abcdef0123456789abcdef",
+        "fedcba9876543210fedcba9876543210",
+        "00000000000000000000000000000001",
+    );
+    store(kept, true);
+    store(stray, true);
+    store(young, false);
+    store("notes.txt", true);
+    let db = Connection::open(database(dir.path())).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    db.execute(
+        "INSERT INTO files (id, room_id, user_id, filename, content_type, size, created_at)
+         VALUES (?1, ?2, 1, 'a.txt', 'text/plain', 5, 0)",
+        rusqlite::params![kept, room],
+    )
+    .unwrap();
+
+    let found = mirage(dir.path(), &["check"]);
+    let report = stdout(&found);
+    assert_eq!(found.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("       1 stored files no file row refers to (older than an hour)\n"),
+        "{report}"
+    );
+    assert!(files.join(stray).exists(), "reporting removed nothing");
+
+    let repaired = mirage(dir.path(), &["check", "--repair"]);
+    let report = stdout(&repaired);
+    assert_eq!(repaired.status.code(), Some(0), "{report}");
+    assert!(report.contains("1 leftover files removed"), "{report}");
+    assert!(!files.join(stray).exists());
+    for left in [kept, young, "notes.txt"] {
+        assert!(files.join(left).exists(), "{left} was removed");
+    }
+    let again = mirage(dir.path(), &["check"]);
+    assert_eq!(again.status.code(), Some(0), "{}", stdout(&again));
+}

@@ -7,6 +7,8 @@
 //! it fixes; it commits only when a second look inside the transaction
 //! finds nothing left.
 
+use std::collections::HashSet;
+
 use sqlx_core::{
     connection::Connection, query::query, query_scalar::query_scalar, transaction::Transaction,
 };
@@ -22,6 +24,18 @@ use crate::store::{
 
 const EVERY_TABLE: &str = "users, sessions, follows, posts, post_tags, votes, replies, rooms, \
                            room_members, room_messages, files, inbox_messages";
+
+/// Which of `ids` have a file row in the database at `url`.
+pub async fn file_rows_among(url: &str, ids: &[String]) -> StoreResult<HashSet<String>> {
+    let mut conn = PgConnection::connect(url)
+        .await
+        .map_err(|e| StoreError::Other(format!("connecting to PostgreSQL: {e}")))?;
+    let found: Vec<String> = query_scalar("SELECT id FROM files WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(&mut conn)
+        .await?;
+    Ok(found.into_iter().collect())
+}
 
 /// Checks the database at `url`; with `repair`, fixes what drifted. Also
 /// returns the ids of file rows the repair deleted whose bytes the caller

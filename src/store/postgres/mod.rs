@@ -29,7 +29,7 @@ use sqlx_postgres::{PgPool, Postgres};
 
 use super::{Page, PoolFigures, PoolStats, StoreError, StoreResult};
 
-pub use check::check_database;
+pub use check::{check_database, file_rows_among};
 
 /// The embedded migrations, in order (what `sqlx::migrate!` would embed).
 const MIGRATIONS: &[(i64, &str, &str)] = &[

@@ -3,7 +3,7 @@
 //! transaction on a connection of its own, so it runs beside a serving
 //! server.
 
-use std::{path::Path, time::Duration};
+use std::{collections::HashSet, path::Path, time::Duration};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
@@ -66,6 +66,24 @@ pub(super) const RECOUNT_POSTS: [&str; 2] = [
      ON CONFLICT (user_id, post_id) DO UPDATE SET upvotes = excluded.upvotes,
          downvotes = excluded.downvotes, replies = excluded.replies",
 ];
+
+/// Which of `ids` have a file row in the database at `path`.
+pub fn file_rows_among(path: &Path, ids: &[String]) -> StoreResult<HashSet<String>> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| other(format!("opening {}: {e}", path.display())))?;
+    conn.busy_timeout(Duration::from_secs(30)).map_err(other)?;
+    let mut row = conn.prepare("SELECT 1 FROM files WHERE id = ?1")?;
+    let mut found = HashSet::new();
+    for id in ids {
+        if row.exists([id])? {
+            found.insert(id.clone());
+        }
+    }
+    Ok(found)
+}
 
 /// Checks the database at `path`; with `repair`, fixes what drifted in the
 /// same transaction and verifies the result. `blob_exists` tells whether

@@ -39,7 +39,7 @@ use rusqlite_migration::{M, Migrations};
 
 pub use backup::backup_database;
 pub use bulk::BulkImport;
-pub use check::check_database;
+pub use check::{check_database, file_rows_among};
 
 use self::{
     accounts::UserCount,
