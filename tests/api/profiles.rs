@@ -382,6 +382,91 @@ async fn follow_pages_rebuilt_from_their_ids_are_whole_and_current() {
     assert_eq!(after[1..], read[1..]);
 }
 
+/// The SQLite store keeps each profile in memory once read: every change
+/// of its texts or counts must show, each read twice (the first read may
+/// fill the cache, the second reads it).
+#[tokio::test]
+async fn profiles_follow_every_change_of_their_texts_and_counts() {
+    let app = spawn_app().await;
+    let (a, ta) = app.new_user("pa").await;
+    let (b, tb) = app.new_user("pb").await;
+    let profile_twice = |name: &String| {
+        let (app, path) = (&app, format!("/api/user/{name}"));
+        async move {
+            let first = body(app.get(&path, None).await).await;
+            assert_eq!(body(app.get(&path, None).await).await, first);
+            first
+        }
+    };
+    let stats = |followers: i64, following: i64, posts: i64, up: i64, down: i64| {
+        json!({"followers": followers, "following": following, "posts": posts,
+               "upvotes": up, "downvotes": down})
+    };
+    assert_eq!(profile_twice(&a).await["stats"], stats(0, 0, 0, 0, 0));
+    assert_eq!(profile_twice(&b).await["stats"], stats(0, 0, 0, 0, 0));
+
+    let r = app
+        .post_json("/api/create_post", Some(&ta), json!({"content": "mine"}))
+        .await;
+    let post = body(r).await["id"].as_i64().unwrap();
+    assert_eq!(profile_twice(&a).await["stats"], stats(0, 0, 1, 0, 0));
+    for (vote, up, down) in [("up", 1, 0), ("down", 0, 1)] {
+        let r = app
+            .post_json(
+                "/api/vote_post",
+                Some(&tb),
+                json!({"post_id": post, "vote_type": vote}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(profile_twice(&a).await["stats"], stats(0, 0, 1, up, down));
+    }
+    for (path, count) in [("/api/follow", 1), ("/api/unfollow", 0)] {
+        let r = app.post_json(path, Some(&tb), json!({"username": a})).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(profile_twice(&a).await["stats"], stats(count, 0, 1, 0, 1));
+        assert_eq!(profile_twice(&b).await["stats"], stats(0, count, 0, 0, 0));
+    }
+    let r = app
+        .post_json(
+            "/api/user/settings",
+            Some(&ta),
+            json!({"description": "new words", "avatar_url": "https://example.org/a.png"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // Another read finds the user's card first.
+    let r = app.get(&format!("/api/get_posts/{a}"), None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v = profile_twice(&a).await;
+    assert_eq!(
+        (&v["description"], &v["avatar_url"]),
+        (&json!("new words"), &json!("https://example.org/a.png"))
+    );
+
+    // A deleted account's follow and vote leave the counts of others.
+    let r = app
+        .post_json("/api/follow", Some(&tb), json!({"username": a}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(profile_twice(&a).await["stats"], stats(1, 0, 1, 0, 1));
+    let r = crate::delete_account::delete_account(&app, &tb, "password123").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(profile_twice(&a).await["stats"], stats(0, 0, 1, 0, 0));
+
+    // Gone with the account, and a new account under the name starts over.
+    let r = crate::delete_account::delete_account(&app, &ta, "password123").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app.get(&format!("/api/user/{a}"), None).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.register(&a).await.status(), StatusCode::CREATED);
+    let v = profile_twice(&a).await;
+    assert_eq!(
+        (&v["stats"], &v["description"]),
+        (&stats(0, 0, 0, 0, 0), &json!(""))
+    );
+}
+
 /// `GET /api/check_follow?username={name}` as the holder of `token`: the
 /// status and `is_following`.
 async fn check_follow(app: &TestApp, token: &str, name: &str) -> (StatusCode, Value) {

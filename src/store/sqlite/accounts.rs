@@ -33,6 +33,18 @@ impl Weigh for UserSummary {
     }
 }
 
+/// A profile: its texts and about 150 bytes of numbers and overhead.
+impl Weigh for Arc<Profile> {
+    fn weigh(&self) -> u64 {
+        (self.username.len()
+            + self.avatar_url.len()
+            + self.description.len()
+            + self.custom_css.len()
+            + self.background_image.len()
+            + 150) as u64
+    }
+}
+
 /// The number of users, kept once counted. `COUNT(*)` reads the whole
 /// users index, so `GET /api/usercount` (public) cost more as the
 /// community grew. Registrations and deletions keep it current; as with
@@ -315,15 +327,27 @@ impl AccountStore for SqliteStore {
     }
 
     async fn profile(&self, username: &str) -> StoreResult<Option<Profile>> {
-        let key = username.to_lowercase();
+        // Kept exact in memory (see `profiles` in the store).
+        if let Some(user) = self.users.cached_id(username)
+            && let Some(profile) = self.profiles.get(user)
+        {
+            return Ok(Some(Profile::clone(&profile)));
+        }
+        let username = username.to_owned();
+        let (users, profiles) = (self.users.clone(), self.profiles.clone());
+        let (before, profiles_before) = (users.before_read(), profiles.before_read());
         self.read(move |conn| {
-            Ok(conn
+            // Through the cards, so that the next request finds the id there.
+            let Some(user) = users.by_name(conn, &username, before)? else {
+                return Ok(None);
+            };
+            let profile = conn
                 .prepare_cached(
                     "SELECT username, avatar_url, description, custom_css, background_image,
                             created_at, followers, following, posts, upvotes, downvotes
-                     FROM users WHERE username_key = ?1",
+                     FROM users WHERE id = ?1",
                 )?
-                .query_row([key], |r| {
+                .query_row([user.id], |r| {
                     Ok(Profile {
                         username: r.get(0)?,
                         avatar_url: r.get(1)?,
@@ -338,7 +362,11 @@ impl AccountStore for SqliteStore {
                         downvotes: r.get(10)?,
                     })
                 })
-                .optional()?)
+                .optional()?;
+            if let Some(profile) = &profile {
+                profiles.fill([(user.id, Arc::new(profile.clone()))], profiles_before);
+            }
+            Ok(profile)
         })
         .await
     }
@@ -387,6 +415,7 @@ impl AccountStore for SqliteStore {
         // The card first: a page rendered from the old card after the pages
         // below were dropped would otherwise be kept.
         self.users.changed(user_id);
+        self.profiles.changed(user_id);
         if avatar_changes {
             // So does every list of followers and followees.
             self.inbox_pages.all_changed();
@@ -525,6 +554,7 @@ impl AccountStore for SqliteStore {
         self.member_lists.all_changed();
         self.room_lists.all_changed();
         self.public_rooms.all_changed();
+        self.profiles.all_changed();
         self.follower_ids.all_changed();
         self.following_ids.all_changed();
         self.follower_pages.all_changed();
@@ -661,15 +691,19 @@ impl SqliteStore {
     fn follow_lists_changed(&self, follower: i64, outcome: &StoreResult<UserRef>) {
         self.following_ids.changed(follower);
         self.following_pages.changed(follower);
+        // Both sides' counts.
+        self.profiles.changed(follower);
         match outcome {
             Ok(followee) => {
                 self.follower_ids.changed(followee.id);
                 self.follower_pages.changed(followee.id);
+                self.profiles.changed(followee.id);
             }
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {}
             Err(_) => {
                 self.follower_ids.all_changed();
                 self.follower_pages.all_changed();
+                self.profiles.all_changed();
             }
         }
     }

@@ -59,7 +59,12 @@ impl SqliteStore {
     /// returns how many rows (users and posts) held a wrong value. Zero
     /// means every writer kept them right.
     pub async fn recount_counters(&self) -> StoreResult<u64> {
-        self.write(|tx| Ok(recount_all(tx)?)).await
+        let changed = self.write(|tx| Ok(recount_all(tx)?)).await;
+        // What shows counters in memory, whatever the outcome.
+        self.profiles.all_changed();
+        self.post_rows.all_changed();
+        self.newest_pages.all_changed();
+        changed
     }
 }
 

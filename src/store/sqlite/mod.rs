@@ -57,8 +57,10 @@ use self::{
     writer::{WalLimits, Writer},
 };
 use super::{
-    Page, PoolFigures, PoolStats, StoreError, StoreResult, accounts::UserSummary,
-    inbox::InboxMessage, posts::Post,
+    Page, PoolFigures, PoolStats, StoreError, StoreResult,
+    accounts::{Profile, UserSummary},
+    inbox::InboxMessage,
+    posts::Post,
 };
 
 /// The caches' maps from ids (of posts and users) to values. Ids are
@@ -124,6 +126,9 @@ pub struct SqliteStore {
     /// The same pages as ids, for many more users (see `PageIds`).
     follower_ids: Arc<NewestIds>,
     following_ids: Arc<NewestIds>,
+    /// Each user's profile (`GET /api/user/{name}`) once read, by user id:
+    /// dropped after every commit that changes its texts or counts.
+    profiles: Arc<ExactCache<Arc<Profile>>>,
     /// Each room's member names once read, by room id.
     member_lists: Arc<ExactCache<MemberList>>,
     /// The rooms each user is in, once read, by user id (see `rooms`).
@@ -164,6 +169,10 @@ const FOLLOW_PAGES_WEIGHT: u64 = 4 * MIB;
 /// 464 bytes, so about 9,000 pages each, where the bench draws
 /// `get_following` from 10,000 users.
 const FOLLOW_IDS_WEIGHT: u64 = 4 * MIB;
+
+/// Profiles kept in memory at most, by weight: about 250 bytes each
+/// without a custom stylesheet, so about 16,000.
+const PROFILES_WEIGHT: u64 = 4 * MIB;
 
 /// Rooms' member lists kept in memory at most, by weight (about their
 /// JSON): the bench's five public rooms of about 1,750 members each take
@@ -346,6 +355,7 @@ impl SqliteStore {
             users: Arc::default(),
             post_rows: Arc::new(ExactCache::new(POST_ROWS_WEIGHT, 64_000)),
             follows: Arc::new(ExactCache::new(FOLLOW_LISTS_WEIGHT, 16_000)),
+            profiles: Arc::new(ExactCache::new(PROFILES_WEIGHT, 16_000)),
             member_lists: Arc::new(ExactCache::new(MEMBER_LISTS_WEIGHT, 1_000)),
             room_lists: Arc::new(ExactCache::new(ROOM_LISTS_WEIGHT, 16_000)),
             public_rooms: Arc::new(ExactCache::new(PUBLIC_ROOMS_WEIGHT, 1)),

@@ -561,6 +561,7 @@ impl PostStore for SqliteStore {
         // Dropped whatever the outcome: the commit may have happened even
         // if its fsync failed.
         self.newest_pages.changed(author);
+        self.profiles.changed(author);
         let id = id?;
         self.recent.record(RecentPost {
             id,
@@ -644,6 +645,8 @@ impl PostStore for SqliteStore {
         self.post_rows.changed(post_id);
         if let Some(&author) = author.get() {
             self.newest_pages.changed(author);
+            // The author's vote totals.
+            self.profiles.changed(author);
         }
         outcome
     }
