@@ -661,14 +661,20 @@ async fn votes_racing_their_voter_s_deletion_get_401_not_500() {
         ok(&app, "/api/follow", &token, json!({ "username": name })).await;
     }
     let posts: Vec<i64> = authors.into_iter().flat_map(|(_, posts)| posts).collect();
-    // Each client votes once on each of its posts (first votes only: a
-    // vote on a post the voter has voted on waits for the deletion instead).
+    // Each client first votes once on each of its posts (first votes: a
+    // vote on a post the voter has voted on waits for the deletion
+    // instead), then keeps moving those votes until the deletion answers
+    // its votes 401: had every client finished its first votes before the
+    // deletion, no request would have raced it (this test once failed so).
+    // Bounded in count; ends at the first answer that is not a success.
     let voter = |n: usize| {
         let (app, token, posts) = (&app, &token, &posts);
         async move {
+            let mine: Vec<i64> = posts.iter().skip(n).step_by(CLIENTS).copied().collect();
             let mut statuses = Vec::new();
-            for (i, post) in posts.iter().skip(n).step_by(CLIENTS).enumerate() {
-                let kind = if i % 2 == 0 { "up" } else { "down" };
+            for (i, post) in mine.iter().cycle().take(mine.len() * 40).enumerate() {
+                let (pass, at) = (i / mine.len(), i % mine.len());
+                let kind = if (pass + at) % 2 == 0 { "up" } else { "down" };
                 let request = json!({ "post_id": post, "vote_type": kind });
                 let status = app
                     .post_json("/api/vote_post", Some(token), request)
