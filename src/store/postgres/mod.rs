@@ -17,7 +17,7 @@ mod inbox;
 mod posts;
 mod rooms;
 
-use std::{borrow::Cow, time::Duration};
+use std::{borrow::Cow, str::FromStr, time::Duration};
 
 use sqlx_core::{
     error::Error as SqlxError,
@@ -25,7 +25,7 @@ use sqlx_core::{
     pool::PoolOptions,
     query_scalar::query_scalar,
 };
-use sqlx_postgres::{PgPool, Postgres};
+use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
 
 use super::{Page, PoolFigures, PoolStats, StoreError, StoreResult};
 
@@ -64,6 +64,30 @@ fn migrator() -> Migrator {
     }
 }
 
+/// How long a start waits for PostgreSQL. SQLx tries again while the
+/// connection is refused (a database still starting) and fails at once on
+/// anything else (a password or certificate refused, an unknown host).
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// What a failed start says. A connection still refused after
+/// `CONNECT_WAIT` comes back from SQLx as "pool timed out while waiting for
+/// an open connection", which does not say where it tried or why.
+fn connect_error(url: &str, err: SqlxError) -> StoreError {
+    let SqlxError::PoolTimedOut = err else {
+        return StoreError::Other(format!("connecting to PostgreSQL: {err}"));
+    };
+    // The host and port only: the URL may hold a password.
+    let target = PgConnectOptions::from_str(url).map_or_else(
+        |_| "the --database URL".to_owned(),
+        |options| format!("{}:{}", options.get_host(), options.get_port()),
+    );
+    StoreError::Other(format!(
+        "connecting to PostgreSQL: no connection to {target} within {} s \
+         (refused or unanswered: is PostgreSQL running and listening there?)",
+        CONNECT_WAIT.as_secs()
+    ))
+}
+
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
@@ -75,10 +99,10 @@ impl PostgresStore {
     pub async fn connect(url: &str, pool_size: u32) -> StoreResult<Self> {
         let pool = PoolOptions::<Postgres>::new()
             .max_connections(pool_size.max(1))
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(CONNECT_WAIT)
             .connect(url)
             .await
-            .map_err(|e| StoreError::Other(format!("connecting to PostgreSQL: {e}")))?;
+            .map_err(|e| connect_error(url, e))?;
         // SQLx's migrator serialises concurrent starts with an advisory lock
         // (pg_advisory_lock), which CockroachDB does not implement: there the
         // lock is skipped, so start one node first when a migration is new.
@@ -219,6 +243,33 @@ mod tests {
         .await;
         assert!(matches!(outcome, Err(StoreError::Conflict(_))));
         assert_eq!(tries.get(), 1);
+    }
+
+    /// A database that never answers: the error names where it was looked
+    /// for (never the password) after the wait for one still starting.
+    #[tokio::test]
+    async fn a_refused_database_is_named_by_host_and_port_after_the_wait() {
+        // A port nothing listens on: bound, then let go.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("postgres://mirage:secret-password@127.0.0.1:{port}/mirage");
+        let started = std::time::Instant::now();
+        let Err(StoreError::Other(message)) = PostgresStore::connect(&url, 2).await else {
+            panic!("connected to a port nothing listens on");
+        };
+        assert!(
+            started.elapsed() >= CONNECT_WAIT,
+            "gave up after {:?}",
+            started.elapsed()
+        );
+        assert!(
+            message.contains(&format!("no connection to 127.0.0.1:{port} within 10 s")),
+            "{message}"
+        );
+        assert!(!message.contains("secret-password"), "{message}");
     }
 
     #[test]
