@@ -5,11 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
 
-use super::{
-    PostgresStore,
-    accounts::{lock_users, user_by_name},
-    into_page, retrying,
-};
+use super::{PostgresStore, accounts::user_by_name, into_page, retrying};
 use crate::store::{
     Page, PageRequest, StoreError, StoreResult, UnixSeconds,
     posts::{
@@ -113,71 +109,68 @@ impl PostStore for PostgresStore {
     }
 
     async fn vote(&self, voter: i64, post_id: i64, kind: VoteKind) -> StoreResult<VoteCounts> {
+        let value: i16 = match kind {
+            VoteKind::Up => 1,
+            VoteKind::Down => -1,
+        };
         retrying(move || async move {
             let mut tx = self.pool.begin().await?;
             // The post's row lock serialises every vote on it, on every node.
-            let author: i64 =
-                query_scalar("SELECT user_id FROM posts WHERE id = $1 FOR NO KEY UPDATE")
-                    .bind(post_id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| StoreError::not_found("post not found"))?;
-            if author == voter {
-                return Err(StoreError::forbidden("you cannot vote on your own post"));
-            }
             // The author's row next, before the vote row refers to the
             // voter's (a key lock on it): posts, then users, as an account
             // deletion locks them. Taken later (by the counter's update), a
             // first vote held that key lock while waiting for an author the
             // voter's own deletion had locked, which then waited for the
-            // key lock to delete the voter (a deadlock).
-            lock_users(&mut tx, &[author]).await?;
-            let value: i16 = match kind {
-                VoteKind::Up => 1,
-                VoteKind::Down => -1,
-            };
-            let previous: Option<i16> =
-                query_scalar("SELECT kind FROM votes WHERE post_id = $1 AND user_id = $2")
-                    .bind(post_id)
-                    .bind(voter)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if previous == Some(value) {
-                return Err(StoreError::conflict("you already voted this way"));
+            // key lock to delete the voter (a deadlock). Both in one round
+            // trip: the author's lock is taken for the post's row once it
+            // is locked (none on one's own post, which is refused).
+            let author: i64 = query_scalar(
+                "WITH post AS (SELECT user_id FROM posts WHERE id = $1 FOR NO KEY UPDATE)
+                 SELECT post.user_id, (SELECT id FROM users
+                                       WHERE id = post.user_id AND post.user_id != $2
+                                       FOR NO KEY UPDATE)
+                 FROM post",
+            )
+            .bind(post_id)
+            .bind(voter)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::not_found("post not found"))?;
+            if author == voter {
+                return Err(StoreError::forbidden("you cannot vote on your own post"));
             }
-            query(
-                "INSERT INTO votes (post_id, user_id, kind) VALUES ($1, $2, $3)
-                 ON CONFLICT (post_id, user_id) DO UPDATE SET kind = excluded.kind",
+            // The rest in one statement, whose snapshot is taken now that
+            // the post is locked, so it sees every earlier vote on it. No
+            // row when the voter already voted this way. (up, down) deltas:
+            // a new vote adds one; a moved vote also takes one away.
+            let counts: Option<(i64, i64)> = query_as(
+                "WITH previous AS (SELECT (SELECT kind FROM votes
+                                           WHERE post_id = $1 AND user_id = $2) AS kind),
+                 delta AS (
+                     SELECT CASE WHEN $3 = 1 THEN 1 WHEN kind IS NULL THEN 0 ELSE -1 END AS up,
+                            CASE WHEN $3 = -1 THEN 1 WHEN kind IS NULL THEN 0 ELSE -1 END AS down
+                     FROM previous WHERE kind IS DISTINCT FROM $3),
+                 cast_vote AS (INSERT INTO votes (post_id, user_id, kind)
+                               SELECT $1, $2, $3 FROM delta
+                               ON CONFLICT (post_id, user_id) DO UPDATE SET kind = excluded.kind),
+                 author AS (UPDATE users SET upvotes = upvotes + delta.up,
+                                             downvotes = downvotes + delta.down
+                            FROM delta WHERE users.id = $4),
+                 counted AS (UPDATE posts SET upvotes = upvotes + delta.up,
+                                              downvotes = downvotes + delta.down
+                             FROM delta WHERE posts.id = $1
+                             RETURNING posts.upvotes, posts.downvotes)
+                 SELECT upvotes, downvotes FROM counted",
             )
             .bind(post_id)
             .bind(voter)
             .bind(value)
-            .execute(&mut *tx)
-            .await?;
-            // (up, down) deltas: a new vote adds one; a moved vote also takes one away.
-            let (up, down): (i64, i64) = match (value, previous.is_some()) {
-                (1, false) => (1, 0),
-                (1, true) => (1, -1),
-                (_, false) => (0, 1),
-                (_, true) => (-1, 1),
-            };
-            let (upvotes, downvotes): (i64, i64) = query_as(
-                "UPDATE posts SET upvotes = upvotes + $2, downvotes = downvotes + $3 WHERE id = $1
-                 RETURNING upvotes, downvotes",
-            )
-            .bind(post_id)
-            .bind(up)
-            .bind(down)
-            .fetch_one(&mut *tx)
-            .await?;
-            query(
-                "UPDATE users SET upvotes = upvotes + $2, downvotes = downvotes + $3 WHERE id = $1",
-            )
             .bind(author)
-            .bind(up)
-            .bind(down)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+            let Some((upvotes, downvotes)) = counts else {
+                return Err(StoreError::conflict("you already voted this way"));
+            };
             tx.commit().await?;
             Ok(VoteCounts { upvotes, downvotes })
         })
