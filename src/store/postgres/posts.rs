@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
+use sqlx_core::{query_as::query_as, query_scalar::query_scalar};
 
 use super::{PostgresStore, accounts::user_by_name, into_page, retrying};
 use crate::store::{
@@ -187,46 +187,42 @@ impl PostStore for PostgresStore {
     ) -> StoreResult<i64> {
         let content = &content;
         retrying(move || async move {
-            let mut tx = self.pool.begin().await?;
-            // The post is locked before the reply refers to the replier's row:
-            // inserting first held that row's key lock while waiting for an
-            // account deletion holding the post, which then waited for the key
-            // lock (a deadlock).
-            let exists: Option<i64> =
-                query_scalar("SELECT id FROM posts WHERE id = $1 FOR NO KEY UPDATE")
-                    .bind(post_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if exists.is_none() {
-                return Err(StoreError::not_found("post not found"));
-            }
-            if let Some(parent) = parent_id {
-                let parent_post: i64 = query_scalar("SELECT post_id FROM replies WHERE id = $1")
-                    .bind(parent)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| StoreError::not_found("parent reply not found"))?;
-                if parent_post != post_id {
-                    return Err(StoreError::conflict("parent reply belongs to another post"));
-                }
-            }
-            let id: i64 = query_scalar(
-                "INSERT INTO replies (post_id, user_id, parent_id, content, created_at)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            // One statement, so one round trip and its own transaction (was
+            // five or six). The post is locked before the reply refers to the
+            // replier's row: inserting first held that row's key lock while
+            // waiting for an account deletion holding the post, which then
+            // waited for the key lock (a deadlock). Nothing is written unless
+            // the post exists and the parent, if any, is one of its replies.
+            let (post, parent_post, id): (Option<i64>, Option<i64>, Option<i64>) = query_as(
+                "WITH post AS (SELECT id FROM posts WHERE id = $1 FOR NO KEY UPDATE),
+                 parent AS (SELECT (SELECT post_id FROM replies WHERE id = $3) AS post_id),
+                 checked AS (SELECT post.id FROM post, parent
+                             WHERE $3::int8 IS NULL OR parent.post_id = post.id),
+                 reply AS (INSERT INTO replies (post_id, user_id, parent_id, content, created_at)
+                           SELECT id, $2, $3, $4, $5 FROM checked RETURNING id),
+                 counted AS (UPDATE posts SET replies = replies + 1
+                             FROM reply WHERE posts.id = $1)
+                 SELECT (SELECT id FROM post), (SELECT post_id FROM parent),
+                        (SELECT id FROM reply)",
             )
             .bind(post_id)
             .bind(author)
             .bind(parent_id)
             .bind(content)
             .bind(now)
-            .fetch_one(&mut *tx)
+            .fetch_one(&self.pool)
             .await?;
-            query("UPDATE posts SET replies = replies + 1 WHERE id = $1")
-                .bind(post_id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(id)
+            match (post, parent_post, id) {
+                (None, _, _) => Err(StoreError::not_found("post not found")),
+                (_, None, _) if parent_id.is_some() => {
+                    Err(StoreError::not_found("parent reply not found"))
+                }
+                (_, Some(parent_post), _) if parent_post != post_id => {
+                    Err(StoreError::conflict("parent reply belongs to another post"))
+                }
+                (_, _, Some(id)) => Ok(id),
+                _ => Err(StoreError::Other("the reply was not stored".into())),
+            }
         })
         .await
     }
