@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
 use sqlx_postgres::PgConnection;
 
-use super::{PostgresStore, into_page, retrying, unique_violation};
+use super::{PostgresStore, begin, into_page, retrying, unique_violation};
 use crate::store::{
     Page, PageRequest, SharedPage, StoreError, StoreResult,
     accounts::{
@@ -70,7 +70,7 @@ impl AccountStore for PostgresStore {
     async fn create_user(&self, user: NewUser) -> StoreResult<UserRef> {
         let user = &user;
         retrying(move || async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             let name_key = user.username.to_lowercase();
             let email_key = user.email.to_lowercase();
             let (name_taken, email_taken): (bool, bool) = query_as(
@@ -218,7 +218,7 @@ impl AccountStore for PostgresStore {
     ) -> StoreResult<()> {
         let change = &change;
         retrying(move || async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             if let Some(email) = &change.email {
                 let taken: bool = query_scalar(
                     "SELECT EXISTS(SELECT 1 FROM users WHERE email_key = $1 AND id != $2)",
@@ -265,7 +265,7 @@ impl AccountStore for PostgresStore {
 
     async fn follow(&self, follower: i64, followee: &str) -> StoreResult<UserRef> {
         retrying(move || async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             let target = require_user(&mut tx, followee).await?;
             if target.id == follower {
                 return Err(StoreError::conflict("you cannot follow yourself"));
@@ -299,7 +299,7 @@ impl AccountStore for PostgresStore {
 
     async fn unfollow(&self, follower: i64, followee: &str) -> StoreResult<UserRef> {
         retrying(move || async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             let target = require_user(&mut tx, followee).await?;
             if lock_users(&mut tx, &[follower, target.id]).await? < 2 {
                 // Deleted while this waited for the lock.
@@ -360,7 +360,7 @@ impl AccountStore for PostgresStore {
     /// adds to the recomputed total after it (`n = n + 1`), which is right.
     async fn delete_account(&self, user_id: i64) -> StoreResult<DeletedAccount> {
         retrying(move || async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             // First the user's posts, then the user (the order a vote on one of
             // them takes its post and its author): votes on them finish or wait.
             // Holding the user's row, no follow of them commits before the

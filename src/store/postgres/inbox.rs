@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
 
-use super::{PostgresStore, accounts::user_by_name, into_page, retrying};
+use super::{PostgresStore, accounts::user_by_name, begin, into_page, retrying};
 use crate::store::{
     PageRequest, StoreError, StoreResult, UnixSeconds,
     inbox::{InboxMessage, InboxPage, InboxStore},
@@ -39,7 +39,7 @@ impl InboxStore for PostgresStore {
     ) -> StoreResult<InboxMessage> {
         let message = &message;
         retrying(move || async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             let to = user_by_name(&mut tx, recipient)
                 .await?
                 .ok_or_else(|| StoreError::not_found("recipient not found"))?;
@@ -107,7 +107,7 @@ impl InboxStore for PostgresStore {
 
     async fn delete_inbox_message(&self, user_id: i64, message_id: i64) -> StoreResult<()> {
         retrying(move || async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             let row: Option<(i64, i64, bool, bool)> = query_as(
                 "SELECT sender_id, recipient_id, sender_deleted, recipient_deleted
                  FROM inbox_messages WHERE id = $1 FOR UPDATE",

@@ -24,6 +24,7 @@ use sqlx_core::{
     migrate::{Migration, MigrationType, Migrator},
     pool::PoolOptions,
     query_scalar::query_scalar,
+    transaction::Transaction,
 };
 use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
 
@@ -182,6 +183,26 @@ where
             outcome => return outcome,
         }
     }
+}
+
+/// Starts a transaction on a pooled connection, in a task of its own.
+///
+/// SQLx 0.8 leaks a transaction whose `BEGIN` future is dropped while it
+/// waits for the server's answer (a request whose client went away, or
+/// whose timeout passed): it counts the transaction only once answered, so
+/// the rollback it queues on the drop is skipped, and the connection goes
+/// back to the pool inside a transaction that no one ends. The statements
+/// its next users send then run in it, uncommitted, and a later error rolls
+/// them all back: acknowledged writes lost (seen under load, as deadlocks
+/// between such leftovers and then every statement on the connection
+/// failing). In a task of its own the `BEGIN` is always answered, and a
+/// transaction no one awaits any more is dropped there, with its rollback.
+async fn begin(pool: &PgPool) -> StoreResult<Transaction<'static, Postgres>> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        .map_err(|e| StoreError::Other(format!("starting a transaction: {e}")))?
+        .map_err(StoreError::from)
 }
 
 /// The unique index (or constraint) that `err` violates, if it is a unique violation.

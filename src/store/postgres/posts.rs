@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sqlx_core::{query_as::query_as, query_scalar::query_scalar};
 
-use super::{PostgresStore, accounts::user_by_name, into_page, retrying};
+use super::{PostgresStore, accounts::user_by_name, begin, into_page, retrying};
 use crate::store::{
     Page, PageRequest, StoreError, StoreResult, UnixSeconds,
     posts::{
@@ -48,8 +48,12 @@ impl PostStore for PostgresStore {
         let content = &content;
         let hashtags = &hashtags;
         retrying(move || async move {
-            // One statement, so one round trip and its own transaction (each
-            // statement of a transaction was a round trip: seven a post).
+            // One statement in a transaction of its own: three round trips
+            // (each statement was one: seven a post). Not an implicit
+            // transaction: should a connection ever be left inside someone's
+            // transaction (see `begin`), this BEGIN and COMMIT still end it
+            // with the post committed, where a lone statement would stay
+            // uncommitted inside it.
             // The author's row is locked before the post refers to it, in the
             // order an account deletion takes them: inserting first would hold
             // the row's key lock (the foreign key) while waiting for the
@@ -57,6 +61,7 @@ impl PostStore for PostgresStore {
             // deadlock, seen as 500s for both). After a deletion, no row.
             // GREATEST: a concurrent post by the same author may commit first
             // with a higher id.
+            let mut tx = begin(&self.pool).await?;
             let id: Option<i64> = query_scalar(
                 "WITH author AS (SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE),
                  post AS (INSERT INTO posts (user_id, content, created_at)
@@ -73,9 +78,11 @@ impl PostStore for PostgresStore {
             .bind(content)
             .bind(now)
             .bind(hashtags)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
-            id.ok_or(StoreError::AccountGone)
+            let id = id.ok_or(StoreError::AccountGone)?;
+            tx.commit().await?;
+            Ok(id)
         })
         .await
     }
@@ -114,7 +121,7 @@ impl PostStore for PostgresStore {
             VoteKind::Down => -1,
         };
         retrying(move || async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             // The post's row lock serialises every vote on it, on every node.
             // The author's row next, before the vote row refers to the
             // voter's (a key lock on it): posts, then users, as an account
@@ -187,12 +194,13 @@ impl PostStore for PostgresStore {
     ) -> StoreResult<i64> {
         let content = &content;
         retrying(move || async move {
-            // One statement, so one round trip and its own transaction (was
-            // five or six). The post is locked before the reply refers to the
+            // One statement in a transaction (three round trips, was five
+            // or six; why not an implicit one: `create_post`). The post is locked before the reply refers to the
             // replier's row: inserting first held that row's key lock while
             // waiting for an account deletion holding the post, which then
             // waited for the key lock (a deadlock). Nothing is written unless
             // the post exists and the parent, if any, is one of its replies.
+            let mut tx = begin(&self.pool).await?;
             let (post, parent_post, id): (Option<i64>, Option<i64>, Option<i64>) = query_as(
                 "WITH post AS (SELECT id FROM posts WHERE id = $1 FOR NO KEY UPDATE),
                  parent AS (SELECT (SELECT post_id FROM replies WHERE id = $3) AS post_id),
@@ -210,9 +218,9 @@ impl PostStore for PostgresStore {
             .bind(parent_id)
             .bind(content)
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
-            match (post, parent_post, id) {
+            let id = match (post, parent_post, id) {
                 (None, _, _) => Err(StoreError::not_found("post not found")),
                 (_, None, _) if parent_id.is_some() => {
                     Err(StoreError::not_found("parent reply not found"))
@@ -222,7 +230,9 @@ impl PostStore for PostgresStore {
                 }
                 (_, _, Some(id)) => Ok(id),
                 _ => Err(StoreError::Other("the reply was not stored".into())),
-            }
+            }?;
+            tx.commit().await?;
+            Ok(id)
         })
         .await
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
 
-use super::{PostgresStore, accounts::lock_users, retrying, unique_violation};
+use super::{PostgresStore, accounts::lock_users, begin, retrying, unique_violation};
 use crate::store::{
     Page, SharedPage, StoreError, StoreResult,
     accounts::UserRef,
@@ -67,7 +67,7 @@ impl RoomStore for PostgresStore {
     async fn create_room(&self, room: NewRoom, max_public_rooms: u32) -> StoreResult<Room> {
         let room = &room;
         retrying(move || async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             let key = room.name.to_lowercase();
             let taken: bool = query_scalar("SELECT EXISTS(SELECT 1 FROM rooms WHERE name_key = $1)")
                 .bind(&key)
@@ -221,7 +221,7 @@ impl RoomStore for PostgresStore {
     async fn save_file(&self, file: StoredFile) -> StoreResult<()> {
         let file = &file;
         retrying(move || async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             // `files` has no foreign keys. The uploader's row is locked as an
             // account deletion first locks it, so a deletion either waits for
             // this record (and then deletes it) or commits first (and this
@@ -281,7 +281,7 @@ impl RoomMessageStore for PostgresStore {
         let author = &author;
         let message = &message;
         retrying(move || async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             // The room's row lock orders its messages across every node; the
             // foreign-key checks of the insert below only need a KEY SHARE lock,
             // which this one does not block.
