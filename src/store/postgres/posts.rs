@@ -54,6 +54,7 @@ impl PostStore for PostgresStore {
             // transaction (see `begin`), this BEGIN and COMMIT still end it
             // with the post committed, where a lone statement would stay
             // uncommitted inside it.
+            let mut tx = begin(&self.pool).await?;
             // The author's row is locked before the post refers to it, in the
             // order an account deletion takes them: inserting first would hold
             // the row's key lock (the foreign key) while waiting for the
@@ -61,7 +62,6 @@ impl PostStore for PostgresStore {
             // deadlock, seen as 500s for both). After a deletion, no row.
             // GREATEST: a concurrent post by the same author may commit first
             // with a higher id.
-            let mut tx = begin(&self.pool).await?;
             let id: Option<i64> = query_scalar(
                 "WITH author AS (SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE),
                  post AS (INSERT INTO posts (user_id, content, created_at)
@@ -195,11 +195,12 @@ impl PostStore for PostgresStore {
         let content = &content;
         retrying(move || async move {
             // One statement in a transaction (three round trips, was five
-            // or six; why not an implicit one: `create_post`). The post is locked before the reply refers to the
-            // replier's row: inserting first held that row's key lock while
-            // waiting for an account deletion holding the post, which then
-            // waited for the key lock (a deadlock). Nothing is written unless
-            // the post exists and the parent, if any, is one of its replies.
+            // or six; why not an implicit one: `create_post`). The post is
+            // locked before the reply refers to the replier's row: inserting
+            // first held that row's key lock while waiting for an account
+            // deletion holding the post, which then waited for the key lock
+            // (a deadlock). Nothing is written unless the post exists and
+            // the parent, if any, is one of its replies.
             let mut tx = begin(&self.pool).await?;
             let (post, parent_post, id): (Option<i64>, Option<i64>, Option<i64>) = query_as(
                 "WITH post AS (SELECT id FROM posts WHERE id = $1 FOR NO KEY UPDATE),
