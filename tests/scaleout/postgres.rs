@@ -364,3 +364,64 @@ fn spawn_watchdog(pg_ctl: &Path, data: &Path, dir: &Path) {
         .spawn()
         .expect("starting the PostgreSQL watchdog");
 }
+
+/// A write whose request is dropped while its `BEGIN` waits for
+/// PostgreSQL's answer (its client gone, or its timeout passed) leaves no
+/// transaction open on its pooled connection. SQLx 0.8 left one there,
+/// and the statements that connection's next users sent alone ran inside
+/// it, uncommitted: here a login's session, made next on the pool's only
+/// connection, would not be seen from another pool.
+#[tokio::test]
+async fn writes_dropped_as_they_begin_leave_no_transaction_open() {
+    use mirage::store::{
+        accounts::{AccountStore, NewUser},
+        postgres::PostgresStore,
+    };
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::for_tests(data_dir.path().to_path_buf());
+    configure(&mut config).await;
+    let Some(url) = config.database else {
+        crate::backend::skipped("the dropped BEGIN test", "PostgreSQL is not installed");
+        return;
+    };
+    // One connection, so that every call reuses the one a drop left behind.
+    let store = PostgresStore::connect(&url, 1).await.expect("connecting");
+    let other = PostgresStore::connect(&url, 1).await.expect("connecting");
+    let user = store
+        .create_user(NewUser {
+            username: "dropper".into(),
+            email: "dropper@example.com".into(),
+            password_hash: "not a real hash".into(),
+            avatar_url: String::new(),
+            description: String::new(),
+        })
+        .await
+        .expect("creating a user");
+    for round in 0..40u8 {
+        // A follow begins a transaction first; it is dropped after one to
+        // four polls, inside its `BEGIN` on one round or another.
+        {
+            let follow = store.follow(user.id, "nobody-here");
+            tokio::pin!(follow);
+            for _ in 0..=round % 4 {
+                if futures_util::poll!(follow.as_mut()).is_ready() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        let token_hash = [round; 32];
+        store
+            .create_session(user.id, token_hash)
+            .await
+            .expect("making a session");
+        assert!(
+            other
+                .session_user(token_hash)
+                .await
+                .expect("reading a session")
+                .is_some(),
+            "round {round}: the session made after a dropped BEGIN is not committed"
+        );
+    }
+}
