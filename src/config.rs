@@ -66,8 +66,10 @@ pub struct Config {
     #[arg(long, env = "MIRAGE_ROOM_MESSAGE_TTL_SECS", default_value_t = 1800)]
     pub room_message_ttl_secs: u64,
 
-    /// How many of its newest messages each room keeps.
-    #[arg(long, env = "MIRAGE_ROOM_MESSAGE_LIMIT", default_value_t = 100)]
+    /// How many of its newest messages each room keeps (at least one: a
+    /// room that kept none would drop each message as it is sent).
+    #[arg(long, env = "MIRAGE_ROOM_MESSAGE_LIMIT", default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..))]
     pub room_message_limit: u32,
 
     /// Largest accepted upload, in bytes (24 MiB).
@@ -306,4 +308,21 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    #[test]
+    fn a_room_must_keep_at_least_one_message() {
+        let limit = |value: &str| {
+            Cli::try_parse_from(["mirage", "--room-message-limit", value])
+                .map(|cli| cli.config.room_message_limit)
+        };
+        assert!(limit("0").is_err());
+        assert_eq!(limit("1").unwrap(), 1);
+    }
 }

@@ -425,3 +425,75 @@ async fn writes_dropped_as_they_begin_leave_no_transaction_open() {
         );
     }
 }
+
+/// A room's messages in the database itself, not only as a page shows
+/// them (a page never lists more than the limit, so rows kept beyond it
+/// would not show): the newest `max_messages` stay and the rest are gone,
+/// and messages sent at one instant, or with the clock stepped back, are
+/// stored in strictly increasing order.
+#[tokio::test]
+async fn a_room_keeps_exactly_its_newest_messages_in_strictly_increasing_order() {
+    use mirage::store::{
+        accounts::{AccountStore, NewUser},
+        postgres::PostgresStore,
+        rooms::{NewRoom, Retention, RoomMessageStore, RoomStore},
+    };
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::for_tests(data_dir.path().to_path_buf());
+    configure(&mut config).await;
+    let Some(url) = config.database else {
+        crate::backend::skipped("the room retention test", "PostgreSQL is not installed");
+        return;
+    };
+    let store = PostgresStore::connect(&url, 2).await.expect("connecting");
+    let author = store
+        .create_user(NewUser {
+            username: "chatty".into(),
+            email: "chatty@example.com".into(),
+            password_hash: "not a real hash".into(),
+            avatar_url: String::new(),
+            description: String::new(),
+        })
+        .await
+        .expect("creating a user");
+    let room = store
+        .create_room(
+            NewRoom {
+                name: "retained".into(),
+                is_private: false,
+                password_hash: None,
+                creator: author.id,
+            },
+            5,
+        )
+        .await
+        .expect("creating a room");
+    let retention = Retention {
+        ttl_secs: 1e9,
+        max_messages: 5,
+    };
+    let mut sent = Vec::new();
+    for i in 0..8 {
+        // The same instant twice, then the clock a second back.
+        let now = [2_000_000_000.0, 2_000_000_000.0, 1_999_999_999.0][i % 3];
+        let message = store
+            .add_room_message(room.id, author.clone(), format!("m{i}"), now, retention)
+            .await
+            .expect("sending");
+        sent.push(message.created_at);
+    }
+    assert!(
+        sent.windows(2).all(|pair| pair[0] < pair[1]),
+        "not strictly increasing: {sent:?}"
+    );
+    let mut conn = PgConnection::connect(&url).await.expect("connecting");
+    let kept: Vec<(String, f64)> = sqlx_core::query_as::query_as(
+        "SELECT message, created_at FROM room_messages WHERE room_id = $1 ORDER BY created_at",
+    )
+    .bind(room.id)
+    .fetch_all(&mut conn)
+    .await
+    .expect("reading the room's rows");
+    let expected: Vec<(String, f64)> = (3..8).map(|i| (format!("m{i}"), sent[i])).collect();
+    assert_eq!(kept, expected);
+}

@@ -266,31 +266,30 @@ impl AccountStore for PostgresStore {
     async fn follow(&self, follower: i64, followee: &str) -> StoreResult<UserRef> {
         retrying(move || async move {
             let mut tx = begin(&self.pool).await?;
-            let target = require_user(&mut tx, followee).await?;
-            if target.id == follower {
-                return Err(StoreError::conflict("you cannot follow yourself"));
-            }
-            if lock_users(&mut tx, &[follower, target.id]).await? < 2 {
-                // Deleted while this waited for the lock.
-                return Err(StoreError::not_found("user not found"));
-            }
-            let inserted = query(
-                "INSERT INTO follows (follower_id, followee_id, created_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (follower_id, followee_id) DO NOTHING",
+            let target = lock_follow_pair(&mut tx, follower, followee).await?;
+            let added: i64 = query_scalar(
+                "WITH added AS (
+                     INSERT INTO follows (follower_id, followee_id, created_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (follower_id, followee_id) DO NOTHING
+                     RETURNING 1),
+                 counted AS (
+                     UPDATE users
+                     SET following = following + CASE WHEN id = $1 THEN 1 ELSE 0 END,
+                         followers = followers + CASE WHEN id = $2 THEN 1 ELSE 0 END
+                     WHERE id IN ($1, $2) AND EXISTS (SELECT 1 FROM added))
+                 SELECT count(*) FROM added",
             )
             .bind(follower)
             .bind(target.id)
             .bind(now())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
+            .fetch_one(&mut *tx)
+            .await?;
+            if added == 0 {
                 return Err(StoreError::conflict(format!(
                     "already following {}",
                     target.username
                 )));
             }
-            shift_follow_counters(&mut tx, follower, target.id, 1).await?;
             tx.commit().await?;
             Ok(target)
         })
@@ -300,24 +299,28 @@ impl AccountStore for PostgresStore {
     async fn unfollow(&self, follower: i64, followee: &str) -> StoreResult<UserRef> {
         retrying(move || async move {
             let mut tx = begin(&self.pool).await?;
-            let target = require_user(&mut tx, followee).await?;
-            if lock_users(&mut tx, &[follower, target.id]).await? < 2 {
-                // Deleted while this waited for the lock.
-                return Err(StoreError::not_found("user not found"));
-            }
-            let removed = query("DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2")
-                .bind(follower)
-                .bind(target.id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let target = lock_follow_pair(&mut tx, follower, followee).await?;
+            let removed: i64 = query_scalar(
+                "WITH removed AS (
+                     DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2
+                     RETURNING 1),
+                 counted AS (
+                     UPDATE users
+                     SET following = following - CASE WHEN id = $1 THEN 1 ELSE 0 END,
+                         followers = followers - CASE WHEN id = $2 THEN 1 ELSE 0 END
+                     WHERE id IN ($1, $2) AND EXISTS (SELECT 1 FROM removed))
+                 SELECT count(*) FROM removed",
+            )
+            .bind(follower)
+            .bind(target.id)
+            .fetch_one(&mut *tx)
+            .await?;
             if removed == 0 {
                 return Err(StoreError::conflict(format!(
                     "you are not following {}",
                     target.username
                 )));
             }
-            shift_follow_counters(&mut tx, follower, target.id, -1).await?;
             tx.commit().await?;
             Ok(target)
         })
@@ -513,24 +516,39 @@ impl PostgresStore {
     }
 }
 
-/// Moves the follower's `following` and the followee's `followers` by
-/// `delta` in one statement (their rows are already locked).
-async fn shift_follow_counters(
+/// Finds the followee by name and locks both users' rows in one statement,
+/// in id order (as `lock_users` does). A follow of oneself is a conflict;
+/// a followee unknown, or either user deleted while this waited for the
+/// lock, is "user not found". The follow's own statement comes after this
+/// one, so its snapshot holds both users as locked.
+async fn lock_follow_pair(
     conn: &mut PgConnection,
     follower: i64,
-    followee: i64,
-    delta: i64,
-) -> StoreResult<()> {
-    query(
-        "UPDATE users
-         SET following = following + CASE WHEN id = $1 THEN $3 ELSE 0 END,
-             followers = followers + CASE WHEN id = $2 THEN $3 ELSE 0 END
-         WHERE id IN ($1, $2)",
+    followee: &str,
+) -> StoreResult<UserRef> {
+    let rows: Vec<(i64, String, bool)> = query_as(
+        "SELECT id, username, username_key = $2 FROM users
+         WHERE id = $1 OR username_key = $2
+         ORDER BY id FOR NO KEY UPDATE",
     )
     .bind(follower)
-    .bind(followee)
-    .bind(delta)
-    .execute(conn)
+    .bind(followee.to_lowercase())
+    .fetch_all(conn)
     .await?;
-    Ok(())
+    let target = rows
+        .iter()
+        .find(|(_, _, is_followee)| *is_followee)
+        .map(|(id, username, _)| UserRef {
+            id: *id,
+            username: username.clone(),
+        })
+        .ok_or_else(|| StoreError::not_found("user not found"))?;
+    if target.id == follower {
+        return Err(StoreError::conflict("you cannot follow yourself"));
+    }
+    if rows.len() < 2 {
+        // The follower was deleted while this waited for the lock.
+        return Err(StoreError::not_found("user not found"));
+    }
+    Ok(target)
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sqlx_core::{query::query, query_as::query_as, query_scalar::query_scalar};
 
-use super::{PostgresStore, accounts::user_by_name, begin, into_page, retrying};
+use super::{PostgresStore, begin, into_page, retrying};
 use crate::store::{
     PageRequest, StoreError, StoreResult, UnixSeconds,
     inbox::{InboxMessage, InboxPage, InboxStore},
@@ -37,38 +37,35 @@ impl InboxStore for PostgresStore {
         message: String,
         now: UnixSeconds,
     ) -> StoreResult<InboxMessage> {
-        let message = &message;
-        retrying(move || async move {
-            let mut tx = begin(&self.pool).await?;
-            let to = user_by_name(&mut tx, recipient)
-                .await?
-                .ok_or_else(|| StoreError::not_found("recipient not found"))?;
-            let id: i64 = query_scalar(
-                "INSERT INTO inbox_messages (sender_id, recipient_id, message, created_at)
-                 VALUES ($1, $2, $3, $4) RETURNING id",
-            )
-            .bind(sender)
-            .bind(to.id)
-            .bind(message)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            let (sender_name, avatar_url): (String, String) =
-                query_as("SELECT username, avatar_url FROM users WHERE id = $1")
-                    .bind(sender)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            tx.commit().await?;
-            Ok(InboxMessage {
-                id,
-                sender: sender_name,
-                recipient: to.username,
-                message: message.clone(),
-                created_at: now,
-                avatar_url,
-            })
+        // One statement, so one round trip and no transaction of its own:
+        // the message is written only if the recipient exists, and the
+        // names come back with its id. Nothing here takes a lock, so there
+        // is no conflict to run it again for.
+        let row: Option<(i64, String, String, String)> = query_as(
+            "WITH recipient AS (SELECT id, username FROM users WHERE username_key = $2),
+                  sent AS (
+                      INSERT INTO inbox_messages (sender_id, recipient_id, message, created_at)
+                      SELECT $1, id, $3, $4 FROM recipient
+                      RETURNING id)
+             SELECT sent.id, recipient.username, sender.username, sender.avatar_url
+             FROM sent, recipient, users sender WHERE sender.id = $1",
+        )
+        .bind(sender)
+        .bind(recipient.to_lowercase())
+        .bind(&message)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        let (id, recipient, sender, avatar_url) =
+            row.ok_or_else(|| StoreError::not_found("recipient not found"))?;
+        Ok(InboxMessage {
+            id,
+            sender,
+            recipient,
+            message,
+            created_at: now,
+            avatar_url,
         })
-        .await
     }
 
     async fn inbox(&self, user_id: i64, page: PageRequest) -> StoreResult<Arc<InboxPage>> {

@@ -289,36 +289,35 @@ impl RoomMessageStore for PostgresStore {
                 .bind(room_id)
                 .execute(&mut *tx)
                 .await?;
+            // A statement of its own after the lock, so that its snapshot
+            // holds every message committed before the lock was granted.
             // Strictly increasing per room, even if the clock steps back, two
             // nodes' clocks differ, or two messages share a microsecond: `since`
-            // is then an exact cursor.
-            let last: Option<f64> = query_scalar(
-                "SELECT created_at FROM room_messages WHERE room_id = $1
-                 ORDER BY created_at DESC LIMIT 1",
-            )
-            .bind(room_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let now = last.map_or(now, |last| now.max(last + MIN_STEP_SECS));
-            let id: i64 = query_scalar(
-                "INSERT INTO room_messages (room_id, user_id, message, created_at)
-                 VALUES ($1, $2, $3, $4) RETURNING id",
+            // is then an exact cursor. Only this room's oldest messages beyond
+            // its limit go: the snapshot does not hold the new message, which
+            // is the newest, so the others keep `max_messages - 1`. GREATEST
+            // skips a NULL: a room's first message keeps `now`.
+            let (id, created_at): (i64, f64) = query_as(
+                "WITH last AS (
+                     SELECT (SELECT created_at FROM room_messages WHERE room_id = $1
+                             ORDER BY created_at DESC LIMIT 1) AS at),
+                 sent AS (
+                     INSERT INTO room_messages (room_id, user_id, message, created_at)
+                     SELECT $1, $2, $3, GREATEST($4, last.at + $5) FROM last
+                     RETURNING id, created_at),
+                 trimmed AS (
+                     DELETE FROM room_messages WHERE room_id = $1 AND created_at <= (
+                         SELECT created_at FROM room_messages WHERE room_id = $1
+                         ORDER BY created_at DESC LIMIT 1 OFFSET $6))
+                 SELECT id, created_at FROM sent",
             )
             .bind(room_id)
             .bind(author.id)
             .bind(message)
             .bind(now)
+            .bind(MIN_STEP_SECS)
+            .bind(i64::from(retention.max_messages) - 1)
             .fetch_one(&mut *tx)
-            .await?;
-            // Only this room's oldest messages beyond its limit go.
-            query(
-                "DELETE FROM room_messages WHERE room_id = $1 AND created_at <= (
-                     SELECT created_at FROM room_messages WHERE room_id = $1
-                     ORDER BY created_at DESC LIMIT 1 OFFSET $2)",
-            )
-            .bind(room_id)
-            .bind(i64::from(retention.max_messages))
-            .execute(&mut *tx)
             .await?;
             tx.commit().await?;
             Ok(RoomMessage {
@@ -326,7 +325,7 @@ impl RoomMessageStore for PostgresStore {
                 room_id,
                 username: author.username.clone(),
                 message: message.clone(),
-                created_at: now,
+                created_at,
             })
         })
         .await
