@@ -33,6 +33,9 @@ pub enum ApiError {
     /// The client sent its request body too slowly.
     #[error("{0}")]
     RequestTimeout(String),
+    /// The request line and headers are over `--max-header-bytes`.
+    #[error("{0}")]
+    HeadTooLarge(String),
     /// Details are logged, never sent to the client.
     #[error("internal server error")]
     Internal(String),
@@ -81,6 +84,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

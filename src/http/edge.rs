@@ -1,6 +1,13 @@
 //! What every response carries: security headers and a request id that every log line of the request shows.
 
-use axum::http::{HeaderName, HeaderValue, Request, Response, header};
+use axum::{
+    extract::{Request, State},
+    http::{HeaderName, HeaderValue, Response, header},
+    middleware::Next,
+    response::IntoResponse,
+};
+
+use crate::error::ApiError;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -28,6 +35,45 @@ pub fn security_headers<B>(mut response: Response<B>) -> Response<B> {
     headers
         .entry(HeaderName::from_static("cross-origin-resource-policy"))
         .or_insert(HeaderValue::from_static("same-origin"));
+    response
+}
+
+/// The size of a request's head as sent: the request line, each header as
+/// a `name: value` line, and the blank line that ends it (optional white
+/// space a client adds around a value is not counted).
+fn head_bytes<B>(request: &Request<B>) -> usize {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(1, |target| target.as_str().len());
+    let request_line = request.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
+    let fields: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + ": ".len() + value.len() + "\r\n".len())
+        .sum();
+    request_line + fields + "\r\n".len()
+}
+
+/// Answers a request whose head is over `max_bytes` with a JSON 431, and
+/// closes its connection. hyper itself refuses heads only past a hard cap
+/// a few times larger (`server.rs`), with a bare 431 and no body: this
+/// check gives the heads in between the API's error body and headers.
+pub async fn limit_request_head(
+    State(max_bytes): State<usize>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
+    if head_bytes(&request) <= max_bytes {
+        return next.run(request).await;
+    }
+    let mut response = ApiError::HeadTooLarge(format!(
+        "the request line and headers are over {max_bytes} bytes"
+    ))
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

@@ -142,6 +142,7 @@ pub fn router(state: AppState) -> Router {
         .expose_headers([header::RETRY_AFTER, edge::X_REQUEST_ID.clone()])
         .max_age(Duration::from_secs(600));
     let body_read_timeout = Duration::from_secs(state.config.body_read_timeout_secs);
+    let max_header_bytes = state.config.max_header_bytes;
 
     let routes = Router::new()
         .merge(json_api)
@@ -161,6 +162,11 @@ pub fn router(state: AppState) -> Router {
     // /api/ping` from about 37 to 34 µs of CPU). Outermost first.
     let edge = ServiceBuilder::new()
         .map_response(edge::security_headers)
+        // Before any layer adds a header (the request id): the head as sent.
+        .layer(middleware::from_fn_with_state(
+            max_header_bytes,
+            edge::limit_request_head,
+        ))
         .map_request(edge::drop_unusable_request_id)
         .layer(SetRequestIdLayer::new(
             edge::X_REQUEST_ID.clone(),

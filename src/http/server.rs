@@ -20,25 +20,32 @@ use crate::config::Config;
 /// the part of a body not yet taken by the handler).
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
+/// How many times `--max-header-bytes` hyper reads of a request head
+/// before it answers 431 itself. Up to there the router's own check
+/// (`edge::limit_request_head`) answers with the API's JSON error; past it,
+/// hyper's bare 431 (no body) bounds what one connection buffers.
+const HEAD_HARD_CAP_FACTOR: usize = 4;
+
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     config: &Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let head_hard_cap = config.max_header_bytes.saturating_mul(HEAD_HARD_CAP_FACTOR);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         // Also bounds how long a keep-alive connection may sit idle: hyper
         // starts this clock whenever it waits for the next request head.
         .header_read_timeout(Duration::from_secs(config.header_read_timeout_secs))
-        .max_header_size(config.max_header_bytes)
+        .max_header_size(head_hard_cap)
         .max_headers(config.max_headers)
         // hyper grows a connection's read buffer up to ~400 KB by default;
         // an upload's chunks are cut from it, so each upload left the
         // allocator holding blocks of every size on the way (measured with
         // mimalloc: +9 to +17 MiB of RSS for a 24 MiB upload, +0 to +4 with
         // this bound; docs/PERFORMANCE.md).
-        .max_buf_size(READ_BUFFER_BYTES.max(config.max_header_bytes));
+        .max_buf_size(READ_BUFFER_BYTES.max(head_hard_cap));
 
     let stopping = CancellationToken::new();
     let connections = TaskTracker::new();

@@ -148,27 +148,43 @@ async fn exchange(app: &TestApp, request: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// A request of exactly `head_bytes` bytes of head (request line, headers,
+/// blank line), padded with one header.
+fn request_with_head_of(head_bytes: usize) -> String {
+    let start = "GET /api/ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Padding: ";
+    let end = "\r\n\r\n";
+    let padding = head_bytes - start.len() - end.len();
+    format!("{start}{}{end}", "a".repeat(padding))
+}
+
 #[tokio::test]
 async fn an_oversized_request_head_is_431_and_the_server_keeps_serving() {
     let app = spawn_app_with(|config| config.max_header_bytes = 8192).await;
-    // Under the limit, a sizeable header is fine.
-    let fine = app
-        .client
-        .get(app.url("/api/ping"))
-        .header("x-padding", "a".repeat(6000))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(fine.status(), StatusCode::OK);
+    // Up to the limit, counted as sent, a head is fine.
+    let answer = exchange(&app, request_with_head_of(8192).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.80}");
 
-    // hyper answers 431 itself (empty body, before any routing) and closes.
-    let big = format!(
-        "GET /api/ping HTTP/1.1\r\nHost: x\r\nX-Padding: {}\r\n\r\n",
-        "a".repeat(9000)
-    );
-    let answer = exchange(&app, big.as_bytes()).await;
+    // One byte over: the API's JSON error, with its headers, and the
+    // connection closes (`exchange` reads until it does).
+    let answer = exchange(&app, request_with_head_of(8193).as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(body).unwrap(),
+        json!({"error": "the request line and headers are over 8192 bytes"})
+    );
 
+    // Past four times the limit hyper answers 431 itself (no body, before
+    // any routing), so that a connection never buffers more.
+    let answer = exchange(&app, request_with_head_of(4 * 8192 + 1).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+    assert!(!answer.contains("\"error\""), "{answer:.200}");
+
+    // More header fields than `--max-headers`: hyper's 431 as well.
     let many: String = (0..150).map(|n| format!("X-H{n}: v\r\n")).collect();
     let request = format!("GET /api/ping HTTP/1.1\r\nHost: x\r\n{many}\r\n");
     let answer = exchange(&app, request.as_bytes()).await;
