@@ -497,3 +497,47 @@ async fn a_room_keeps_exactly_its_newest_messages_in_strictly_increasing_order()
     let expected: Vec<(String, f64)> = (3..8).map(|i| (format!("m{i}"), sent[i])).collect();
     assert_eq!(kept, expected);
 }
+
+/// A pooled connection whose server process went away while it sat idle
+/// (a database restarted during a quiet spell) is checked as it is handed
+/// out, and replaced, so the next call does not fail on it. Connections
+/// idle for under a second are handed out unchecked (SQLx pinged them as
+/// they went back to the pool): that check was a round trip on every call.
+#[tokio::test]
+async fn a_connection_dropped_by_the_database_while_idle_is_replaced() {
+    use mirage::store::{accounts::AccountStore, postgres::PostgresStore};
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::for_tests(data_dir.path().to_path_buf());
+    configure(&mut config).await;
+    let (Some(url), Some(server)) = (config.database, server()) else {
+        crate::backend::skipped("the idle connection test", "PostgreSQL is not installed");
+        return;
+    };
+    let (_, name) = url
+        .split_once('?')
+        .and_then(|(without_query, _)| without_query.rsplit_once('/'))
+        .expect("a database name");
+    // One connection, so that the call after the termination gets it.
+    let store = PostgresStore::connect(&url, 1).await.expect("connecting");
+    assert_eq!(store.user_count().await.expect("counting users"), 0);
+
+    let mut admin = admin_connection(server).await;
+    let ended: Vec<bool> = sqlx_core::query_scalar::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(name)
+    .fetch_all(&mut admin)
+    .await
+    .expect("ending the pool's connection");
+    assert_eq!(ended, [true], "the pool's one connection was ended");
+
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(
+        store
+            .user_count()
+            .await
+            .expect("counting users after the drop"),
+        0
+    );
+}
