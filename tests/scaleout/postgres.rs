@@ -373,30 +373,14 @@ fn spawn_watchdog(pg_ctl: &Path, data: &Path, dir: &Path) {
 /// connection, would not be seen from another pool.
 #[tokio::test]
 async fn writes_dropped_as_they_begin_leave_no_transaction_open() {
-    use mirage::store::{
-        accounts::{AccountStore, NewUser},
-        postgres::PostgresStore,
-    };
-    let data_dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config::for_tests(data_dir.path().to_path_buf());
-    configure(&mut config).await;
-    let Some(url) = config.database else {
-        crate::backend::skipped("the dropped BEGIN test", "PostgreSQL is not installed");
+    use mirage::store::{accounts::AccountStore, postgres::PostgresStore};
+    let Some(url) = fresh_database_url("the dropped BEGIN test").await else {
         return;
     };
     // One connection, so that every call reuses the one a drop left behind.
     let store = PostgresStore::connect(&url, 1).await.expect("connecting");
     let other = PostgresStore::connect(&url, 1).await.expect("connecting");
-    let user = store
-        .create_user(NewUser {
-            username: "dropper".into(),
-            email: "dropper@example.com".into(),
-            password_hash: "not a real hash".into(),
-            avatar_url: String::new(),
-            description: String::new(),
-        })
-        .await
-        .expect("creating a user");
+    let user = new_user(&store, "dropper").await;
     for round in 0..40u8 {
         // A follow begins a transaction first; it is dropped after one to
         // four polls, inside its `BEGIN` on one round or another.
@@ -434,28 +418,14 @@ async fn writes_dropped_as_they_begin_leave_no_transaction_open() {
 #[tokio::test]
 async fn a_room_keeps_exactly_its_newest_messages_in_strictly_increasing_order() {
     use mirage::store::{
-        accounts::{AccountStore, NewUser},
         postgres::PostgresStore,
         rooms::{NewRoom, Retention, RoomMessageStore, RoomStore},
     };
-    let data_dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config::for_tests(data_dir.path().to_path_buf());
-    configure(&mut config).await;
-    let Some(url) = config.database else {
-        crate::backend::skipped("the room retention test", "PostgreSQL is not installed");
+    let Some(url) = fresh_database_url("the room retention test").await else {
         return;
     };
     let store = PostgresStore::connect(&url, 2).await.expect("connecting");
-    let author = store
-        .create_user(NewUser {
-            username: "chatty".into(),
-            email: "chatty@example.com".into(),
-            password_hash: "not a real hash".into(),
-            avatar_url: String::new(),
-            description: String::new(),
-        })
-        .await
-        .expect("creating a user");
+    let author = new_user(&store, "chatty").await;
     let room = store
         .create_room(
             NewRoom {
@@ -506,11 +476,10 @@ async fn a_room_keeps_exactly_its_newest_messages_in_strictly_increasing_order()
 #[tokio::test]
 async fn a_connection_dropped_by_the_database_while_idle_is_replaced() {
     use mirage::store::{accounts::AccountStore, postgres::PostgresStore};
-    let data_dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config::for_tests(data_dir.path().to_path_buf());
-    configure(&mut config).await;
-    let (Some(url), Some(server)) = (config.database, server()) else {
-        crate::backend::skipped("the idle connection test", "PostgreSQL is not installed");
+    let (Some(url), Some(server)) = (
+        fresh_database_url("the idle connection test").await,
+        server(),
+    ) else {
         return;
     };
     let (_, name) = url
@@ -540,4 +509,33 @@ async fn a_connection_dropped_by_the_database_while_idle_is_replaced() {
             .expect("counting users after the drop"),
         0
     );
+}
+
+/// The URL of a fresh database of the test server, for a test that talks to
+/// the store itself; `None` (said once, or fatal in CI) without PostgreSQL.
+async fn fresh_database_url(test: &str) -> Option<String> {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::for_tests(data_dir.path().to_path_buf());
+    configure(&mut config).await;
+    if config.database.is_none() {
+        crate::backend::skipped(test, "PostgreSQL is not installed");
+    }
+    config.database
+}
+
+async fn new_user(
+    store: &mirage::store::postgres::PostgresStore,
+    name: &str,
+) -> mirage::store::accounts::UserRef {
+    use mirage::store::accounts::{AccountStore, NewUser};
+    store
+        .create_user(NewUser {
+            username: name.into(),
+            email: format!("{name}@example.com"),
+            password_hash: "not a real hash".into(),
+            avatar_url: String::new(),
+            description: String::new(),
+        })
+        .await
+        .expect("creating a user")
 }
