@@ -39,22 +39,28 @@ impl InboxStore for PostgresStore {
     ) -> StoreResult<InboxMessage> {
         // One statement, so one round trip and no transaction of its own:
         // the message is written only if the recipient exists, and the
-        // names come back with its id. Nothing here takes a lock, so there
-        // is no conflict to run it again for.
-        let row: Option<(i64, String, String, String)> = query_as(
-            "WITH recipient AS (SELECT id, username FROM users WHERE username_key = $2),
-                  sent AS (
-                      INSERT INTO inbox_messages (sender_id, recipient_id, message, created_at)
-                      SELECT $1, id, $3, $4 FROM recipient
-                      RETURNING id)
-             SELECT sent.id, recipient.username, sender.username, sender.avatar_url
-             FROM sent, recipient, users sender WHERE sender.id = $1",
-        )
-        .bind(sender)
-        .bind(recipient.to_lowercase())
-        .bind(&message)
-        .bind(now)
-        .fetch_optional(&self.pool)
+        // names come back with its id. Its foreign-key checks lock both
+        // users' rows (KEY SHARE); should that ever lose a deadlock, the
+        // statement kept nothing and runs again.
+        let key = recipient.to_lowercase();
+        let (key, message) = (&key, &message);
+        let row: Option<(i64, String, String, String)> = retrying(move || async move {
+            Ok(query_as(
+                "WITH recipient AS (SELECT id, username FROM users WHERE username_key = $2),
+                      sent AS (
+                          INSERT INTO inbox_messages (sender_id, recipient_id, message, created_at)
+                          SELECT $1, id, $3, $4 FROM recipient
+                          RETURNING id)
+                 SELECT sent.id, recipient.username, sender.username, sender.avatar_url
+                 FROM sent, recipient, users sender WHERE sender.id = $1",
+            )
+            .bind(sender)
+            .bind(key)
+            .bind(message)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?)
+        })
         .await?;
         let (id, recipient, sender, avatar_url) =
             row.ok_or_else(|| StoreError::not_found("recipient not found"))?;
@@ -62,7 +68,7 @@ impl InboxStore for PostgresStore {
             id,
             sender,
             recipient,
-            message,
+            message: message.clone(),
             created_at: now,
             avatar_url,
         })
