@@ -177,6 +177,25 @@ impl RoomStore for PostgresStore {
         .await?)
     }
 
+    async fn room_with_membership(
+        &self,
+        room_id: i64,
+        user_id: i64,
+    ) -> StoreResult<Option<(Room, bool)>> {
+        let row: Option<(i64, String, bool, Option<String>, bool)> = query_as(
+            "SELECT r.id, r.name, r.is_private, r.password_hash,
+                    EXISTS(SELECT 1 FROM room_members m WHERE m.room_id = r.id AND m.user_id = $2)
+             FROM rooms r WHERE r.id = $1",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id, name, is_private, password_hash, member)| {
+            (room_from_row((id, name, is_private, password_hash)), member)
+        }))
+    }
+
     async fn member_names(&self, room_id: i64) -> StoreResult<Arc<SharedPage<String>>> {
         let names = query_scalar(
             "SELECT u.username FROM room_members m JOIN users u ON u.id = m.user_id
