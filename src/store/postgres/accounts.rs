@@ -328,15 +328,16 @@ impl AccountStore for PostgresStore {
     }
 
     async fn is_following(&self, follower: i64, followee: &str) -> StoreResult<bool> {
-        let mut conn = self.pool.acquire().await?;
-        let target = require_user(&mut conn, followee).await?;
-        Ok(query_scalar(
-            "SELECT EXISTS(SELECT 1 FROM follows WHERE follower_id = $1 AND followee_id = $2)",
+        // No row: no such user.
+        let following: Option<bool> = query_scalar(
+            "SELECT EXISTS(SELECT 1 FROM follows WHERE follower_id = $1 AND followee_id = u.id)
+             FROM users u WHERE u.username_key = $2",
         )
         .bind(follower)
-        .bind(target.id)
-        .fetch_one(&mut *conn)
-        .await?)
+        .bind(followee.to_lowercase())
+        .fetch_optional(&self.pool)
+        .await?;
+        following.ok_or_else(|| StoreError::not_found("user not found"))
     }
 
     async fn followers(
